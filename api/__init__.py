@@ -1,0 +1,1 @@
+"""Custom Vision-compatible HTTP API."""

@@ -1,0 +1,59 @@
+"""The embedder port: a frozen image encoder that owns its preprocessing."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image as PILImage
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: int = PILImage.BICUBIC
+
+    def __call__(self, img: PILImage.Image) -> np.ndarray:
+        """Resize the shorter side to `size`, centre-crop, normalise; returns CHW float32."""
+        w, h = img.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        img = img.resize((nw, nh), self.resample, reducing_gap=3.0 if scale < 0.5 else None)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        img = img.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+class Backbone(ABC):
+    """A frozen image encoder. `id` names weights and preprocessing: embeddings are cached under it."""
+
+    id: str
+    dim: int
+    preprocessing: Preprocessing
+    prompt_templates: tuple[str, ...] = ()
+
+    def preprocess(self, img: PILImage.Image) -> np.ndarray:
+        return self.preprocessing(img)
+
+    @abstractmethod
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> (N, dim) float32 features (not normalised)."""
+
+    def text_features(self, tag_names: list[str]) -> np.ndarray:
+        raise NotImplementedError(f"backbone {self.id} has no text encoder")
+
+
+@dataclass
+class BackboneSettings:
+    """Configuration the composition root hands to the registry (read once from the environment)."""
+
+    cache_dir: str = "./data/models"
+    # per-domain CLIP overrides: {"General": {"model": "...", "pretrained": "...", "checkpoint": "/path"}}
+    clip: dict[str, dict[str, str]] = field(default_factory=dict)
+    runtime: str = "auto"  # "auto" (ONNX Runtime where available) | "torch"
+    threads: int | None = None
+    device: str = "cpu"

@@ -1,0 +1,73 @@
+"""Domain errors. Each carries a Custom Vision error code so adapters can map it unchanged."""
+from __future__ import annotations
+
+
+class CvError(Exception):
+    code = "BadRequest"
+    http_status = 400
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class NotFound(CvError):
+    code = "NotFound"
+    http_status = 404
+
+
+class Conflict(CvError):
+    code = "BadRequestNameNotUnique"
+    http_status = 400
+
+
+class InvalidInput(CvError):
+    code = "BadRequestInvalidArgument"
+
+
+class TrainingValidationFailed(CvError):
+    code = "BadRequestTrainingValidationFailed"
+
+
+class TrainingNotNeeded(CvError):
+    code = "BadRequestTrainingNotNeeded"
+
+
+class TrainingInProgress(CvError):
+    code = "BadRequestTrainingAlreadyInProgress"
+
+
+class NegativeAndRegularTag(CvError):
+    code = "BadRequestNegativeAndRegularTagOnSameImage"
+
+
+class IterationNotCompleted(CvError):
+    code = "BadRequestIterationNotCompleted"
+
+
+class CannotDeleteDefault(CvError):
+    code = "BadRequestCannotDeleteDefaultIteration"
+
+
+class NoDefaultIteration(CvError):
+    code = "BadRequestNoIteration"
+
+
+class BackboneUnavailable(CvError):
+    code = "BadRequestModelUnavailable"
+    http_status = 503
+
+
+class Forbidden(CvError):
+    code = "Forbidden"
+    http_status = 403
+
+
+class ImageRejected(CvError):
+    """A single image failed validation; `status` is Custom Vision's per-image status."""
+
+    def __init__(self, status: str, message: str, code: str = "BadRequestImageFormat"):
+        super().__init__(message, code)
+        self.status = status

@@ -1,0 +1,111 @@
+"""Image validation (Custom Vision's limits) and decoding to RGB for the models."""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+from PIL import ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageRejected
+
+TRAINING_MAX_BYTES = 6 * 1024 * 1024
+PREDICTION_MAX_BYTES = 4 * 1024 * 1024
+MAX_EDGE = 10_240
+MAX_ASPECT = 25.0
+ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "WEBP", "MPO"}
+# Far above 10,240 x 10,240 would already fail the edge check; this catches bombs before decoding.
+MAX_PIXELS = MAX_EDGE * MAX_EDGE
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _open(data: bytes) -> PILImage.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            img = PILImage.open(io.BytesIO(data))
+            return img
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
+        raise ImageRejected("ErrorImageDimensions", f"image rejected as a decompression bomb: {e}",
+                            "BadRequestImageDimensions") from e
+    except UnidentifiedImageError as e:
+        raise ImageRejected("ErrorImageFormat", "not an image in a supported format (JPEG, PNG, BMP, GIF, WebP)") from e
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for garbage input
+        raise ImageRejected("ErrorImageFormat", f"unreadable image: {e}") from e
+
+
+def validate_image(data: bytes, max_bytes: int = TRAINING_MAX_BYTES) -> ImageInfo:
+    """Check an uploaded file fully (format, size, dimensions, integrity). Raises ImageRejected."""
+    if not data:
+        raise ImageRejected("ErrorImageFormat", "empty file")
+    if len(data) > max_bytes:
+        raise ImageRejected(
+            "ErrorImageSize",
+            f"file is {len(data) / 1048576:.1f} MB; the limit is {max_bytes // 1048576} MB",
+            "BadRequestImageSizeBytes",
+        )
+    img = _open(data)
+    fmt = img.format or "?"
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageRejected("ErrorImageFormat", f"format {fmt} is not supported (JPEG, PNG, BMP, GIF, WebP)")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageRejected("ErrorImageDimensions", "image has no pixels", "BadRequestImageDimensions")
+    if width * height > MAX_PIXELS:
+        raise ImageRejected("ErrorImageDimensions", f"{width}x{height} exceeds {MAX_PIXELS} pixels (decompression bomb guard)",
+                            "BadRequestImageDimensions")
+    if max(width, height) > MAX_EDGE:
+        raise ImageRejected("ErrorImageDimensions", f"longest edge {max(width, height)} px exceeds {MAX_EDGE} px",
+                            "BadRequestImageDimensions")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageRejected("ErrorImageDimensions", f"aspect ratio {width}x{height} exceeds 25:1", "BadRequestImageDimensions")
+    try:
+        img.load()  # full decode: catches truncated and corrupt files
+    except ImageRejected:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ImageRejected("ErrorImageFormat", f"corrupt or truncated {fmt} file: {e}") from e
+    try:
+        oriented = ImageOps.exif_transpose(img)
+        width, height = oriented.size
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise fine image
+        pass
+    return ImageInfo(sha256=sha256_of(data), format=fmt, width=width, height=height, size_bytes=len(data))
+
+
+def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
+    """Decode to RGB: first frame, EXIF orientation applied, transparency composited on white.
+
+    With `min_side`, JPEGs are decoded in draft mode at the smallest scale whose shorter side is
+    still at least `min_side` (much faster for photos far larger than the model's input).
+    """
+    img = PILImage.open(io.BytesIO(data))
+    if min_side and img.format == "JPEG":
+        w, h = img.size
+        scale = min(w, h) / float(min_side)
+        if scale >= 2:
+            img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+    img.seek(0)
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = PILImage.new("RGBA", img.size, (255, 255, 255, 255))
+        img = PILImage.alpha_composite(background, img)
+    return img.convert("RGB")

@@ -1,0 +1,186 @@
+"""Domain model: Custom Vision's concepts as plain dataclasses."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Domain(str, Enum):
+    General = "General"
+    Food = "Food"
+    Landmarks = "Landmarks"
+    Retail = "Retail"
+    Adult = "Adult"
+    Compact = "Compact"
+
+    @classmethod
+    def parse(cls, value: str) -> "Domain":
+        for d in cls:
+            if d.value.lower() == str(value).strip().lower():
+                return d
+        raise ValueError(f"unknown domain {value!r}; choose one of: {', '.join(d.value for d in cls)}")
+
+
+class ClassificationType(str, Enum):
+    Multiclass = "Multiclass"
+    Multilabel = "Multilabel"
+
+    @classmethod
+    def parse(cls, value: str) -> "ClassificationType":
+        for c in cls:
+            if c.value.lower() == str(value).strip().lower():
+                return c
+        raise ValueError(f"unknown classification type {value!r}; choose Multiclass or Multilabel")
+
+
+class TagType(str, Enum):
+    Regular = "Regular"
+    Negative = "Negative"
+
+
+class IterationStatus(str, Enum):
+    Queued = "Queued"
+    Training = "Training"
+    Completed = "Completed"
+    Failed = "Failed"
+
+
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass
+class Project:
+    name: str
+    domain: Domain = Domain.Compact
+    classification_type: ClassificationType = ClassificationType.Multiclass
+    description: str = ""
+    threshold: float = 0.5
+    workspace: str = DEFAULT_WORKSPACE
+    created_by: str | None = None
+    default_iteration_id: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+    modified_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class Tag:
+    project_id: str
+    name: str
+    type: TagType = TagType.Regular
+    description: str = ""
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+    image_count: int = 0
+
+
+@dataclass
+class Image:
+    project_id: str
+    sha256: str
+    width: int
+    height: int
+    original_name: str = ""
+    source: str = ""
+    uploaded_by: str | None = None
+    tag_ids: list[str] = field(default_factory=list)
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class SnapshotEntry:
+    image_id: str
+    sha256: str
+    tag_ids: list[str]
+
+
+@dataclass
+class Iteration:
+    project_id: str
+    number: int
+    domain: Domain
+    classification_type: ClassificationType
+    backbone_id: str
+    name: str = ""
+    status: IterationStatus = IterationStatus.Queued
+    failure_reason: str | None = None
+    fingerprint: str = ""
+    snapshot: list[SnapshotEntry] = field(default_factory=list)
+    # tag ids in the column order of the probe, with their names at training time
+    tag_ids: list[str] = field(default_factory=list)
+    tag_names: list[str] = field(default_factory=list)
+    probe_key: str | None = None
+    evaluation_key: str | None = None
+    performance: dict | None = None
+    training_seconds: float | None = None
+    publish_name: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+    trained_at: datetime | None = None
+
+
+@dataclass
+class TagPrediction:
+    tag_id: str
+    tag_name: str
+    probability: float
+    tag_type: TagType = TagType.Regular
+
+
+@dataclass
+class Prediction:
+    project_id: str
+    iteration_id: str
+    predictions: list[TagPrediction]
+    threshold: float
+    sha256: str | None = None
+    stored: bool = False
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def above_threshold(self) -> list[TagPrediction]:
+        return [p for p in self.predictions if p.probability >= self.threshold]
+
+
+@dataclass
+class ChannelBinding:
+    """A chat channel bound to a project; `collect_tags` set while collect mode is on."""
+
+    workspace: str
+    channel_id: str
+    project_id: str
+    collect_tags: list[str] | None = None
+    bound_by: str | None = None
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class WorkspaceKeys:
+    workspace: str
+    training_key: str
+    prediction_key: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class Export:
+    iteration_id: str
+    platform: str
+    status: str = "Exporting"  # Exporting | Done | Failed
+    blob_key: str | None = None
+    flavor: str | None = None
+    failure_reason: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)

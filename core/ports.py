@@ -1,0 +1,234 @@
+"""Ports the core needs; `storage/` implements them, tests may fake them."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .model import (
+    ChannelBinding, Export, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag, WorkspaceKeys,
+)
+
+
+class BlobStore(ABC):
+    """Content-addressed bytes: the key of a blob is the sha256 of its content."""
+
+    @abstractmethod
+    def put(self, data: bytes) -> str: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def keys(self) -> Iterable[str]: ...
+
+
+class ProjectRepository(ABC):
+    @abstractmethod
+    def add(self, project: Project) -> None: ...
+
+    @abstractmethod
+    def get(self, project_id: str) -> Project | None: ...
+
+    @abstractmethod
+    def get_by_name(self, workspace: str, name: str) -> Project | None: ...
+
+    @abstractmethod
+    def list(self, workspace: str | None = None) -> list[Project]: ...
+
+    @abstractmethod
+    def update(self, project: Project) -> None: ...
+
+    @abstractmethod
+    def delete(self, project_id: str) -> None: ...
+
+
+class TagRepository(ABC):
+    @abstractmethod
+    def add(self, tag: Tag) -> None: ...
+
+    @abstractmethod
+    def get(self, tag_id: str) -> Tag | None: ...
+
+    @abstractmethod
+    def list(self, project_id: str) -> list[Tag]:
+        """Tags of a project with `image_count` filled."""
+
+    @abstractmethod
+    def update(self, tag: Tag) -> None: ...
+
+    @abstractmethod
+    def delete(self, tag_id: str) -> None: ...
+
+
+class ImageRepository(ABC):
+    @abstractmethod
+    def add(self, image: Image) -> None: ...
+
+    @abstractmethod
+    def get_many(self, image_ids: list[str]) -> list[Image]: ...
+
+    @abstractmethod
+    def get_by_sha(self, project_id: str, sha256: str) -> Image | None: ...
+
+    @abstractmethod
+    def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
+             skip: int = 0, take: int | None = None) -> list[Image]: ...
+
+    @abstractmethod
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int: ...
+
+    @abstractmethod
+    def set_tags(self, image_id: str, tag_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def delete(self, image_id: str) -> None: ...
+
+    @abstractmethod
+    def snapshot(self, project_id: str) -> list[SnapshotEntry]:
+        """Every tagged image of the project with its tags, ordered by image id."""
+
+
+class IterationRepository(ABC):
+    @abstractmethod
+    def add(self, iteration: Iteration) -> None: ...
+
+    @abstractmethod
+    def get(self, iteration_id: str, with_snapshot: bool = False) -> Iteration | None: ...
+
+    @abstractmethod
+    def list(self, project_id: str) -> list[Iteration]: ...
+
+    @abstractmethod
+    def update(self, iteration: Iteration) -> None:
+        """Persist every field except the snapshot (which is written once by `add`)."""
+
+    @abstractmethod
+    def delete(self, iteration_id: str) -> None: ...
+
+    @abstractmethod
+    def in_status(self, statuses: list[IterationStatus], project_id: str | None = None) -> list[Iteration]: ...
+
+    @abstractmethod
+    def next_number(self, project_id: str) -> int: ...
+
+
+class EmbeddingRepository(ABC):
+    @abstractmethod
+    def get_many(self, backbone_id: str, sha256s: list[str]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def put_many(self, backbone_id: str, vectors: dict[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def count(self, backbone_id: str | None = None) -> int: ...
+
+
+class PredictionRepository(ABC):
+    @abstractmethod
+    def add(self, prediction: Prediction) -> None: ...
+
+    @abstractmethod
+    def get(self, prediction_id: str) -> Prediction | None: ...
+
+    @abstractmethod
+    def list(self, project_id: str, iteration_id: str | None = None, skip: int = 0, take: int | None = None) -> list[Prediction]: ...
+
+    @abstractmethod
+    def delete(self, prediction_id: str) -> None: ...
+
+
+class ChannelRepository(ABC):
+    @abstractmethod
+    def get(self, workspace: str, channel_id: str) -> ChannelBinding | None: ...
+
+    @abstractmethod
+    def put(self, binding: ChannelBinding) -> None: ...
+
+    @abstractmethod
+    def delete(self, workspace: str, channel_id: str) -> None: ...
+
+    @abstractmethod
+    def for_project(self, project_id: str) -> list[ChannelBinding]: ...
+
+
+class MessageRepository(ABC):
+    """Which images a chat message brought in (so thread replies can retag or remove them)."""
+
+    @abstractmethod
+    def link(self, workspace: str, channel_id: str, message_ts: str, image_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def image_ids(self, workspace: str, channel_id: str, message_ts: str) -> list[str]: ...
+
+
+class KeyRepository(ABC):
+    @abstractmethod
+    def get(self, workspace: str) -> WorkspaceKeys | None: ...
+
+    @abstractmethod
+    def put(self, keys: WorkspaceKeys) -> None: ...
+
+    @abstractmethod
+    def find(self, key: str) -> WorkspaceKeys | None:
+        """The workspace whose training or prediction key this is."""
+
+
+class ExportRepository(ABC):
+    @abstractmethod
+    def add(self, export: Export) -> None: ...
+
+    @abstractmethod
+    def update(self, export: Export) -> None: ...
+
+    @abstractmethod
+    def list(self, iteration_id: str) -> list[Export]: ...
+
+
+class UnitOfWork(ABC):
+    """One transaction over every repository; rolls back unless `commit()` was called."""
+
+    projects: ProjectRepository
+    tags: TagRepository
+    images: ImageRepository
+    iterations: IterationRepository
+    embeddings: EmbeddingRepository
+    predictions: PredictionRepository
+    channels: ChannelRepository
+    messages: MessageRepository
+    keys: KeyRepository
+    exports: ExportRepository
+
+    def __enter__(self) -> "UnitOfWork":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rollback()
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    @abstractmethod
+    def referenced_blob_keys(self, candidates: Iterable[str] | None = None) -> set[str]:
+        """Blob keys still referenced by an image, an iteration (snapshot, probe, evaluation) or a
+        stored prediction; limited to `candidates` when given."""
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class JobRunner(ABC):
+    """Runs slow work (training) off the request path."""
+
+    @abstractmethod
+    def submit(self, job_id: str, fn: Callable[[], None]) -> None: ...

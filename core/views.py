@@ -1,0 +1,63 @@
+"""Domain objects as Custom Vision's JSON shapes (shared by the CLI's --json and the HTTP API)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
+from .service import ImageResult
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def project_json(p: Project, domain_id: str | None = None) -> dict:
+    return {
+        "id": p.id, "name": p.name, "description": p.description,
+        "settings": {"domainId": domain_id or p.domain.value, "domain": p.domain.value,
+                     "classificationType": p.classification_type.value, "threshold": p.threshold},
+        "created": iso(p.created_at), "lastModified": iso(p.modified_at),
+        "defaultIterationId": p.default_iteration_id, "workspace": p.workspace,
+    }
+
+
+def tag_json(t: Tag) -> dict:
+    return {"id": t.id, "name": t.name, "description": t.description, "type": t.type.value, "imageCount": t.image_count}
+
+
+def image_json(i: Image, tag_names: dict[str, str] | None = None) -> dict:
+    tag_names = tag_names or {}
+    return {
+        "id": i.id, "created": iso(i.created_at), "width": i.width, "height": i.height, "originalName": i.original_name,
+        "sha256": i.sha256, "source": i.source, "uploadedBy": i.uploaded_by,
+        "tags": [{"tagId": tid, "tagName": tag_names.get(tid, ""), "created": iso(i.created_at)} for tid in i.tag_ids],
+    }
+
+
+def image_result_json(r: ImageResult, tag_names: dict[str, str] | None = None) -> dict:
+    return {"sourceUrl": r.source_name, "status": r.status, "message": r.message,
+            "image": image_json(r.image, tag_names) if r.image else None}
+
+
+def iteration_json(it: Iteration, default_id: str | None = None) -> dict:
+    return {
+        "id": it.id, "name": it.name, "number": it.number, "status": it.status.value, "failureReason": it.failure_reason,
+        "created": iso(it.created_at), "lastModified": iso(it.trained_at or it.created_at),
+        "trainedAt": iso(it.trained_at), "trainingTimeInMinutes": round((it.training_seconds or 0) / 60, 4),
+        "trainingSeconds": it.training_seconds, "projectId": it.project_id, "domain": it.domain.value,
+        "classificationType": it.classification_type.value, "backboneId": it.backbone_id,
+        "isDefault": it.id == default_id, "publishName": it.publish_name, "exportable": it.domain.value == "Compact",
+        "imageCount": len(it.snapshot) if it.snapshot else None,
+    }
+
+
+def tag_prediction_json(p: TagPrediction) -> dict:
+    return {"tagId": p.tag_id, "tagName": p.tag_name, "probability": p.probability, "tagType": p.tag_type.value}
+
+
+def prediction_json(p: Prediction) -> dict:
+    return {
+        "id": p.id, "project": p.project_id, "iteration": p.iteration_id, "created": iso(p.created_at),
+        "threshold": p.threshold, "predictions": [tag_prediction_json(x) for x in p.predictions],
+        "aboveThreshold": [x.tag_name for x in p.above_threshold], "stored": p.stored,
+    }

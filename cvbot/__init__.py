@@ -1,0 +1,2 @@
+"""cvbot's composition root, command line and server."""
+__version__ = "0.1.0"

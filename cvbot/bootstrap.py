@@ -1,0 +1,63 @@
+"""The composition root: the one place that wires adapters to the core."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from core import BackboneProvider, CvService
+from core.ports import JobRunner
+from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerRunner(JobRunner):
+    """Training jobs on APScheduler's background scheduler, one at a time (the CPU is the limit)."""
+
+    def __init__(self, workers: int = 1):
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)},
+                                             job_defaults={"misfire_grace_time": None, "coalesce": False})
+        self.scheduler.start()
+
+    def submit(self, job_id: str, fn: Callable[[], None]) -> None:
+        self.scheduler.add_job(fn, id=job_id, name=f"train {job_id}")
+
+    def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    service: CvService
+    runner: JobRunner
+
+    def close(self) -> None:
+        if isinstance(self.runner, SchedulerRunner):
+            self.runner.shutdown()
+
+
+def bootstrap(settings: Settings | None = None, recover: bool = True) -> Container:
+    settings = settings or Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    runner = SchedulerRunner()
+    service = CvService(
+        unit_of_work_factory(engine),
+        LocalBlobStore(settings.data_dir / "blobs"),
+        BackboneProvider(settings.backbone_settings()),
+        runner,
+    )
+    if recover:
+        report = service.recover()
+        if any(report.values()):
+            log.warning("recovered after restart: %s", report)
+    return Container(settings, service, runner)

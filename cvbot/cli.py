@@ -1,0 +1,353 @@
+"""The `cvbot` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from core import errors
+from core.model import IterationStatus
+from core.service import CvService, ImageUpload
+from core.views import image_result_json, iteration_json, prediction_json, project_json, tag_json
+
+from .config import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".jfif"}
+IMPORT_BATCH = 64
+
+
+def _table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)
+
+
+class Cli:
+    def __init__(self, args: argparse.Namespace, settings: Settings):
+        self.args = args
+        self.settings = settings
+        self._container = None
+
+    @property
+    def service(self) -> CvService:
+        if self._container is None:
+            from .bootstrap import bootstrap
+
+            self._container = bootstrap(self.settings, recover=False)
+        return self._container.service
+
+    def out(self, data, text: str) -> None:
+        if self.args.json:
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            print(text)
+
+    def project(self):
+        return self.service.find_project(self.args.project)
+
+    # ------------------------------------------------------------- commands
+    def cmd_project_create(self):
+        a = self.args
+        p = self.service.create_project(a.name, a.domain or self.settings.default_domain, a.type, a.description or "")
+        self.out(project_json(p), f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}")
+
+    def cmd_project_list(self):
+        rows, data = [], []
+        for p in self.service.list_projects():
+            s = self.service.project_summary(p.id)
+            rows.append([p.name, p.domain.value, p.classification_type.value, s.image_count, s.iteration_count,
+                         s.default_iteration.number if s.default_iteration else "-", p.threshold])
+            data.append(project_json(p) | {"imageCount": s.image_count, "iterationCount": s.iteration_count})
+        self.out(data, _table(rows, ["project", "domain", "type", "images", "iterations", "default", "threshold"])
+                 if rows else "no projects yet: cvbot project create NAME")
+
+    def cmd_project_update(self):
+        a = self.args
+        p = self.service.find_project(a.name)
+        p = self.service.update_project(p.id, name=a.rename, description=a.description, domain=a.domain,
+                                        classification_type=a.type, threshold=a.threshold)
+        self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
+                                  f"threshold {p.threshold}")
+
+    def cmd_project_delete(self):
+        p = self.service.find_project(self.args.name)
+        if not self.args.yes:
+            raise errors.InvalidInput(f"deleting '{p.name}' removes its images and iterations; add --yes to confirm")
+        self.service.delete_project(p.id)
+        self.out({"deleted": p.id}, f"deleted project '{p.name}'")
+
+    def cmd_tags(self):
+        p = self.project()
+        tags = self.service.list_tags(p.id)
+        self.out([tag_json(t) for t in tags], _table([[t.name, t.type.value, t.image_count] for t in tags],
+                                                   ["tag", "type", "images"]))
+
+    def cmd_import(self):
+        from tqdm import tqdm
+
+        root = Path(self.args.dir)
+        if not root.is_dir():
+            raise errors.InvalidInput(f"{root} is not a folder")
+        p = self.project()
+        files: dict[Path, list[str]] = {}
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                rel = f.relative_to(root)
+                files[f] = [rel.parts[0]] if len(rel.parts) > 1 else []
+        by_content: dict[bytes, tuple[Path, set[str]]] = {}
+        import hashlib
+
+        for f, tags in files.items():
+            digest = hashlib.sha256(f.read_bytes()).digest()
+            first, names = by_content.setdefault(digest, (f, set()))
+            names.update(tags)
+        tag_ids = {t.name.lower(): t.id for t in self.service.get_or_create_tags(
+            p.id, sorted({n for _, names in by_content.values() for n in names}))}
+        negative = next((t for t in self.service.list_tags(p.id) if t.type.value == "Negative"), None)
+
+        def ids(names: set[str]) -> list[str]:
+            out = []
+            for n in sorted(names):
+                out.append(negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()])
+            return out
+
+        counts: Counter = Counter()
+        results = []
+        items = list(by_content.values())
+        multiclass = p.classification_type.value == "Multiclass"
+        bar = tqdm(total=len(items), unit="img", desc=f"importing into {p.name}", disable=self.args.json or None,
+                   file=sys.stderr)
+        for i in range(0, len(items), IMPORT_BATCH):
+            uploads = []
+            for f, names in items[i:i + IMPORT_BATCH]:
+                if multiclass and len(names) > 1:
+                    counts["ErrorConflictingTags"] += 1
+                    results.append({"sourceUrl": str(f), "status": "ErrorConflictingTags",
+                                    "message": f"same image in folders {sorted(names)}; a Multiclass image takes one tag"})
+                    continue
+                uploads.append(ImageUpload(f.read_bytes(), str(f.relative_to(root)), ids(names)))
+            for r in self.service.add_images(p.id, uploads, source="import", uploaded_by="cli"):
+                counts[r.status] += 1
+                results.append(image_result_json(r))
+            bar.update(len(items[i:i + IMPORT_BATCH]))
+        bar.close()
+        text = "\n".join([f"imported {len(items)} files into '{p.name}':"] +
+                         [f"  {status}: {n}" for status, n in sorted(counts.items())] +
+                         [f"  {r['sourceUrl']}: {r['status']} {r['message']}" for r in results if r["status"] not in ("OK", "OKDuplicate")])
+        self.out({"counts": dict(counts), "results": results}, text)
+        if counts and not (counts["OK"] + counts["OKDuplicate"]):
+            return 1
+
+    def cmd_train(self):
+        from tqdm import tqdm
+
+        p = self.project()
+        it = self.service.train(p.id, force=self.args.force)
+        bars: dict[str, tqdm] = {}
+        quiet = self.args.json
+
+        def show(progress):
+            if quiet or progress.iteration_id != it.id:
+                return
+            if progress.stage == "embedding":
+                bar = bars.get("embed") or bars.setdefault("embed", tqdm(total=progress.total, desc="embedding", unit="img", file=sys.stderr))
+                bar.n = progress.done
+                bar.refresh()
+            elif progress.stage not in ("done",):
+                print(f"{progress.describe()}…", file=sys.stderr)
+
+        unsubscribe = self.service.progress.subscribe(show)
+        try:
+            it = self.service.wait_for_training(it.id)
+        finally:
+            unsubscribe()
+            for b in bars.values():
+                b.close()
+        if it.status == IterationStatus.Failed:
+            self.out(iteration_json(it), f"iteration {it.number} failed: {it.failure_reason}")
+            return 1
+        perf = self.service.iteration_performance(it.id)
+        self.out(iteration_json(it, it.id if self.service.get_project(p.id).default_iteration_id == it.id else None)
+                 | {"performance": perf},
+                 f"iteration {it.number} trained in {it.training_seconds:.1f} s\n" + _performance_text(perf))
+
+    def cmd_performance(self):
+        p = self.project()
+        it = self._iteration(p)
+        perf = self.service.iteration_performance(it.id, self.args.threshold)
+        self.out(perf, f"iteration {it.number} of '{p.name}'\n" + _performance_text(perf))
+
+    def cmd_predict(self):
+        p = self.project()
+        it_id = self._iteration(p).id if self.args.iteration else None
+        out, lines, failed = [], [], 0
+        for f in self.args.files:
+            try:
+                pred = self.service.predict(p.id, Path(f).read_bytes(), iteration_id=it_id, store=not self.args.no_store,
+                                            source="cli")
+            except (errors.CvError, OSError) as e:
+                failed += 1
+                msg = e.message if isinstance(e, errors.CvError) else str(e)
+                out.append({"file": f, "error": msg})
+                lines.append(f"{f}: error: {msg}")
+                continue
+            out.append({"file": f} | prediction_json(pred))
+            top = pred.above_threshold
+            shown = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in (top or pred.predictions[:1]))
+            lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)"))
+        self.out(out, "\n".join(lines))
+        return 1 if failed else 0
+
+    def cmd_iterations(self):
+        p = self.project()
+        default = self.service.get_project(p.id).default_iteration_id
+        its = self.service.list_iterations(p.id)
+        rows = []
+        for it in its:
+            perf = it.performance or {}
+            rows.append([it.number, it.name, it.status.value, perf.get("precision"), perf.get("recall"),
+                         perf.get("averagePrecision"), "*" if it.id == default else "", it.failure_reason or ""])
+        self.out([iteration_json(i, default) for i in its],
+                 _table(rows, ["#", "name", "status", "precision", "recall", "AP", "default", "note"]) if rows else "no iterations yet")
+
+    def cmd_iteration(self):
+        p = self.project()
+        it = self.service.iteration_by_number(p.id, self.args.number)
+        action = self.args.action
+        if action == "default":
+            self.service.set_default_iteration(p.id, it.id)
+            msg = f"iteration {it.number} is now the default of '{p.name}'"
+        elif action == "rename":
+            if not self.args.name:
+                raise errors.InvalidInput("rename needs a new name")
+            it = self.service.rename_iteration(p.id, it.id, self.args.name)
+            msg = f"iteration {it.number} renamed to '{it.name}'"
+        else:
+            self.service.delete_iteration(p.id, it.id)
+            msg = f"iteration {it.number} deleted"
+        self.out({"result": msg}, msg)
+
+    def cmd_recover(self):
+        report = self.service.recover()
+        self.out(report, f"marked {report['failed_iterations']} interrupted iterations Failed; "
+                         f"deleted {report['orphan_blobs_deleted']} orphan blobs")
+
+    def cmd_serve(self):
+        from .server import serve
+
+        serve(self.settings, self.args.host, self.args.port)
+
+    def _iteration(self, p):
+        if self.args.iteration:
+            return self.service.iteration_by_number(p.id, self.args.iteration)
+        default = self.service.get_project(p.id).default_iteration_id
+        if not default:
+            raise errors.NoDefaultIteration(f"project '{p.name}' has no trained iteration yet; run cvbot train --project '{p.name}'")
+        return self.service.get_iteration(default)
+
+
+def _performance_text(perf: dict) -> str:
+    lines = [f"threshold {perf['threshold']:.2f}: precision {perf['precision']:.3f} (±{perf['precisionStdDeviation']:.3f}), "
+             f"recall {perf['recall']:.3f} (±{perf['recallStdDeviation']:.3f}), AP {perf['averagePrecision']:.3f}"
+             + (f", top-1 accuracy {perf['accuracy']:.3f}" if "accuracy" in perf else "")
+             + f" ({perf['folds']}-fold, {perf['imageCount']} images)"]
+    rows = [[t["name"], t["precision"], t["recall"], t["averagePrecision"], t["imageCount"]] for t in perf["perTagPerformance"]]
+    lines.append(_table(rows, ["tag", "precision", "recall", "AP", "images"]))
+    lines += [f"warning: {w}" for w in perf.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="cvbot", description="Custom Vision in Slack: projects, training, prediction.",
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def cmd(name, fn, help, parent=sub):
+        p = parent.add_parser(name, help=help, parents=[common])
+        p.set_defaults(fn=fn)
+        return p
+
+    p = cmd("serve", Cli.cmd_serve, "run the service (HTTP API, Slack, health check)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+
+    proj = sub.add_parser("project", help="create, list, update, delete projects").add_subparsers(dest="sub", required=True)
+    p = cmd("create", Cli.cmd_project_create, "create a project", proj)
+    p.add_argument("name")
+    p.add_argument("--domain", help="General, Food, Landmarks, Retail, Adult or Compact (default: CVBOT_DEFAULT_DOMAIN)")
+    p.add_argument("--type", default="Multiclass", help="Multiclass or Multilabel")
+    p.add_argument("--description", default="")
+    cmd("list", Cli.cmd_project_list, "list projects", proj)
+    p = cmd("update", Cli.cmd_project_update, "change a project (applies from the next training)", proj)
+    p.add_argument("name")
+    p.add_argument("--rename")
+    p.add_argument("--description")
+    p.add_argument("--domain")
+    p.add_argument("--type")
+    p.add_argument("--threshold", type=float)
+    p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true")
+
+    p = cmd("tags", Cli.cmd_tags, "list a project's tags with image counts")
+    p.add_argument("--project", required=True)
+    p = cmd("import", Cli.cmd_import, "import a folder: each subfolder is a tag ('negative' = Negative)")
+    p.add_argument("dir")
+    p.add_argument("--project", required=True)
+    p = cmd("train", Cli.cmd_train, "train a new iteration and print its performance")
+    p.add_argument("--project", required=True)
+    p.add_argument("--force", action="store_true", help="train even if nothing changed")
+    p = cmd("performance", Cli.cmd_performance, "an iteration's performance at any threshold")
+    p.add_argument("--project", required=True)
+    p.add_argument("--iteration", type=int)
+    p.add_argument("--threshold", type=float)
+    p = cmd("predict", Cli.cmd_predict, "classify image files")
+    p.add_argument("--project", required=True)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--iteration", type=int)
+    p.add_argument("--no-store", action="store_true", help="do not keep the image and prediction")
+    p = cmd("iterations", Cli.cmd_iterations, "list iterations")
+    p.add_argument("--project", required=True)
+    p = cmd("iteration", Cli.cmd_iteration, "make default, rename or delete an iteration")
+    p.add_argument("action", choices=["default", "rename", "delete"])
+    p.add_argument("number", type=int)
+    p.add_argument("name", nargs="?")
+    p.add_argument("--project", required=True)
+    cmd("recover", Cli.cmd_recover, "after a crash: fail interrupted trainings, delete orphan blobs (stop the server first)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    settings = Settings.from_env()
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO) if args.command == "serve"
+                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli = Cli(args, settings)
+    try:
+        return int(args.fn(cli) or 0)
+    except errors.CvError as e:
+        if args.json:
+            print(json.dumps({"code": e.code, "message": e.message}), file=sys.stdout)
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    finally:
+        if cli._container is not None:
+            cli._container.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Settings, read once from the environment at the edge."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.backbones import BackboneSettings, PROMPTS
+from core.model import Domain
+
+CLIP_DOMAINS = list(PROMPTS)
+
+
+@dataclass
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    model_dir: Path = Path("data/models")
+    default_domain: Domain = Domain.Compact
+    host: str = "127.0.0.1"
+    port: int = 8080
+    runtime: str = "auto"
+    threads: int | None = None
+    clip: dict[str, dict[str, str]] = field(default_factory=dict)
+    training_key: str | None = None
+    prediction_key: str | None = None
+    allowed_url_hosts: list[str] = field(default_factory=list)
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("CVBOT_DATA_DIR") or "data")
+        clip = {}
+        for d in CLIP_DOMAINS:
+            cfg = {k: env.get(f"CVBOT_{d.upper()}_{k.upper()}") or env.get(f"CVBOT_CLIP_{k.upper()}") or ""
+                   for k in ("model", "pretrained")}
+            cfg["checkpoint"] = env.get(f"CVBOT_{d.upper()}_CHECKPOINT") or env.get("CVBOT_CLIP_CHECKPOINT") or ""
+            clip[d] = {k: v for k, v in cfg.items() if v}
+        threads = env.get("CVBOT_THREADS")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{(data_dir / 'cvbot.db').resolve()}",
+            model_dir=Path(env.get("CVBOT_MODEL_DIR") or data_dir / "models"),
+            default_domain=Domain.parse(env.get("CVBOT_DEFAULT_DOMAIN") or "Compact"),
+            host=env.get("CVBOT_HOST") or "127.0.0.1",
+            port=int(env.get("PORT") or env.get("CVBOT_PORT") or 8080),
+            runtime=env.get("CVBOT_RUNTIME") or "auto",
+            threads=int(threads) if threads else None,
+            clip=clip,
+            training_key=env.get("CVBOT_TRAINING_KEY") or None,
+            prediction_key=env.get("CVBOT_PREDICTION_KEY") or None,
+            allowed_url_hosts=[h.strip().lower() for h in (env.get("CVBOT_ALLOWED_URL_HOSTS") or "").split(",") if h.strip()],
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=env.get("SLACK_API_URL") or None,
+            log_level=env.get("CVBOT_LOG_LEVEL") or "INFO",
+        )
+
+    def backbone_settings(self) -> BackboneSettings:
+        return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime, threads=self.threads)
+
+    def __repr__(self) -> str:  # never print secrets
+        hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token"}
+        parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
+        return f"Settings({', '.join(parts)})"

@@ -1,0 +1,69 @@
+"""`cvbot serve`: one aiohttp server for the health check, the HTTP API and Slack's events."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+
+from aiohttp import web
+
+from .bootstrap import Container, bootstrap
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+CONTAINER = web.AppKey("container", Container)
+ADAPTERS = ("api", "bot")  # packages beside core/ that expose setup(app, container)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    c = request.app[CONTAINER]
+    loaded = sorted(b.id for b in c.service.backbones.loaded().values())
+    return web.json_response({"status": "ok", "backbones": loaded, "uptimeSeconds": round(time.monotonic() - request.app["started"], 1)})
+
+
+def build_app(container: Container) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[CONTAINER] = container
+    app["started"] = time.monotonic()
+    app.router.add_get("/healthz", healthz)
+    for name in ADAPTERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            log.info("adapter %s not available: %s", name, e)
+            continue
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app, container)
+
+    async def on_cleanup(_app):
+        container.close()
+
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def warm_up(container: Container) -> None:
+    """Load the default domain's backbone before answering health checks, so the first prediction is fast."""
+    try:
+        container.service.backbones.for_domain(container.settings.default_domain)
+    except Exception as e:  # noqa: BLE001 - a missing model must not stop the server; the error is reported per request
+        log.warning("could not preload the %s backbone: %s", container.settings.default_domain.value, e)
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    container = bootstrap(settings)
+    warm_up(container)
+    app = build_app(container)
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    log.info("cvbot serving on http://%s:%s (data in %s)", host, port, settings.data_dir)
+    web.run_app(app, host=host, port=port, print=None, handle_signals=True,
+                access_log=None if settings.log_level.upper() != "DEBUG" else log)
+
+
+async def run_in_thread(fn, *args, **kwargs):
+    """Run blocking service calls off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))

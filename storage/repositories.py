@@ -1,0 +1,437 @@
+"""SQLAlchemy implementations of the core's repositories."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable
+
+import numpy as np
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from core import ports
+from core.model import (
+    ChannelBinding, Export, WorkspaceKeys, ClassificationType, Domain, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag,
+    TagPrediction, TagType,
+)
+
+from . import tables as t
+
+CHUNK = 500
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _chunks(items: list, size: int = CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class SqlProjects(ports.ProjectRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _row(p: Project) -> dict:
+        return dict(id=p.id, workspace=p.workspace, name=p.name, name_lower=p.name.lower(), description=p.description,
+                    domain=p.domain.value, classification_type=p.classification_type.value, threshold=p.threshold,
+                    created_by=p.created_by, default_iteration_id=p.default_iteration_id, created_at=p.created_at,
+                    modified_at=p.modified_at)
+
+    @staticmethod
+    def _obj(r) -> Project:
+        return Project(id=r.id, workspace=r.workspace, name=r.name, description=r.description,
+                       domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
+                       threshold=r.threshold, created_by=r.created_by, default_iteration_id=r.default_iteration_id,
+                       created_at=_utc(r.created_at), modified_at=_utc(r.modified_at))
+
+    def add(self, project: Project) -> None:
+        self.s.execute(insert(t.projects).values(**self._row(project)))
+
+    def get(self, project_id: str) -> Project | None:
+        r = self.s.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
+        return self._obj(r) if r else None
+
+    def get_by_name(self, workspace: str, name: str) -> Project | None:
+        r = self.s.execute(select(t.projects).where(
+            t.projects.c.workspace == workspace, t.projects.c.name_lower == name.strip().lower())).first()
+        return self._obj(r) if r else None
+
+    def list(self, workspace: str | None = None) -> list[Project]:
+        q = select(t.projects).order_by(t.projects.c.created_at, t.projects.c.name_lower)
+        if workspace is not None:
+            q = q.where(t.projects.c.workspace == workspace)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+    def update(self, project: Project) -> None:
+        row = self._row(project)
+        row.pop("id")
+        self.s.execute(update(t.projects).where(t.projects.c.id == project.id).values(**row))
+
+    def delete(self, project_id: str) -> None:
+        self.s.execute(delete(t.projects).where(t.projects.c.id == project_id))
+
+
+class SqlTags(ports.TagRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def _select(self):
+        count = (select(func.count()).select_from(t.image_tags).where(t.image_tags.c.tag_id == t.tags.c.id)
+                 .correlate(t.tags).scalar_subquery())
+        return select(t.tags, count.label("image_count"))
+
+    @staticmethod
+    def _obj(r) -> Tag:
+        return Tag(id=r.id, project_id=r.project_id, name=r.name, type=TagType(r.type), description=r.description,
+                   created_at=_utc(r.created_at), image_count=int(r.image_count or 0))
+
+    def add(self, tag: Tag) -> None:
+        self.s.execute(insert(t.tags).values(id=tag.id, project_id=tag.project_id, name=tag.name,
+                                             name_lower=tag.name.lower(), type=tag.type.value,
+                                             description=tag.description, created_at=tag.created_at))
+
+    def get(self, tag_id: str) -> Tag | None:
+        r = self.s.execute(self._select().where(t.tags.c.id == tag_id)).first()
+        return self._obj(r) if r else None
+
+    def list(self, project_id: str) -> list[Tag]:
+        q = self._select().where(t.tags.c.project_id == project_id).order_by(t.tags.c.created_at, t.tags.c.name_lower)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+    def update(self, tag: Tag) -> None:
+        self.s.execute(update(t.tags).where(t.tags.c.id == tag.id).values(
+            name=tag.name, name_lower=tag.name.lower(), type=tag.type.value, description=tag.description))
+
+    def delete(self, tag_id: str) -> None:
+        self.s.execute(delete(t.image_tags).where(t.image_tags.c.tag_id == tag_id))
+        self.s.execute(delete(t.tags).where(t.tags.c.id == tag_id))
+
+
+class SqlImages(ports.ImageRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _obj(r, tag_ids: list[str]) -> Image:
+        return Image(id=r.id, project_id=r.project_id, sha256=r.sha256, width=r.width, height=r.height,
+                     original_name=r.original_name, source=r.source, uploaded_by=r.uploaded_by,
+                     created_at=_utc(r.created_at), tag_ids=tag_ids)
+
+    def _tags_of(self, image_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {i: [] for i in image_ids}
+        for chunk in _chunks(image_ids):
+            q = (select(t.image_tags.c.image_id, t.image_tags.c.tag_id)
+                 .where(t.image_tags.c.image_id.in_(chunk)).order_by(t.image_tags.c.tag_id))
+            for image_id, tag_id in self.s.execute(q):
+                out[image_id].append(tag_id)
+        return out
+
+    def _hydrate(self, rows) -> list[Image]:
+        rows = list(rows)
+        tags = self._tags_of([r.id for r in rows])
+        return [self._obj(r, tags[r.id]) for r in rows]
+
+    def add(self, image: Image) -> None:
+        self.s.execute(insert(t.images).values(
+            id=image.id, project_id=image.project_id, sha256=image.sha256, width=image.width, height=image.height,
+            original_name=image.original_name[:512], source=image.source[:64], uploaded_by=image.uploaded_by,
+            created_at=image.created_at))
+        if image.tag_ids:
+            self.s.execute(insert(t.image_tags), [{"image_id": image.id, "tag_id": tid} for tid in image.tag_ids])
+
+    def get_many(self, image_ids: list[str]) -> list[Image]:
+        rows = []
+        for chunk in _chunks(list(image_ids)):
+            rows += list(self.s.execute(select(t.images).where(t.images.c.id.in_(chunk))))
+        order = {i: n for n, i in enumerate(image_ids)}
+        return sorted(self._hydrate(rows), key=lambda i: order.get(i.id, 0))
+
+    def get_by_sha(self, project_id: str, sha256: str) -> Image | None:
+        rows = self.s.execute(select(t.images).where(t.images.c.project_id == project_id, t.images.c.sha256 == sha256))
+        found = self._hydrate(rows)
+        return found[0] if found else None
+
+    def _filtered(self, q, project_id: str, tagged: bool | None, tag_ids: list[str] | None):
+        q = q.where(t.images.c.project_id == project_id)
+        any_tag = exists().where(t.image_tags.c.image_id == t.images.c.id)
+        if tagged is True:
+            q = q.where(any_tag)
+        elif tagged is False:
+            q = q.where(~any_tag)
+        if tag_ids:
+            q = q.where(exists().where(and_(t.image_tags.c.image_id == t.images.c.id,
+                                            t.image_tags.c.tag_id.in_(tag_ids))))
+        return q
+
+    def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
+             skip: int = 0, take: int | None = None) -> list[Image]:
+        q = self._filtered(select(t.images), project_id, tagged, tag_ids)
+        q = q.order_by(t.images.c.created_at.desc(), t.images.c.id).offset(skip)
+        if take is not None:
+            q = q.limit(take)
+        return self._hydrate(self.s.execute(q))
+
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int:
+        q = self._filtered(select(func.count()).select_from(t.images), project_id, tagged, tag_ids)
+        return int(self.s.execute(q).scalar_one())
+
+    def set_tags(self, image_id: str, tag_ids: list[str]) -> None:
+        self.s.execute(delete(t.image_tags).where(t.image_tags.c.image_id == image_id))
+        if tag_ids:
+            self.s.execute(insert(t.image_tags), [{"image_id": image_id, "tag_id": tid} for tid in tag_ids])
+
+    def delete(self, image_id: str) -> None:
+        self.s.execute(delete(t.image_tags).where(t.image_tags.c.image_id == image_id))
+        self.s.execute(delete(t.images).where(t.images.c.id == image_id))
+
+    def snapshot(self, project_id: str) -> list[SnapshotEntry]:
+        q = (select(t.images.c.id, t.images.c.sha256, t.image_tags.c.tag_id)
+             .join(t.image_tags, t.image_tags.c.image_id == t.images.c.id)
+             .where(t.images.c.project_id == project_id).order_by(t.images.c.id, t.image_tags.c.tag_id))
+        out: dict[str, SnapshotEntry] = {}
+        for image_id, sha, tag_id in self.s.execute(q):
+            out.setdefault(image_id, SnapshotEntry(image_id, sha, [])).tag_ids.append(tag_id)
+        return list(out.values())
+
+
+class SqlIterations(ports.IterationRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _row(it: Iteration) -> dict:
+        return dict(id=it.id, project_id=it.project_id, number=it.number, name=it.name, status=it.status.value,
+                    failure_reason=it.failure_reason, fingerprint=it.fingerprint, domain=it.domain.value,
+                    classification_type=it.classification_type.value, backbone_id=it.backbone_id,
+                    tag_ids=list(it.tag_ids), tag_names=list(it.tag_names), probe_key=it.probe_key,
+                    evaluation_key=it.evaluation_key, performance=it.performance,
+                    training_seconds=it.training_seconds, publish_name=it.publish_name, created_at=it.created_at,
+                    trained_at=it.trained_at)
+
+    @staticmethod
+    def _obj(r) -> Iteration:
+        return Iteration(id=r.id, project_id=r.project_id, number=r.number, name=r.name,
+                         status=IterationStatus(r.status), failure_reason=r.failure_reason, fingerprint=r.fingerprint,
+                         domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
+                         backbone_id=r.backbone_id, tag_ids=list(r.tag_ids), tag_names=list(r.tag_names),
+                         probe_key=r.probe_key, evaluation_key=r.evaluation_key, performance=r.performance,
+                         training_seconds=r.training_seconds, publish_name=r.publish_name,
+                         created_at=_utc(r.created_at), trained_at=_utc(r.trained_at))
+
+    def add(self, iteration: Iteration) -> None:
+        self.s.execute(insert(t.iterations).values(**self._row(iteration)))
+        if iteration.snapshot:
+            self.s.execute(insert(t.iteration_images), [
+                {"iteration_id": iteration.id, "position": n, "image_id": e.image_id, "sha256": e.sha256,
+                 "tag_ids": list(e.tag_ids)} for n, e in enumerate(iteration.snapshot)])
+
+    def get(self, iteration_id: str, with_snapshot: bool = False) -> Iteration | None:
+        r = self.s.execute(select(t.iterations).where(t.iterations.c.id == iteration_id)).first()
+        if not r:
+            return None
+        it = self._obj(r)
+        if with_snapshot:
+            q = (select(t.iteration_images).where(t.iteration_images.c.iteration_id == iteration_id)
+                 .order_by(t.iteration_images.c.position))
+            it.snapshot = [SnapshotEntry(x.image_id, x.sha256, list(x.tag_ids)) for x in self.s.execute(q)]
+        return it
+
+    def list(self, project_id: str) -> list[Iteration]:
+        q = select(t.iterations).where(t.iterations.c.project_id == project_id).order_by(t.iterations.c.number)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+    def update(self, iteration: Iteration) -> None:
+        row = self._row(iteration)
+        row.pop("id")
+        self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration.id).values(**row))
+
+    def delete(self, iteration_id: str) -> None:
+        self.s.execute(delete(t.iteration_images).where(t.iteration_images.c.iteration_id == iteration_id))
+        self.s.execute(delete(t.iterations).where(t.iterations.c.id == iteration_id))
+
+    def in_status(self, statuses: list[IterationStatus], project_id: str | None = None) -> list[Iteration]:
+        q = select(t.iterations).where(t.iterations.c.status.in_([s.value for s in statuses]))
+        if project_id is not None:
+            q = q.where(t.iterations.c.project_id == project_id)
+        return [self._obj(r) for r in self.s.execute(q.order_by(t.iterations.c.number))]
+
+    def next_number(self, project_id: str) -> int:
+        q = select(func.max(t.iterations.c.number)).where(t.iterations.c.project_id == project_id)
+        return int(self.s.execute(q).scalar() or 0) + 1
+
+
+class SqlEmbeddings(ports.EmbeddingRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def get_many(self, backbone_id: str, sha256s: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(sha256s)):
+            q = select(t.embeddings.c.sha256, t.embeddings.c.vector).where(
+                t.embeddings.c.backbone_id == backbone_id, t.embeddings.c.sha256.in_(chunk))
+            for sha, vec in self.s.execute(q):
+                out[sha] = np.frombuffer(vec, dtype=np.float32)
+        return out
+
+    def put_many(self, backbone_id: str, vectors: dict[str, np.ndarray]) -> None:
+        existing = set(self.get_many(backbone_id, list(vectors)))
+        rows = [{"backbone_id": backbone_id, "sha256": sha, "dim": int(v.shape[0]),
+                 "vector": np.asarray(v, np.float32).tobytes()} for sha, v in vectors.items() if sha not in existing]
+        if rows:
+            self.s.execute(insert(t.embeddings), rows)
+
+    def count(self, backbone_id: str | None = None) -> int:
+        q = select(func.count()).select_from(t.embeddings)
+        if backbone_id is not None:
+            q = q.where(t.embeddings.c.backbone_id == backbone_id)
+        return int(self.s.execute(q).scalar_one())
+
+
+class SqlPredictions(ports.PredictionRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _obj(r) -> Prediction:
+        preds = [TagPrediction(p["tagId"], p["tagName"], float(p["probability"]), TagType(p.get("tagType", "Regular")))
+                 for p in r.results]
+        return Prediction(id=r.id, project_id=r.project_id, iteration_id=r.iteration_id, sha256=r.sha256,
+                          threshold=r.threshold, predictions=preds, stored=True, created_at=_utc(r.created_at))
+
+    def add(self, prediction: Prediction) -> None:
+        results = [{"tagId": p.tag_id, "tagName": p.tag_name, "probability": p.probability, "tagType": p.tag_type.value}
+                   for p in prediction.predictions]
+        self.s.execute(insert(t.predictions).values(
+            id=prediction.id, project_id=prediction.project_id, iteration_id=prediction.iteration_id,
+            sha256=prediction.sha256, threshold=prediction.threshold, results=results, created_at=prediction.created_at))
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        r = self.s.execute(select(t.predictions).where(t.predictions.c.id == prediction_id)).first()
+        return self._obj(r) if r else None
+
+    def list(self, project_id: str, iteration_id: str | None = None, skip: int = 0,
+             take: int | None = None) -> list[Prediction]:
+        q = select(t.predictions).where(t.predictions.c.project_id == project_id)
+        if iteration_id:
+            q = q.where(t.predictions.c.iteration_id == iteration_id)
+        q = q.order_by(t.predictions.c.created_at.desc(), t.predictions.c.id).offset(skip)
+        if take is not None:
+            q = q.limit(take)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+    def delete(self, prediction_id: str) -> None:
+        self.s.execute(delete(t.predictions).where(t.predictions.c.id == prediction_id))
+
+
+def referenced_keys(s: Session, candidates: Iterable[str] | None) -> set[str]:
+    sources = [t.images.c.sha256, t.iteration_images.c.sha256, t.predictions.c.sha256,
+               t.iterations.c.probe_key, t.iterations.c.evaluation_key, t.exports.c.blob_key]
+    found: set[str] = set()
+    if candidates is None:
+        for col in sources:
+            found |= {v for (v,) in s.execute(select(col).distinct()) if v}
+        return found
+    cands = list(dict.fromkeys(candidates))
+    for chunk in _chunks(cands):
+        for col in sources:
+            found |= {v for (v,) in s.execute(select(col).where(col.in_(chunk)).distinct()) if v}
+    return found
+
+
+class SqlChannels(ports.ChannelRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _obj(r) -> ChannelBinding:
+        return ChannelBinding(workspace=r.workspace, channel_id=r.channel_id, project_id=r.project_id,
+                              collect_tags=list(r.collect_tags) if r.collect_tags is not None else None,
+                              bound_by=r.bound_by, updated_at=_utc(r.updated_at))
+
+    def get(self, workspace: str, channel_id: str) -> ChannelBinding | None:
+        r = self.s.execute(select(t.channel_bindings).where(
+            t.channel_bindings.c.workspace == workspace, t.channel_bindings.c.channel_id == channel_id)).first()
+        return self._obj(r) if r else None
+
+    def put(self, binding: ChannelBinding) -> None:
+        self.delete(binding.workspace, binding.channel_id)
+        self.s.execute(insert(t.channel_bindings).values(
+            workspace=binding.workspace, channel_id=binding.channel_id, project_id=binding.project_id,
+            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at))
+
+    def delete(self, workspace: str, channel_id: str) -> None:
+        self.s.execute(delete(t.channel_bindings).where(
+            t.channel_bindings.c.workspace == workspace, t.channel_bindings.c.channel_id == channel_id))
+
+    def for_project(self, project_id: str) -> list[ChannelBinding]:
+        q = select(t.channel_bindings).where(t.channel_bindings.c.project_id == project_id)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+
+class SqlMessages(ports.MessageRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def link(self, workspace: str, channel_id: str, message_ts: str, image_ids: list[str]) -> None:
+        have = set(self.image_ids(workspace, channel_id, message_ts))
+        rows = [{"workspace": workspace, "channel_id": channel_id, "message_ts": message_ts, "image_id": i}
+                for i in dict.fromkeys(image_ids) if i not in have]
+        if rows:
+            self.s.execute(insert(t.message_images), rows)
+
+    def image_ids(self, workspace: str, channel_id: str, message_ts: str) -> list[str]:
+        q = select(t.message_images.c.image_id).where(
+            t.message_images.c.workspace == workspace, t.message_images.c.channel_id == channel_id,
+            t.message_images.c.message_ts == message_ts)
+        return [r for (r,) in self.s.execute(q)]
+
+
+class SqlKeys(ports.KeyRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _obj(r) -> WorkspaceKeys:
+        return WorkspaceKeys(r.workspace, r.training_key, r.prediction_key, _utc(r.created_at))
+
+    def get(self, workspace: str) -> WorkspaceKeys | None:
+        r = self.s.execute(select(t.workspace_keys).where(t.workspace_keys.c.workspace == workspace)).first()
+        return self._obj(r) if r else None
+
+    def put(self, keys: WorkspaceKeys) -> None:
+        self.s.execute(delete(t.workspace_keys).where(t.workspace_keys.c.workspace == keys.workspace))
+        self.s.execute(insert(t.workspace_keys).values(workspace=keys.workspace, training_key=keys.training_key,
+                                                       prediction_key=keys.prediction_key, created_at=keys.created_at))
+
+    def find(self, key: str) -> WorkspaceKeys | None:
+        r = self.s.execute(select(t.workspace_keys).where(
+            (t.workspace_keys.c.training_key == key) | (t.workspace_keys.c.prediction_key == key))).first()
+        return self._obj(r) if r else None
+
+
+class SqlExports(ports.ExportRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _row(e: Export) -> dict:
+        return dict(id=e.id, iteration_id=e.iteration_id, platform=e.platform, flavor=e.flavor, status=e.status,
+                    blob_key=e.blob_key, failure_reason=e.failure_reason, created_at=e.created_at)
+
+    def add(self, export: Export) -> None:
+        self.s.execute(insert(t.exports).values(**self._row(export)))
+
+    def update(self, export: Export) -> None:
+        row = self._row(export)
+        row.pop("id")
+        self.s.execute(update(t.exports).where(t.exports.c.id == export.id).values(**row))
+
+    def list(self, iteration_id: str) -> list[Export]:
+        q = select(t.exports).where(t.exports.c.iteration_id == iteration_id).order_by(t.exports.c.created_at)
+        return [Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=r.status,
+                       blob_key=r.blob_key, failure_reason=r.failure_reason, created_at=_utc(r.created_at))
+                for r in self.s.execute(q)]

@@ -1,0 +1,158 @@
+"""SQLAlchemy table definitions (the schema Alembic's migrations build)."""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+ID = String(36)
+
+projects = Table(
+    "projects", metadata,
+    Column("id", ID, primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("name_lower", String(256), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("domain", String(32), nullable=False),
+    Column("classification_type", String(16), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("created_by", String(128)),
+    Column("default_iteration_id", ID),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("modified_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("workspace", "name_lower", name="uq_projects_workspace_name"),
+)
+
+tags = Table(
+    "tags", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(256), nullable=False),
+    Column("name_lower", String(256), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "name_lower", name="uq_tags_project_name"),
+)
+
+images = Table(
+    "images", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("original_name", String(512), nullable=False, default=""),
+    Column("source", String(64), nullable=False, default=""),
+    Column("uploaded_by", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "sha256", name="uq_images_project_sha256"),
+)
+
+image_tags = Table(
+    "image_tags", metadata,
+    Column("image_id", ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ID, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+iterations = Table(
+    "iterations", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("failure_reason", Text),
+    Column("fingerprint", String(64), nullable=False),
+    Column("domain", String(32), nullable=False),
+    Column("classification_type", String(16), nullable=False),
+    Column("backbone_id", String(256), nullable=False, default=""),
+    Column("tag_ids", JSON, nullable=False),
+    Column("tag_names", JSON, nullable=False),
+    Column("probe_key", String(64)),
+    Column("evaluation_key", String(64)),
+    Column("performance", JSON),
+    Column("training_seconds", Float),
+    Column("publish_name", String(256)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("trained_at", DateTime(timezone=True)),
+    UniqueConstraint("project_id", "number", name="uq_iterations_project_number"),
+)
+
+# The exact image/tag snapshot an iteration was trained on (images may be deleted later; blobs stay referenced).
+iteration_images = Table(
+    "iteration_images", metadata,
+    Column("iteration_id", ID, ForeignKey("iterations.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("image_id", ID, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("tag_ids", JSON, nullable=False),
+)
+
+embeddings = Table(
+    "embeddings", metadata,
+    Column("backbone_id", String(256), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("dim", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+predictions = Table(
+    "predictions", metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("iteration_id", ID, nullable=False),
+    Column("sha256", String(64), index=True),
+    Column("threshold", Float, nullable=False),
+    Column("results", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_iterations_project", iterations.c.project_id, iterations.c.number)
+
+channel_bindings = Table(
+    "channel_bindings", metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("channel_id", String(64), primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("collect_tags", JSON),
+    Column("bound_by", String(128)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+message_images = Table(
+    "message_images", metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("channel_id", String(64), primary_key=True),
+    Column("message_ts", String(32), primary_key=True),
+    Column("image_id", ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+)
+
+workspace_keys = Table(
+    "workspace_keys", metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("training_key", String(64), nullable=False, unique=True),
+    Column("prediction_key", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+exports = Table(
+    "exports", metadata,
+    Column("id", ID, primary_key=True),
+    Column("iteration_id", ID, ForeignKey("iterations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("platform", String(32), nullable=False),
+    Column("flavor", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("blob_key", String(64)),
+    Column("failure_reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from core.probe import LinearProbe, sample_weights
+
+
+def blobs(n_per=30, k=3, d=16, seed=0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * sep
+    X = np.concatenate([centres[i] + rng.normal(size=(n_per, d)) for i in range(k)]).astype(np.float32)
+    y = np.repeat(np.arange(k), n_per)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, y
+
+
+def test_fit_returns_self_and_sets_learned_attributes():
+    X, y = blobs()
+    probe = LinearProbe(C=10.0)
+    assert probe.fit(X, y) is probe
+    assert probe.coef_.shape == (17, 3)
+    assert probe.C_ == 10.0 and probe.n_features_in_ == 16
+    assert not hasattr(LinearProbe(), "coef_")
+
+
+def test_multiclass_probabilities_sum_to_one_and_classify():
+    X, y = blobs()
+    P = LinearProbe(C=10.0).fit(X, y).predict_proba(X)
+    assert np.allclose(P.sum(1), 1, atol=1e-5)
+    assert (P.argmax(1) == y).mean() > 0.95
+
+
+def test_regularisation_strength_changes_confidence():
+    X, y = blobs()
+    weak = LinearProbe(C=100.0).fit(X, y).predict_proba(X).max(1).mean()
+    strong = LinearProbe(C=0.01).fit(X, y).predict_proba(X).max(1).mean()
+    assert weak > strong + 0.2
+
+
+def test_auto_C_is_chosen_from_grid():
+    X, y = blobs()
+    probe = LinearProbe(Cs=(0.01, 10.0)).fit(X, y)
+    assert probe.C_ == 10.0  # separable data: the weakly regularised model has the lower held-out loss
+
+
+def test_multilabel_columns_are_independent_sigmoids():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0], 1).astype(np.float32)
+    probe = LinearProbe(multilabel=True, C=10.0).fit(X, Y)
+    P = probe.predict_proba(X)
+    assert P.shape == (200, 2)
+    assert ((P > 0.5) == (Y > 0)).mean() > 0.95
+    both = (Y.sum(1) == 2)
+    assert (P[both].min(1) > 0.5).mean() > 0.9  # several tags can pass at once, unlike softmax
+
+
+def test_balanced_weights_give_each_class_equal_total_weight():
+    Y = np.zeros((10, 2), np.float32)
+    Y[:8, 0] = 1
+    Y[8:, 1] = 1
+    w = sample_weights(Y, multilabel=False)
+    assert np.isclose(w[:8].sum(), w[8:].sum())
+
+
+def test_imbalanced_minority_class_is_still_found():
+    X, y = blobs(n_per=40, k=2, sep=1.0, seed=4)
+    keep = np.r_[np.arange(40), np.arange(40, 46)]
+    X, y = X[keep], y[keep]
+    pred = LinearProbe(C=10.0).fit(X, y).predict(X)
+    assert (pred[y == 1] == 1).mean() >= 0.5
+
+
+def test_serialisation_round_trip_gives_identical_probabilities():
+    X, y = blobs()
+    probe = LinearProbe(C=3.0).fit(X, y)
+    again = LinearProbe.from_bytes(probe.to_bytes())
+    assert np.array_equal(probe.predict_proba(X), again.predict_proba(X))
+    assert again.C_ == 3.0
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_sklearn_clone_compatible(multilabel):
+    from sklearn.base import clone
+
+    p = LinearProbe(multilabel=multilabel, C=2.0)
+    assert clone(p).get_params() == p.get_params()
