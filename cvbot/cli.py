@@ -94,6 +94,8 @@ class Cli:
                                                    ["tag", "type", "images"]))
 
     def cmd_import(self):
+        import hashlib
+
         from tqdm import tqdm
 
         root = Path(self.args.dir)
@@ -106,12 +108,13 @@ class Cli:
                 rel = f.relative_to(root)
                 files[f] = [rel.parts[0]] if len(rel.parts) > 1 else []
         by_content: dict[bytes, tuple[Path, set[str]]] = {}
-        import hashlib
-
+        copies: list[tuple[Path, Path]] = []
         for f, tags in files.items():
             digest = hashlib.sha256(f.read_bytes()).digest()
             first, names = by_content.setdefault(digest, (f, set()))
             names.update(tags)
+            if first != f:
+                copies.append((f, first))
         tag_ids = {t.name.lower(): t.id for t in self.service.get_or_create_tags(
             p.id, sorted({n for _, names in by_content.values() for n in names}))}
         negative = next((t for t in self.service.list_tags(p.id) if t.type.value == "Negative"), None)
@@ -122,8 +125,9 @@ class Cli:
                 out.append(negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()])
             return out
 
-        counts: Counter = Counter()
-        results = []
+        counts: Counter = Counter(OKDuplicate=len(copies)) if copies else Counter()
+        results = [{"sourceUrl": str(f.relative_to(root)), "status": "OKDuplicate",
+                    "message": f"same content as {first.relative_to(root)}"} for f, first in copies]
         items = list(by_content.values())
         multiclass = p.classification_type.value == "Multiclass"
         bar = tqdm(total=len(items), unit="img", desc=f"importing into {p.name}", disable=self.args.json or None,
@@ -133,7 +137,7 @@ class Cli:
             for f, names in items[i:i + IMPORT_BATCH]:
                 if multiclass and len(names) > 1:
                     counts["ErrorConflictingTags"] += 1
-                    results.append({"sourceUrl": str(f), "status": "ErrorConflictingTags",
+                    results.append({"sourceUrl": str(f.relative_to(root)), "status": "ErrorConflictingTags",
                                     "message": f"same image in folders {sorted(names)}; a Multiclass image takes one tag"})
                     continue
                 uploads.append(ImageUpload(f.read_bytes(), str(f.relative_to(root)), ids(names)))
@@ -142,7 +146,7 @@ class Cli:
                 results.append(image_result_json(r))
             bar.update(len(items[i:i + IMPORT_BATCH]))
         bar.close()
-        text = "\n".join([f"imported {len(items)} files into '{p.name}':"] +
+        text = "\n".join([f"imported {len(files)} image files into '{p.name}':"] +
                          [f"  {status}: {n}" for status, n in sorted(counts.items())] +
                          [f"  {r['sourceUrl']}: {r['status']} {r['message']}" for r in results if r["status"] not in ("OK", "OKDuplicate")])
         self.out({"counts": dict(counts), "results": results}, text)
@@ -200,7 +204,7 @@ class Cli:
                 failed += 1
                 msg = e.message if isinstance(e, errors.CvError) else str(e)
                 out.append({"file": f, "error": msg})
-                lines.append(f"{f}: error: {msg}")
+                print(f"{f}: error: {msg}", file=sys.stderr)
                 continue
             out.append({"file": f} | prediction_json(pred))
             top = pred.above_threshold

@@ -1,0 +1,124 @@
+"""The `cvbot` command line as a user runs it: real processes, real files, real SQLite, real backbone."""
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import colour_images, env_with, free_port, png_bytes
+
+CVBOT = str(Path(sys.executable).parent / "cvbot")
+
+
+def run(tmp_path, *args, ok=True, model_dir=None):
+    env = env_with(tmp_path, **({"CVBOT_MODEL_DIR": model_dir} if model_dir else {}))
+    out = subprocess.run([CVBOT, *args], env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def jrun(tmp_path, *args, model_dir=None):
+    return json.loads(run(tmp_path, *args, "--json", model_dir=model_dir).stdout)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "photos"
+    for name, rgb, seed in (("red", (220, 30, 30), 1), ("green", (30, 200, 40), 2), ("blue", (30, 40, 220), 3)):
+        (root / name).mkdir(parents=True)
+        for i, data in enumerate(colour_images(8, rgb, seed)):
+            (root / name / f"{name}{i}.png").write_bytes(data)
+    (root / "red" / "notes.txt").write_text("not an image, ignored")
+    (root / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    shutil.copy(root / "red" / "red0.png", root / "red" / "copy-of-red0.png")
+    return root
+
+
+def test_import_train_predict_flow(tmp_path, folder, model_dir):
+    md = str(model_dir)
+    created = jrun(tmp_path, "project", "create", "Colours", "--description", "demo", model_dir=md)
+    assert created["settings"]["domain"] == "Compact" and created["settings"]["classificationType"] == "Multiclass"
+
+    out = run(tmp_path, "import", str(folder), "--project", "Colours", model_dir=md)
+    assert "OK: 24" in out.stdout and "OKDuplicate: 1" in out.stdout and "ErrorImageFormat: 1" in out.stdout
+    assert "broken.png" in out.stdout
+
+    tags = {t["name"]: t["imageCount"] for t in jrun(tmp_path, "tags", "--project", "colours", model_dir=md)}
+    assert tags == {"blue": 8, "green": 8, "red": 8}
+
+    trained = jrun(tmp_path, "train", "--project", "Colours", model_dir=md)
+    assert trained["status"] == "Completed" and trained["number"] == 1 and trained["isDefault"]
+    perf = trained["performance"]
+    assert perf["accuracy"] >= 0.9 and len(perf["perTagPerformance"]) == 3
+    assert all(0 <= t["averagePrecision"] <= 1 for t in perf["perTagPerformance"])
+
+    text = run(tmp_path, "train", "--project", "Colours", ok=False, model_dir=md)
+    assert text.returncode == 2 and "nothing changed" in text.stderr
+
+    probe = tmp_path / "probe.png"
+    probe.write_bytes(colour_images(1, (30, 40, 220), 42)[0])
+    preds = jrun(tmp_path, "predict", "--project", "Colours", str(probe), model_dir=md)
+    assert preds[0]["predictions"][0]["tagName"] == "blue"
+    assert set(preds[0]["predictions"][0]) >= {"tagName", "probability", "tagId"}
+
+    strict = jrun(tmp_path, "performance", "--project", "Colours", "--threshold", "0.99", model_dir=md)
+    loose = jrun(tmp_path, "performance", "--project", "Colours", "--threshold", "0.01", model_dir=md)
+    assert strict["threshold"] == 0.99 and loose["recall"] >= strict["recall"]
+
+    listing = run(tmp_path, "project", "list", model_dir=md).stdout
+    assert "Colours" in listing and "Compact" in listing
+
+    run(tmp_path, "train", "--project", "Colours", "--force", model_dir=md)
+    its = jrun(tmp_path, "iterations", "--project", "Colours", model_dir=md)
+    assert [i["number"] for i in its] == [1, 2] and its[0]["isDefault"]
+    refused = run(tmp_path, "iteration", "delete", "1", "--project", "Colours", ok=False, model_dir=md)
+    assert refused.returncode == 2 and "default" in refused.stderr
+    run(tmp_path, "iteration", "default", "2", "--project", "Colours", model_dir=md)
+    run(tmp_path, "iteration", "rename", "2", "best", "--project", "Colours", model_dir=md)
+    run(tmp_path, "iteration", "delete", "1", "--project", "Colours", model_dir=md)
+    its = jrun(tmp_path, "iterations", "--project", "Colours", model_dir=md)
+    assert [(i["number"], i["name"], i["isDefault"]) for i in its] == [(2, "best", True)]
+
+
+def test_clear_errors_exit_nonzero_and_change_nothing(tmp_path, model_dir):
+    md = str(model_dir)
+    out = run(tmp_path, "train", "--project", "nope", ok=False, model_dir=md)
+    assert out.returncode == 2 and "no project named 'nope'" in out.stderr
+    out = run(tmp_path, "project", "create", "x", "--domain", "Cars", ok=False, model_dir=md)
+    assert out.returncode == 2 and "unknown domain" in out.stderr
+    assert json.loads(run(tmp_path, "project", "list", "--json", model_dir=md).stdout) == []
+    run(tmp_path, "project", "create", "few", model_dir=md)
+    img = tmp_path / "one.png"
+    img.write_bytes(png_bytes())
+    out = run(tmp_path, "predict", "--project", "few", str(img), ok=False, model_dir=md)
+    assert out.returncode == 1 and "no trained iteration" in out.stderr
+
+
+def test_serve_answers_healthz(tmp_path, model_dir):
+    port = free_port()
+    env = env_with(tmp_path, CVBOT_MODEL_DIR=str(model_dir))
+    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        body = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    body = json.loads(r.read())
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+        assert body is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
+        assert body["status"] == "ok"
+        assert any(b.startswith("efficientnet-lite0@") for b in body["backbones"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
