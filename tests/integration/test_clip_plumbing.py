@@ -61,14 +61,19 @@ def test_local_checkpoint_loads_the_same_weights(checkpoint, random_clip):
     assert np.allclose(bb.forward(x), random_clip.forward(x), atol=1e-4)
 
 
+def _two_tag_project(service, domain: str):
+    p = service.create_project(f"{domain} project", domain=domain)
+    a, b = service.create_tag(p.id, "a"), service.create_tag(p.id, "b")
+    service.add_images(p.id, [ImageUpload(d, "", [a.id]) for d in colour_images(5, (200, 0, 0), 1)] +
+                       [ImageUpload(d, "", [b.id]) for d in colour_images(5, (0, 0, 200), 2)])
+    return p
+
+
 def test_training_a_clip_project_without_weights_fails_clearly(tmp_path):
     provider = BackboneProvider(BackboneSettings(cache_dir=str(tmp_path / "m"),
                                                  clip={"Retail": {"checkpoint": str(tmp_path / "nope.pt")}}))
     service = make_service(tmp_path, provider)
-    p = service.create_project("shop", domain="Retail")
-    a, b = service.create_tag(p.id, "a"), service.create_tag(p.id, "b")
-    service.add_images(p.id, [ImageUpload(d, "", [a.id]) for d in colour_images(5, (200, 0, 0), 1)] +
-                       [ImageUpload(d, "", [b.id]) for d in colour_images(5, (0, 0, 200), 2)])
+    p = _two_tag_project(service, "Retail")
     it = service.wait_for_training(service.train(p.id).id, timeout=120)
     assert it.status == IterationStatus.Failed
     assert "Retail" in it.failure_reason and "Compact" in it.failure_reason
@@ -79,10 +84,7 @@ def test_clip_project_trains_on_a_local_checkpoint_and_caches_embeddings(tmp_pat
     provider = BackboneProvider(BackboneSettings(cache_dir=str(tmp_path / "m"),
                                                  clip={"General": {"checkpoint": str(checkpoint)}}))
     service = make_service(tmp_path, provider)
-    p = service.create_project("clip", domain="General")
-    a, b = service.create_tag(p.id, "a"), service.create_tag(p.id, "b")
-    service.add_images(p.id, [ImageUpload(d, "", [a.id]) for d in colour_images(5, (200, 0, 0), 1)] +
-                       [ImageUpload(d, "", [b.id]) for d in colour_images(5, (0, 0, 200), 2)])
+    p = _two_tag_project(service, "General")
     it = service.wait_for_training(service.train(p.id).id, timeout=300)
     assert it.status == IterationStatus.Completed, it.failure_reason
     assert it.backbone_id.startswith("clip-ViT-B-32@ckpt-") and service.images_embedded == 10
