@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench bench-quick lint clean
+DEBIAN_DATA := tuxpaint-stamps-default dataset-fashion-mnist
+
+.PHONY: install run test test-fast testdata bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +22,24 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/cvbot serve
 
-test: install
+# Real labelled images for the real-data tests (Debian packages): installed when we are root on Debian.
+testdata:
+	@if dpkg -s $(DEBIAN_DATA) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_DATA) >/dev/null; \
+	else echo "note: $(DEBIAN_DATA) not installed (needs root on Debian); the real-data tests will be skipped"; fi
+
+test: install testdata
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: install
+bench: install testdata
 	$(BIN)/python -m benchmarks
 
-bench-quick: install
+bench-quick: install testdata
 	$(BIN)/python -m benchmarks --quick
 
 clean:
