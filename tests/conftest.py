@@ -1,5 +1,4 @@
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,36 @@ def fake_backbone():
     return FakeBackbone()
 
 
-def make_service(tmp_path: Path, provider, runner=None):
+def make_service(tmp_path: Path, provider, runner=None, database_url: str | None = None):
     from core import CvService
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'cvbot.db'}")
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'cvbot.db'}")
     migrate(engine)
     return CvService(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider, runner)
 
 
 @pytest.fixture
-def service(tmp_path, provider):
-    return make_service(tmp_path, provider)
+def postgres_url():
+    """A fresh PostgreSQL database per test when CVBOT_TEST_POSTGRES_URL names a server (.ci/run starts one)."""
+    base = os.environ.get("CVBOT_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("set CVBOT_TEST_POSTGRES_URL to run the PostgreSQL variant (.ci/run does)")
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"cvbot_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def service(request, tmp_path, provider):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return make_service(tmp_path, provider, database_url=url)
