@@ -266,25 +266,32 @@ class CvService:
             image = Image(project_id=project_id, sha256=info.sha256, width=info.width, height=info.height,
                           original_name=up.name or "", source=source, uploaded_by=uploaded_by, tag_ids=tag_ids)
             fresh[info.sha256] = (i, image)
-        written: list[str] = []
-        try:
-            with self.uow() as uow:
-                for sha, (i, image) in list(fresh.items()):
-                    existing = uow.images.get_by_sha(project_id, sha)
-                    if existing:
-                        results[i] = ImageResult(uploads[i].name or f"image {i + 1}", "OKDuplicate",
-                                                 "this image is already in the project", existing)
-                        del fresh[sha]
-                        continue
-                for sha, (i, image) in fresh.items():
-                    self.blobs.put(uploads[i].data)
-                    written.append(sha)
-                    uow.images.add(image)
-                    results[i] = ImageResult(uploads[i].name or f"image {i + 1}", "OK", "", image)
-                uow.commit()
-        except Exception:
-            self._collect(written)
-            raise
+        for attempt in (1, 2):  # a concurrent upload of the same image can win the race: re-check once
+            written: list[str] = []
+            stored: dict[str, Image] = {}
+            try:
+                with self.uow() as uow:
+                    for sha, (i, image) in fresh.items():
+                        existing = uow.images.get_by_sha(project_id, sha)
+                        if existing:
+                            results[i] = ImageResult(uploads[i].name or f"image {i + 1}", "OKDuplicate",
+                                                     "this image is already in the project", existing)
+                            stored[sha] = existing
+                            continue
+                        self.blobs.put(uploads[i].data)
+                        written.append(sha)
+                        uow.images.add(image)
+                        results[i] = ImageResult(uploads[i].name or f"image {i + 1}", "OK", "", image)
+                        stored[sha] = image
+                    uow.commit()
+                break
+            except Exception:
+                self._collect(written)
+                if attempt == 2:
+                    raise
+        for r in results:
+            if r is not None and r.status == "OKDuplicate" and r.image is not None and r.image.sha256 in stored:
+                r.image = stored[r.image.sha256]
         return [r for r in results if r is not None]
 
     def list_images(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
@@ -826,6 +833,21 @@ class CvService:
     def domains() -> list[dict]:
         return [{"name": d.value, "exportable": registry_entry(d).exportable,
                  "description": registry_entry(d).description} for d in Domain]
+
+    def release_default_iteration(self, project_id: str, iteration_id: str) -> Project:
+        """If the iteration is the project's default, hand that role to the newest other Completed iteration (or
+        to none), so that it can be deleted: Custom Vision's API has no default iteration to protect."""
+        with self.uow() as uow:
+            project = self._project(uow, project_id)
+            self._iteration(uow, iteration_id, project_id)
+            if project.default_iteration_id == iteration_id:
+                others = [i for i in uow.iterations.list(project_id)
+                          if i.id != iteration_id and i.status == IterationStatus.Completed]
+                project.default_iteration_id = others[-1].id if others else None
+                project.modified_at = utcnow()
+                uow.projects.update(project)
+                uow.commit()
+            return project
 
 
 def _clean_name(name: str, what: str) -> str:
