@@ -1,1 +1,31 @@
-"""Custom Vision-compatible HTTP API."""
+"""Custom Vision-compatible HTTP API: the official Azure SDK works against `cvbot serve` with only the endpoint and
+keys changed. `setup(app, container)` is called by cvbot/server.py."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import prediction as _prediction  # noqa: F401 - registers the operations
+from . import training as _training  # noqa: F401 - registers the operations
+from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
+from .openapi import document
+
+# What the SDK 3.1.1 speaks first; older SDKs and scripts use the other versions (same handlers).
+PREFIXES = {TRAINING: "/customvision/v3.4-preview/training", PREDICTION: "/customvision/v3.1/prediction"}
+ALIASES = {
+    TRAINING: [f"/customvision/{v}/training" for v in ("v3.3", "v3.2", "v3.1", "v3.0")],
+    PREDICTION: ["/customvision/v3.0/prediction"],
+}
+
+
+def setup(app: web.Application, container) -> None:
+    app.middlewares.append(json_errors)
+    for op in REGISTRY.operations:
+        handler = make_handler(op, container)
+        for prefix in [PREFIXES[op.api], *ALIASES[op.api]]:
+            app.router.add_route(op.method, prefix + op.path, handler)
+    spec = document(REGISTRY.operations, PREFIXES, ALIASES)
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.router.add_get("/openapi.json", openapi)

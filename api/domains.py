@@ -1,0 +1,52 @@
+"""Custom Vision domain GUIDs: the SDK sends and expects `domainId`s, cvbot names its domains.
+
+The ids are Azure's own, so scripts that hard-code them (the compact one above all) keep working.
+"""
+from __future__ import annotations
+
+from core import errors
+from core.model import Domain
+
+DOMAIN_IDS: dict[Domain, str] = {
+    Domain.General: "ee85a74c-405e-4adc-bb47-ffa8ca0c9f31",
+    Domain.Food: "c151d5b5-dd07-472a-acc8-15d29dea8518",
+    Domain.Landmarks: "ca455789-012d-4b50-9fec-5bb63841c793",
+    Domain.Retail: "b30a91ae-e3c1-4f73-a81e-c270bff27c39",
+    Domain.Adult: "45badf75-3591-4f26-a705-45678d3e9f5f",
+    Domain.Compact: "0732100f-1a38-4e49-a514-c9b44c697ab5",
+}
+# The names Azure shows for these ids (scripts look domains up by name, e.g. "General (compact)").
+DOMAIN_NAMES: dict[Domain, str] = {d: d.value for d in Domain} | {Domain.Compact: "General (compact)"}
+EXPORT_PLATFORMS = ["ONNX"]
+
+_BY_ID = {v: d for d, v in DOMAIN_IDS.items()}
+
+
+def domain_id(domain: Domain) -> str:
+    return DOMAIN_IDS[domain]
+
+
+def parse_domain(value: str, not_found: bool = False) -> Domain:
+    """A domain from its GUID (any case) or, leniently, from its cvbot or Azure name.
+
+    Unknown: NotFound (GET /domains/{id}) or, by default, Custom Vision's BadRequestProjectUnknownDomain."""
+    key = (value or "").strip().lower()
+    if key in _BY_ID:
+        return _BY_ID[key]
+    for d in Domain:
+        if key in (d.value.lower(), DOMAIN_NAMES[d].lower()):
+            return d
+    message = f"no domain {value!r}; GET /domains lists the {len(DOMAIN_IDS)} domains"
+    if not_found:
+        raise errors.NotFound(message, "NotFoundDomain")
+    raise errors.InvalidInput(message, "BadRequestProjectUnknownDomain")
+
+
+def domain_json(domain: Domain, entry: dict) -> dict:
+    exportable = bool(entry.get("exportable"))
+    return {
+        "id": DOMAIN_IDS[domain], "name": DOMAIN_NAMES[domain], "type": "Classification",
+        "exportable": exportable, "enabled": True,
+        "exportablePlatforms": EXPORT_PLATFORMS if exportable else [],
+        "modelInformation": {"description": entry.get("description", "")},
+    }

@@ -1,0 +1,169 @@
+"""The OpenAPI 3 document of the implemented subset, generated from the same operation table as the routes."""
+from __future__ import annotations
+
+import re
+
+from .http import KEY_HEADERS, PREDICTION, TRAINING, Operation, Param
+
+S, I, N, B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": "string", "format": "date-time"}
+
+
+def _obj(props: dict, required: tuple[str, ...] = ()) -> dict:
+    out = {"type": "object", "properties": props}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _arr(item: dict) -> dict:
+    return {"type": "array", "items": item}
+
+
+def _nullable(schema: dict) -> dict:
+    return {**schema, "nullable": True}
+
+
+IMAGE_TAG = _obj({"tagId": UUID, "tagName": S, "created": _nullable(TIME)})
+PREDICTION_ITEM = _obj({"probability": N, "tagId": UUID, "tagName": S, "tagType": S, "boundingBox": {"nullable": True}})
+
+SCHEMAS: dict[str, dict] = {
+    "CustomVisionError": _obj({"code": S, "message": S}, ("code", "message")),
+    "Domain": _obj({"id": UUID, "name": S, "type": S, "exportable": B, "enabled": B,
+                    "exportablePlatforms": _arr(S), "modelInformation": _obj({"description": S})}),
+    "ProjectSettings": _obj({"domainId": UUID, "classificationType": {"type": "string", "enum": ["Multiclass", "Multilabel"]},
+                             "targetExportPlatforms": _arr(S)}),
+    "Project": _obj({"id": UUID, "name": S, "description": S, "settings": _ref("ProjectSettings"), "created": TIME,
+                     "lastModified": TIME, "status": S}),
+    "Tag": _obj({"id": UUID, "name": S, "description": S, "type": {"type": "string", "enum": ["Regular", "Negative"]},
+                 "imageCount": I}),
+    "Image": _obj({"id": UUID, "created": TIME, "width": I, "height": I, "originalName": S,
+                   "tags": _arr(IMAGE_TAG)}),
+    "ImageCreateSummary": _obj({"isBatchSuccessful": B, "images": _arr(_obj({
+        "sourceUrl": S, "status": {"type": "string", "enum": [
+            "OK", "OKDuplicate", "ErrorSource", "ErrorImageFormat", "ErrorImageSize", "ErrorStorage", "ErrorLimitExceed",
+            "ErrorTagLimitExceed", "ErrorRegionLimitExceed", "ErrorUnknown", "ErrorNegativeAndRegularTagOnSameImage",
+            "ErrorImageDimensions", "ErrorInvalidTag"]},
+        "message": S, "image": {"nullable": True, "allOf": [_ref("Image")]}}))}),
+    "ImageFileCreateBatch": _obj({"images": _arr(_obj({"name": S, "contents": {"type": "string", "format": "byte"},
+                                                       "tagIds": _arr(UUID)}, ("contents",))),
+                                  "tagIds": _arr(UUID)}, ("images",)),
+    "ImageUrlCreateBatch": _obj({"images": _arr(_obj({"url": S, "tagIds": _arr(UUID)}, ("url",))),
+                                 "tagIds": _arr(UUID)}, ("images",)),
+    "ImageTagCreateBatch": _obj({"tags": _arr(_obj({"imageId": UUID, "tagId": UUID}, ("imageId", "tagId")))},
+                                ("tags",)),
+    "ImageTagCreateSummary": _obj({k: _arr(_obj({"imageId": UUID, "tagId": UUID}))
+                                   for k in ("created", "duplicated", "exceeded")}),
+    "Iteration": _obj({"id": UUID, "name": S, "status": {"type": "string", "enum": ["Training", "Completed", "Failed"]},
+                       "created": TIME, "lastModified": TIME, "trainedAt": _nullable(TIME), "projectId": UUID,
+                       "exportable": B, "exportableTo": _arr(S), "domainId": UUID, "classificationType": S,
+                       "trainingType": S, "trainingTimeInMinutes": I, "publishName": _nullable(S),
+                       "trainingErrorDetails": _nullable(S), "isDefault": B}, ("name",)),
+    "TrainingParameters": _obj({"selectedTags": _arr(UUID)}),
+    "IterationPerformance": _obj({
+        "perTagPerformance": _arr(_obj({"id": UUID, "name": S, "precision": N, "precisionStdDeviation": N, "recall": N,
+                                        "recallStdDeviation": N, "averagePrecision": N})),
+        "precision": N, "precisionStdDeviation": N, "recall": N, "recallStdDeviation": N, "averagePrecision": N}),
+    "ImagePerformance": _obj({"id": UUID, "created": TIME, "width": I, "height": I, "tags": _arr(IMAGE_TAG),
+                              "predictions": _arr(PREDICTION_ITEM)}),
+    "ImagePrediction": _obj({"id": UUID, "project": UUID, "iteration": UUID, "created": TIME,
+                             "predictions": _arr(PREDICTION_ITEM)}),
+    "ImageUrl": _obj({"url": S}, ("url",)),
+    "PredictionQueryToken": _obj({
+        "session": _nullable(S), "continuation": _nullable(S), "maxCount": {"type": "integer", "minimum": 1, "maximum": 256},
+        "orderBy": {"type": "string", "enum": ["Newest", "Oldest", "Suggested"]},
+        "tags": _arr(_obj({"id": UUID, "minThreshold": N, "maxThreshold": N})), "iterationId": _nullable(UUID),
+        "startTime": _nullable(TIME), "endTime": _nullable(TIME), "application": _nullable(S)}),
+    "PredictionQueryResult": _obj({"token": _ref("PredictionQueryToken"), "results": _arr(_obj({
+        "id": UUID, "project": UUID, "iteration": UUID, "created": TIME, "domain": S,
+        "predictions": _arr(PREDICTION_ITEM)}))}),
+    "Export": _obj({"platform": S, "status": {"type": "string", "enum": ["Exporting", "Failed", "Done"]},
+                    "downloadUri": _nullable(S), "flavor": _nullable(S), "newerVersionAvailable": B}),
+}
+
+
+def _param_schema(p: Param) -> dict:
+    if p.type == "array":
+        item = {"type": "string", "format": "uuid"} if p.name.lower().endswith("ids") else {"type": "string"}
+        schema = {"type": "array", "items": item}
+        if p.max_items is not None:
+            schema["maxItems"] = p.max_items
+        return schema
+    schema: dict = {"type": p.type}
+    if p.format:
+        schema["format"] = p.format
+    if p.enum:
+        schema["enum"] = list(p.enum)
+    if p.minimum is not None:
+        schema["minimum"] = p.minimum
+    if p.maximum is not None:
+        schema["maximum"] = p.maximum
+    return schema
+
+
+def _result_schema(result: str) -> dict:
+    if result in ("integer", "boolean"):
+        return {"type": result}
+    if result.startswith("["):
+        return _arr(_ref(result[1:-1]))
+    return _ref(result)
+
+
+def _operation(op: Operation) -> dict:
+    params = []
+    for name in re.findall(r"{(\w+)}", op.path):
+        schema = {"type": "string"} if name == "publishedName" else dict(UUID)
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    for p in op.query:
+        q = {"name": p.name, "in": "query", "required": p.required, "schema": _param_schema(p)}
+        if p.type == "array":
+            q.update({"style": "form", "explode": False})
+        if p.description:
+            q["description"] = p.description
+        params.append(q)
+    out: dict = {"operationId": op.name, "summary": op.summary, "tags": [op.api.capitalize()], "parameters": params,
+                 "security": [{KEY_HEADERS[op.api]: []}] if op.api == TRAINING else
+                 [{KEY_HEADERS[PREDICTION]: []}, {KEY_HEADERS[TRAINING]: []}]}
+    if op.body == "images":
+        out["requestBody"] = {"required": True, "content": {
+            "multipart/form-data": {"schema": _obj({"imageData": {"type": "string", "format": "binary"}}, ("imageData",))},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    elif op.body:
+        out["requestBody"] = {"required": op.body not in ("TrainingParameters", "PredictionQueryToken"),
+                              "content": {"application/json": {"schema": _ref(op.body)}}}
+    error = {"description": "Custom Vision error", "content": {"application/json": {"schema": _ref("CustomVisionError")}}}
+    responses: dict = {}
+    for status in op.statuses:
+        if status == 204 or op.result is None:
+            responses[str(status)] = {"description": "done"}
+        else:
+            responses[str(status)] = {"description": "OK" if status == 200 else "some items failed (see each status)",
+                                      "content": {"application/json": {"schema": _result_schema(op.result)}}}
+    for status in ("400", "401", "404"):
+        responses[status] = error
+    out["responses"] = responses
+    return out
+
+
+def document(operations: list[Operation], prefixes: dict[str, str], aliases: dict[str, list[str]]) -> dict:
+    paths: dict[str, dict] = {}
+    for op in operations:
+        paths.setdefault(prefixes[op.api] + op.path, {})[op.method.lower()] = _operation(op)
+    note = "; ".join(f"{api} also under {', '.join(v)}" for api, v in aliases.items())
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "cvbot: Custom Vision-compatible API", "version": "3.4-preview",
+                 "description": "The subset of Azure Custom Vision's Training (v3.4-preview) and Prediction (v3.1) "
+                                f"APIs that cvbot implements (image classification). Same operations {note}."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {h: {"type": "apiKey", "in": "header", "name": h} for h in KEY_HEADERS.values()},
+        },
+    }

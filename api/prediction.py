@@ -1,0 +1,197 @@
+"""Prediction: the Prediction API (classify by publish name) and the Training API's quick tests and stored predictions."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from core import errors
+from core.images import PREDICTION_MAX_BYTES
+
+from . import render
+from .http import ApiError, Ctx, Param, field_list, field_str, is_guid, json_response, no_content, prediction, read_images, training
+from .urls import fetch_image
+
+APPLICATION = Param("application", description="optional name of the calling application (recorded nowhere)")
+ITERATION_ID = Param("iterationId", format="uuid")
+STORE = Param("store", "boolean")
+
+
+async def _one_image(ctx: Ctx) -> bytes:
+    files = await read_images(ctx.request, PREDICTION_MAX_BYTES + 1024 * 1024, max_count=1)
+    if not files:
+        raise ApiError("the request has no image", "BadRequestImageStream")
+    return files[0].data
+
+
+async def _url_image(ctx: Ctx) -> bytes:
+    body = await ctx.json_body()
+    url = field_str(body, "url") or field_str(body, "Url")
+    if not url:
+        raise ApiError("the body needs {\"url\": ...}", "BadRequestImageUrl")
+    return await fetch_image(url, ctx.settings.allowed_url_hosts, PREDICTION_MAX_BYTES)
+
+
+async def _classify(ctx: Ctx, data: bytes, store: bool, iteration_id: str | None = None,
+                    publish_name: str | None = None):
+    pid = ctx.path("projectId")
+
+    def predict():
+        ctx.project(pid)
+        return ctx.service.predict(pid, data, iteration_id=iteration_id, publish_name=publish_name, store=store,
+                                   source="api")
+
+    return json_response(render.image_prediction(await ctx.run(predict)))
+
+
+# =========================================================================== Prediction API
+@prediction("POST", "/{projectId}/classify/iterations/{publishedName}/image", "classify_image", body="images",
+            result="ImagePrediction", query=(APPLICATION,))
+async def classify_image(ctx: Ctx):
+    """Classify an image with the iteration published under publishedName, and store the prediction."""
+    ctx.q_str("application")
+    return await _classify(ctx, await _one_image(ctx), True, publish_name=ctx.path("publishedName"))
+
+
+@prediction("POST", "/{projectId}/classify/iterations/{publishedName}/image/nostore", "classify_image_with_no_store",
+            body="images", result="ImagePrediction", query=(APPLICATION,))
+async def classify_image_with_no_store(ctx: Ctx):
+    """Classify an image without storing it."""
+    return await _classify(ctx, await _one_image(ctx), False, publish_name=ctx.path("publishedName"))
+
+
+@prediction("POST", "/{projectId}/classify/iterations/{publishedName}/url", "classify_image_url", body="ImageUrl",
+            result="ImagePrediction", query=(APPLICATION,))
+async def classify_image_url(ctx: Ctx):
+    """Classify the image at a URL whose host the server allows (CVBOT_ALLOWED_URL_HOSTS)."""
+    return await _classify(ctx, await _url_image(ctx), True, publish_name=ctx.path("publishedName"))
+
+
+@prediction("POST", "/{projectId}/classify/iterations/{publishedName}/url/nostore", "classify_image_url_with_no_store",
+            body="ImageUrl", result="ImagePrediction", query=(APPLICATION,))
+async def classify_image_url_with_no_store(ctx: Ctx):
+    """Classify the image at an allowed URL without storing it."""
+    return await _classify(ctx, await _url_image(ctx), False, publish_name=ctx.path("publishedName"))
+
+
+async def _detection(ctx: Ctx):
+    raise ApiError("cvbot does image classification only; object detection is not supported",
+                   "BadRequestNotSupported")
+
+
+for _suffix, _name in (("image", "detect_image"), ("image/nostore", "detect_image_with_no_store"),
+                       ("url", "detect_image_url"), ("url/nostore", "detect_image_url_with_no_store")):
+    prediction("POST", "/{projectId}/detect/iterations/{publishedName}/" + _suffix, _name,
+               result="ImagePrediction", summary="Not supported: cvbot does image classification only.")(_detection)
+
+
+# =========================================================================== Training API: quick test
+@training("POST", "/projects/{projectId}/quicktest/image", "quick_test_image", body="images", result="ImagePrediction",
+          query=(ITERATION_ID, STORE))
+async def quick_test_image(ctx: Ctx):
+    """Classify an image with an iteration (default: the project's default iteration), stored unless store=false."""
+    store = ctx.q_bool("store", True)
+    return await _classify(ctx, await _one_image(ctx), bool(store), iteration_id=ctx.q_str("iterationId"))
+
+
+@training("POST", "/projects/{projectId}/quicktest/url", "quick_test_image_url", body="ImageUrl",
+          result="ImagePrediction", query=(ITERATION_ID, STORE))
+async def quick_test_image_url(ctx: Ctx):
+    """Classify the image at an allowed URL with an iteration."""
+    store = ctx.q_bool("store", True)
+    return await _classify(ctx, await _url_image(ctx), bool(store), iteration_id=ctx.q_str("iterationId"))
+
+
+# =========================================================================== Training API: stored predictions
+def _time(value, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ApiError(f"'{name}' must be an ISO 8601 time", "BadRequestPredictionInvalidQueryParameters")
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(f"'{name}' must be an ISO 8601 time", "BadRequestPredictionInvalidQueryParameters") from None
+    if t.tzinfo is None:
+        from datetime import timezone
+        t = t.replace(tzinfo=timezone.utc)
+    return t
+
+
+def _number(value, default: float, name: str) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(f"'{name}' must be a number", "BadRequestPredictionInvalidQueryParameters")
+    return float(value)
+
+
+@training("POST", "/projects/{projectId}/predictions/query", "query_predictions", body="PredictionQueryToken",
+          result="PredictionQueryResult")
+async def query_predictions(ctx: Ctx):
+    """Stored predictions, filtered by iteration, time and per-tag probability range, in pages (continuation)."""
+    pid = ctx.path("projectId")
+    token = await ctx.json_body(required=False)
+    iteration_id = field_str(token, "iterationId")
+    start, end = _time(token.get("startTime"), "startTime"), _time(token.get("endTime"), "endTime")
+    order = (field_str(token, "orderBy") or "Newest").lower()
+    if order not in ("newest", "oldest", "suggested"):
+        raise ApiError("orderBy must be Newest, Oldest or Suggested", "BadRequestPredictionInvalidQueryParameters")
+    max_count = token.get("maxCount") or 50
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or not 1 <= max_count <= 256:
+        raise ApiError("maxCount must be between 1 and 256", "BadRequestPredictionResultsExceededCount")
+    continuation = field_str(token, "continuation") or "0"
+    if not continuation.isdigit():
+        raise ApiError("continuation is not one this server issued", "BadRequestPredictionInvalidQueryParameters")
+    tag_filters = []
+    for t in field_list(token, "tags"):
+        if not isinstance(t, dict) or not is_guid(t.get("id", "")):
+            raise ApiError("each tag filter needs an id", "BadRequestPredictionInvalidQueryParameters")
+        tag_filters.append((t["id"], _number(t.get("minThreshold"), 0.0, "minThreshold"),
+                            _number(t.get("maxThreshold"), 1.0, "maxThreshold")))
+    if len(tag_filters) > 20:
+        raise ApiError("at most 20 tag filters", "BadRequestPredictionTagsExceededCount")
+
+    def query():
+        project = ctx.project(pid)
+        preds = ctx.service.list_predictions(pid, iteration_id if iteration_id and is_guid(iteration_id) else None)
+        if iteration_id and not is_guid(iteration_id):
+            preds = []
+
+        def keep(p) -> bool:
+            if (start and p.created_at < start) or (end and p.created_at > end):
+                return False
+            probs = {x.tag_id: x.probability for x in p.predictions}
+            return all(lo <= probs.get(tid, -1.0) <= hi for tid, lo, hi in tag_filters)
+
+        preds = [p for p in preds if keep(p)]
+        if order == "oldest":
+            preds = preds[::-1]
+        elif order == "suggested":  # least certain first: the ones worth tagging
+            preds = sorted(preds, key=lambda p: max((x.probability for x in p.predictions), default=0.0))
+        offset = int(continuation)
+        page = preds[offset:offset + max_count]
+        more = offset + max_count < len(preds)
+        iterations = {it.id: it.domain for it in ctx.service.list_iterations(pid)}
+        results = [render.stored_prediction(p, iterations.get(p.iteration_id, project.domain)) for p in page]
+        out_token = dict(token)
+        out_token.update({"continuation": str(offset + max_count) if more else None, "maxCount": max_count})
+        return {"token": out_token, "results": results}
+
+    return json_response(await ctx.run(query))
+
+
+@training("DELETE", "/projects/{projectId}/predictions", "delete_prediction", statuses=(204,),
+          query=(Param("ids", "array", required=True, max_items=64),))
+async def delete_prediction(ctx: Ctx):
+    """Delete stored predictions (and their images)."""
+    pid = ctx.path("projectId")
+    ids = ctx.q_ids("ids", 64, "prediction id")
+    if not ids:
+        raise ApiError("ids is required", "BadRequestPredictionIdsMissing")
+
+    def delete():
+        ctx.project(pid)
+        if ctx.service.delete_predictions(pid, ids) == 0:
+            raise errors.NotFound("none of these predictions is in this project")
+
+    await ctx.run(delete)
+    return no_content()

@@ -1,0 +1,76 @@
+"""Custom Vision's wire shapes, built on the shared ones in core.views."""
+from __future__ import annotations
+
+from core import views
+from core.model import Domain, Image, Iteration, IterationStatus, Prediction, Project, TagPrediction
+
+from .domains import EXPORT_PLATFORMS, domain_id
+
+
+def project(p: Project) -> dict:
+    out = views.project_json(p, domain_id(p.domain))
+    out["settings"].update({"targetExportPlatforms": [], "useNegativeSet": True, "imageProcessingSettings": None})
+    out.update({"thumbnailUri": None, "drModeEnabled": False, "status": "Succeeded"})
+    return out
+
+
+def image(i: Image, tag_names: dict[str, str]) -> dict:
+    out = views.image_json(i, tag_names)
+    out.update({"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None, "regions": [], "metadata": {}})
+    return out
+
+
+def image_results(results, tag_names: dict[str, str]) -> dict:
+    """ImageCreateSummary: isBatchSuccessful only when every image is a new OK (as Custom Vision)."""
+    images = []
+    for r in results:
+        item = views.image_result_json(r, tag_names)
+        if r.image is not None:
+            item["image"] = image(r.image, tag_names)
+        images.append(item)
+    return {"isBatchSuccessful": bool(results) and all(r.status == "OK" for r in results), "images": images}
+
+
+def iteration(it: Iteration, default_id: str | None) -> dict:
+    out = views.iteration_json(it, default_id)
+    exportable = it.domain == Domain.Compact
+    out.update({
+        # Custom Vision has no "Queued": a queued iteration is "Training" until it completes or fails.
+        "status": IterationStatus.Training.value if it.status == IterationStatus.Queued else it.status.value,
+        "domainId": domain_id(it.domain), "exportable": exportable,
+        "exportableTo": EXPORT_PLATFORMS if exportable else [], "trainingType": "Regular", "reservedBudgetInHours": 0,
+        "trainingTimeInMinutes": int(round((it.training_seconds or 0) / 60)),
+        "originalPublishResourceId": "cvbot" if it.publish_name else None, "customBaseModelInfo": None,
+        "trainingErrorDetails": it.failure_reason,
+    })
+    return out
+
+
+def tag_prediction(p: TagPrediction) -> dict:
+    out = views.tag_prediction_json(p)
+    out["boundingBox"] = None
+    return out
+
+
+def image_prediction(p: Prediction) -> dict:
+    out = views.prediction_json(p)
+    out["predictions"] = [tag_prediction(x) for x in p.predictions]
+    return out
+
+
+def stored_prediction(p: Prediction, domain: Domain) -> dict:
+    out = image_prediction(p)
+    out.update({"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None,
+                "domain": domain_id(domain)})
+    return out
+
+
+def image_performance(img: Image, preds: list[TagPrediction], tag_names: dict[str, str]) -> dict:
+    out = image(img, tag_names)
+    out.update({"predictions": [tag_prediction(x) for x in preds], "imageUri": None})
+    return out
+
+
+def export(e, download_uri: str | None) -> dict:
+    return {"platform": e.platform, "status": e.status, "downloadUri": download_uri if e.status == "Done" else None,
+            "flavor": e.flavor, "newerVersionAvailable": False, "failureReason": e.failure_reason}
