@@ -1,1 +1,58 @@
-"""Slack adapter (Bolt for Python)."""
+"""Slack adapter (Bolt for Python): a thin layer over `core.CvService`.
+
+`cvbot serve` calls `setup(app, container)`: with SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET the bot answers
+Slack at POST /slack/events; with SLACK_APP_TOKEN it also (or only) connects over Socket Mode. Without tokens it
+logs one line saying Slack is off and why, and the rest of the server runs as usual.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("bot")
+
+
+def setup(app, container) -> None:
+    from aiohttp import web
+
+    from .app import SocketModeRunner, build_bolt_app, slack_mode
+
+    settings = container.settings
+    mode = slack_mode(settings)
+    if not mode.on:
+        log.log(logging.WARNING if mode.problem else logging.INFO, "Slack is off: %s", mode.reason)
+
+        async def slack_off(request: web.Request) -> web.Response:
+            return web.json_response({"error": f"Slack is off: {mode.reason}"}, status=503)
+
+        app.router.add_post("/slack/events", slack_off)
+        return
+
+    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+
+    from .runtime import SlackBot
+
+    cv = SlackBot(container.service, settings.slack_bot_token, settings.default_domain)
+    bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
+    if mode.http:
+        async def slack_events(request: web.Request) -> web.Response:
+            return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+        app.router.add_post("/slack/events", slack_events)
+    if mode.socket:
+        runner = SocketModeRunner(bolt, settings.slack_app_token)
+
+        async def start_socket(_app) -> None:
+            await runner.start()
+
+        async def stop_socket(_app) -> None:
+            await runner.stop()
+
+        app.on_startup.append(start_socket)
+        app.on_cleanup.append(stop_socket)
+
+    async def close_bot(_app) -> None:
+        await cv.close()
+
+    app.on_cleanup.append(close_bot)
+    api = f" (Web API at {settings.slack_api_url})" if settings.slack_api_url else ""
+    log.info("Slack is on: %s%s", mode.describe(), api)

@@ -1,0 +1,248 @@
+"""The `/cv` command grammar and the message instructions (`tag: cat`, `classify`, `untag`, ...): pure parsing."""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from core.model import ClassificationType, Domain
+
+HELP = """*cvbot*: image classification in Slack (a self-hosted Custom Vision).
+
+*Projects*
+• `/cv new NAME [domain=General|Food|Landmarks|Retail|Adult|Compact] [type=multiclass|multilabel] [description…]` create a project and bind it to this channel (`/cv new` alone opens a form)
+• `/cv use NAME` bind an existing project to this channel
+• `/cv projects` list the projects of this workspace
+• `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings (takes effect at the next training)
+• `/cv threshold 0.7` set the probability threshold for performance and predictions
+
+*Images and tags*
+• Post images with the text `tag: cat` or `tags: cat, cute` to add them with those tags (`negative` means the Negative tag)
+• Reply `tag: dog`, `untag` or `remove` in the thread of such a message to retag, untag or delete its images
+• `/cv collect TAG[, TAG…]` tag every image posted here from now on; `/cv collect stop` to end
+• `/cv tags` list the tags with their image counts
+
+*Training*
+• `/cv train [force]` train a new iteration; progress and results appear in the channel
+• `/cv iterations` list iterations (make one the default, delete one)
+• `/cv default N` make iteration N the default (used for predictions)
+• `/cv performance [N] [threshold=0.7]` an iteration's precision, recall and AP at any threshold
+
+*Classify*
+• Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; the buttons under my answer add the image to the training set with the right tag
+
+• `/cv keys` the workspace's API keys (admins) · `/cv help` this text"""
+
+DOMAIN_NAMES = ", ".join(d.value for d in Domain)
+_SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+_MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+_TAG_LINE = re.compile(r"^\s*[*_~]*tags?[*_~]*\s*:[*_~]*\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+_OPTION = re.compile(r"^([A-Za-z_]+)=(.*)$", re.DOTALL)
+
+SUBCOMMANDS = ("help", "new", "use", "projects", "tags", "collect", "train", "iterations", "default",
+               "performance", "threshold", "settings", "keys")
+ALIASES = {"create": "new", "bind": "use", "project": "projects", "list": "projects", "iteration": "iterations",
+           "perf": "performance", "setting": "settings", "key": "keys", "?": "help"}
+
+
+class GrammarError(ValueError):
+    """The user typed something the grammar does not allow; the message says what to type instead."""
+
+
+@dataclass
+class Command:
+    name: str
+    args: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    raw: str = ""  # the text after the subcommand, untouched
+
+
+def _tokens(text: str) -> list[str]:
+    text = text.translate(_SMART_QUOTES)
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unbalanced quote: fall back to plain words
+        return text.split()
+
+
+def parse_command(text: str) -> Command:
+    """`/cv` text → Command(name, positional args, key=value options). Empty text means help."""
+    text = (text or "").strip()
+    if not text:
+        return Command("help")
+    head, _, rest = text.partition(" ")
+    name = ALIASES.get(head.lower(), head.lower())
+    if name not in SUBCOMMANDS:
+        raise GrammarError(f"unknown command `{head}`; type `/cv help` for the list")
+    args, options = [], {}
+    for tok in _tokens(rest):
+        m = _OPTION.match(tok)
+        if m and m.group(1).lower() in ("domain", "type", "threshold", "t", "description", "desc"):
+            key = {"t": "threshold", "desc": "description"}.get(m.group(1).lower(), m.group(1).lower())
+            options[key] = m.group(2).strip()
+        else:
+            args.append(tok)
+    return Command(name, args, options, rest.strip())
+
+
+def parse_domain(value: str) -> Domain:
+    try:
+        return Domain.parse(value)
+    except ValueError:
+        raise GrammarError(f"unknown domain `{value}`; choose one of {DOMAIN_NAMES}") from None
+
+
+def parse_type(value: str) -> ClassificationType:
+    try:
+        return ClassificationType.parse(value)
+    except ValueError:
+        raise GrammarError(f"unknown type `{value}`; choose multiclass or multilabel") from None
+
+
+def parse_threshold(value: str) -> float:
+    v = value.strip()
+    try:
+        t = float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    except ValueError:
+        raise GrammarError(f"`{value}` is not a threshold; write a number between 0 and 1, like 0.7 or 70%") from None
+    if t > 1 and not v.endswith("%") and t <= 100:
+        t = t / 100  # "threshold 70" means 70%
+    if not 0.0 <= t <= 1.0:
+        raise GrammarError(f"the threshold must be between 0 and 1 (got {value})")
+    return t
+
+
+def parse_iteration_number(value: str) -> int:
+    v = value.strip().lstrip("#")
+    if v.lower().startswith("iteration"):
+        v = v[len("iteration"):].strip()
+    if not v.isdigit():
+        raise GrammarError(f"`{value}` is not an iteration number; see `/cv iterations`")
+    return int(v)
+
+
+@dataclass
+class NewProject:
+    name: str
+    domain: Domain | None
+    classification_type: ClassificationType
+    description: str
+
+
+def parse_new(cmd: Command) -> NewProject | None:
+    """`/cv new NAME [domain=…] [type=…] [description…]`; None when no name was given (open the form)."""
+    if not cmd.args and not cmd.options:
+        return None
+    if not cmd.args:
+        raise GrammarError("give the project a name: `/cv new NAME [domain=…] [type=…] [description…]`")
+    domain = parse_domain(cmd.options["domain"]) if "domain" in cmd.options else None
+    ctype = parse_type(cmd.options["type"]) if "type" in cmd.options else ClassificationType.Multiclass
+    description = " ".join(cmd.args[1:])
+    if "description" in cmd.options:
+        description = (cmd.options["description"] + " " + description).strip()
+    if "threshold" in cmd.options:
+        raise GrammarError("set the threshold after creating the project: `/cv threshold 0.7`")
+    return NewProject(cmd.args[0], domain, ctype, description)
+
+
+def split_tags(text: str) -> list[str]:
+    """'cat, cute' → ['cat', 'cute'] (commas separate; a single tag may contain spaces)."""
+    tags = (t.strip().strip("*_`'\"").strip() for t in text.split(","))
+    return [t for t in tags if t]
+
+
+def parse_collect(cmd: Command) -> list[str] | None:
+    """Tags to collect with, or None for `stop`."""
+    rest = cmd.raw.strip()
+    if rest.lower() in ("stop", "off", "end", "none"):
+        return None
+    tags = split_tags(rest)
+    if not tags:
+        raise GrammarError("name the tags to collect: `/cv collect cat` or `/cv collect cat, cute`; `/cv collect stop` to end")
+    return tags
+
+
+@dataclass
+class PerformanceQuery:
+    number: int | None
+    threshold: float | None
+
+
+def parse_performance(cmd: Command) -> PerformanceQuery:
+    number = threshold = None
+    for a in cmd.args:
+        if re.fullmatch(r"#?\d+", a):
+            number = parse_iteration_number(a)
+        elif re.fullmatch(r"\d*\.\d+|\d+(\.\d+)?%", a):
+            threshold = parse_threshold(a)
+        else:
+            raise GrammarError(f"`{a}` is neither an iteration number nor a threshold: `/cv performance [N] [threshold=0.7]`")
+    if "threshold" in cmd.options:
+        threshold = parse_threshold(cmd.options["threshold"])
+    return PerformanceQuery(number, threshold)
+
+
+# ------------------------------------------------------------------ messages
+def strip_mentions(text: str) -> str:
+    return _MENTION.sub(" ", text or "").strip()
+
+
+def tag_instruction(text: str) -> list[str] | None:
+    """Tags named by a `tag: cat` / `tags: cat, cute` line of a message, or None when there is none."""
+    m = _TAG_LINE.search(strip_mentions(text))
+    if not m:
+        return None
+    tags = split_tags(m.group(1))
+    return tags or None
+
+
+def wants_classification(text: str) -> bool:
+    """`classify` or `?` as the message's text (mentions aside)."""
+    t = strip_mentions(text).strip().lower().rstrip("!.")
+    return t in ("?", "classify", "classify?", "predict", "what is this?", "what is this") or t.startswith("classify ")
+
+
+@dataclass
+class ThreadCommand:
+    action: str  # "tag" | "untag" | "remove"
+    tags: list[str] = field(default_factory=list)
+
+
+def thread_command(text: str) -> ThreadCommand | None:
+    """A thread reply that retags the images of its parent message: `tag: dog`, `untag` or `remove`."""
+    tags = tag_instruction(text)
+    if tags:
+        return ThreadCommand("tag", tags)
+    t = strip_mentions(text).strip().lower().rstrip("!.")
+    if t in ("untag", "untag all", "clear tags"):
+        return ThreadCommand("untag")
+    if t in ("remove", "delete", "remove images", "delete images"):
+        return ThreadCommand("remove")
+    return None
+
+
+@dataclass
+class MessageIntent:
+    action: str  # "tag" | "classify" | "collect" | "retag"
+    tags: list[str] = field(default_factory=list)
+    thread: ThreadCommand | None = None
+
+
+def message_intent(text: str, has_images: bool, *, direct: bool = False, mentioned: bool = False,
+                   collect_tags: list[str] | None = None, thread_parent: str | None = None) -> MessageIntent | None:
+    """What a posted message asks for. Precedence: an explicit tag line, then a classify request (the text,
+    a mention, a direct message), then collect mode; a text-only thread reply may retag its parent's images."""
+    if has_images:
+        tags = tag_instruction(text)
+        if tags:
+            return MessageIntent("tag", tags)
+        if wants_classification(text) or mentioned or direct:
+            return MessageIntent("classify")
+        if collect_tags:
+            return MessageIntent("collect", list(collect_tags))
+        return None
+    if thread_parent:
+        cmd = thread_command(text)
+        if cmd:
+            return MessageIntent("retag", cmd.tags, cmd)
+    return None

@@ -1,0 +1,47 @@
+"""The "Create new project" modal (`/cv new` without arguments)."""
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+
+from core import errors
+
+from .. import blocks, grammar
+from ..runtime import SlackBot
+
+log = logging.getLogger("bot")
+
+
+def register(app) -> None:
+    app.view(blocks.NEW_PROJECT_VIEW)(handle_new_project)
+
+
+async def handle_new_project(ack, body, view, client, context, logger=None):
+    cv: SlackBot = context["cv"]
+    values = blocks.modal_values(view)
+    channel = view.get("private_metadata") or ""
+    workspace = context.get("team_id") or (body.get("team") or {}).get("id") or ""
+    user = (body.get("user") or {}).get("id") or ""
+    name = (values.get("name") or "").strip()
+    if not name:
+        await ack(response_action="errors", errors={"name": "Give the project a name"})
+        return
+    try:
+        domain = grammar.parse_domain(values.get("domain") or cv.default_domain.value)
+        ctype = grammar.parse_type(values.get("type") or "Multiclass")
+        project = await cv.call(cv.service.create_project, name, domain, ctype, values.get("description") or "",
+                                workspace=workspace, created_by=user)
+    except (errors.CvError, grammar.GrammarError) as e:
+        await ack(response_action="errors", errors={"name": getattr(e, "message", str(e))})
+        return
+    await ack()
+    msg = blocks.project_created_message(project, user)
+    if channel:
+        await cv.call(cv.service.bind_channel, workspace, channel, project.id, user)
+        try:
+            await client.chat_postMessage(channel=channel, **msg)
+            return
+        except SlackApiError as e:
+            log.info("cannot post in %s (%s); telling the user directly", channel, e.response.get("error"))
+    await client.chat_postMessage(channel=user, **msg)

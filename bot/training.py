@@ -1,0 +1,102 @@
+"""Training in a channel: queue it, keep a message updated with its progress, post the results in the thread."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from slack_sdk.errors import SlackApiError
+
+from core import errors
+from core.model import Iteration, IterationStatus, Project
+
+from . import blocks
+from .charts import performance_chart
+from .runtime import SlackBot
+
+log = logging.getLogger("bot")
+FINAL_STAGES = ("done", "failed")
+
+
+async def start_training(cv: SlackBot, client, channel: str, user: str, project: Project, force: bool,
+                         respond=None) -> Iteration:
+    """Queue a training (errors raise, so the caller answers them ephemerally) and follow it in the channel."""
+    it = await cv.call(cv.service.train, project.id, force)
+    try:
+        posted = await client.chat_postMessage(channel=channel, **blocks.training_progress_message(project, it, "queued", user))
+    except SlackApiError as e:
+        log.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
+        if respond is not None:
+            await respond(**blocks.info_message(
+                f"Training iteration {it.number} of *{blocks.esc(project.name)}* is queued, but I cannot post in this "
+                f"channel ({e.response.get('error')}); invite me with `/invite @cvbot` to see its progress and results."),
+                response_type="ephemeral")
+        return it
+    cv.spawn(follow_training(cv, client, channel, posted["ts"], project, it, user))
+    return it
+
+
+async def follow_training(cv: SlackBot, client, channel: str, ts: str, project: Project, it: Iteration,
+                          user: str | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def listener(p) -> None:  # called on the training thread
+        if p.iteration_id == it.id:
+            loop.call_soon_threadsafe(queue.put_nowait, (p.stage, p.describe()))
+
+    unsubscribe = cv.service.progress.subscribe(listener)
+    try:
+        current = cv.service.progress.get(it.id)
+        stage = current.stage if current else "queued"
+        last_text, last_at = "queued", loop.time()
+        while stage not in FINAL_STAGES:
+            try:
+                stage, text = await asyncio.wait_for(queue.get(), timeout=3.0)
+            except asyncio.TimeoutError:
+                row = await cv.call(cv.service.get_iteration, it.id)
+                if row.status in (IterationStatus.Completed, IterationStatus.Failed):
+                    break
+                current = cv.service.progress.get(it.id)
+                stage, text = (current.stage, current.describe()) if current else (stage, last_text)
+            while not queue.empty():
+                stage, text = queue.get_nowait()
+            if stage in FINAL_STAGES:
+                break
+            if text != last_text and loop.time() - last_at >= cv.progress_interval:
+                last_text, last_at = text, loop.time()
+                await _update(client, channel, ts, blocks.training_progress_message(project, it, text, user))
+    finally:
+        unsubscribe()
+    await post_results(cv, client, channel, ts, it.id)
+
+
+async def post_results(cv: SlackBot, client, channel: str, ts: str, iteration_id: str) -> None:
+    final = await cv.call(cv.service.wait_for_training, iteration_id, 60)
+    project = await cv.call(cv.service.get_project, final.project_id)
+    perf = None
+    if final.status == IterationStatus.Completed:
+        try:
+            perf = await cv.call(cv.service.iteration_performance, final.id)
+        except errors.CvError as e:
+            log.warning("no performance for iteration %s: %s", final.id, e.message)
+    await _update(client, channel, ts, blocks.training_finished_message(project, final, perf))
+    if perf is None:
+        if final.status == IterationStatus.Failed:
+            await client.chat_postMessage(channel=channel, thread_ts=ts, **blocks.error_message(
+                f"Iteration {final.number} failed: {final.failure_reason or 'unknown reason'}"))
+        return
+    await client.chat_postMessage(channel=channel, thread_ts=ts, **blocks.performance_message(
+        project, final, perf, is_default=project.default_iteration_id == final.id))
+    try:
+        png = await cv.call(performance_chart, perf, f"{project.name}: iteration {final.number}")
+        await client.files_upload_v2(channel=channel, thread_ts=ts, file=png, filename=f"iteration-{final.number}.png",
+                                     title=f"{project.name}: iteration {final.number} performance")
+    except SlackApiError as e:
+        log.warning("could not upload the performance chart: %s", e.response.get("error"))
+
+
+async def _update(client, channel: str, ts: str, msg: dict) -> None:
+    try:
+        await client.chat_update(channel=channel, ts=ts, **msg)
+    except SlackApiError as e:  # progress is best effort; the results still follow
+        log.warning("chat.update failed: %s", e.response.get("error"))
