@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
@@ -53,6 +54,27 @@ def slack_mode(settings) -> SlackMode:
     return SlackMode(http=bool(secret), socket=bool(app_token))
 
 
+_SECRETS = re.compile(r"(xox[abpr]-|xapp-)[A-Za-z0-9-]+|((?:^|[&?\s{,])\"?token\"?\s*[=:]\s*\"?)[^&\s\",}]+")
+
+
+class RedactTokens(logging.Filter):
+    """Bolt logs the body of requests it rejects; blank out anything token-like before it reaches a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRETS.sub(lambda m: (m.group(2) or "") + "***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def quiet_secrets() -> None:
+    for name in ("slack_bolt.RequestVerification", "slack_bolt.AsyncApp", "slack_bolt.SslCheck"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
 def api_base_url(url: str | None) -> str:
     url = (url or SLACK_API_URL).strip()
     return url if url.endswith("/") else url + "/"
@@ -74,6 +96,7 @@ def configure_client(client: AsyncWebClient, api_url: str | None = None) -> Asyn
 
 
 def build_bolt_app(cv: SlackBot, token: str, signing_secret: str | None, api_url: str | None = None) -> AsyncApp:
+    quiet_secrets()
     app = AsyncApp(token=token, signing_secret=signing_secret, request_verification_enabled=bool(signing_secret),
                    process_before_response=False, name="cvbot")
     configure_client(app.client, api_url)

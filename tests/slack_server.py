@@ -34,8 +34,12 @@ class Call:
 
 
 class FakeSlack:
-    def __init__(self, token: str = "xoxb-test-token", team_id: str = "T0TEAM", bot_user_id: str = "UBOT"):
+    def __init__(self, token: str = "xoxb-test-token", team_id: str = "T0TEAM", bot_user_id: str = "UBOT",
+                 app_token: str = "xapp-1-A0APP-test"):
         self.token = token
+        self.app_token = app_token
+        self.sockets: list[web.WebSocketResponse] = []  # Socket Mode connections of the bot
+        self.socket_acks: list[dict] = []  # what the bot sent back over them (envelope acks)
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.calls: list[Call] = []
@@ -75,6 +79,7 @@ class FakeSlack:
             app.router.add_get("/files/{file_id}/{name}", self._download)
             app.router.add_post("/upload/{file_id}", self._upload)
             app.router.add_post("/response/{rid}", self._response)
+            app.router.add_get("/socket", self._socket)
             self._runner = web.AppRunner(app, access_log=None)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -165,7 +170,8 @@ class FakeSlack:
                 self.throttle[method] -= 1
         if throttled:
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
-        if auth != f"Bearer {self.token}":
+        token = self.app_token if method == "apps.connections.open" else self.token
+        if auth != f"Bearer {token}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "m_" + method.replace(".", "_"), None)
         body = handler(args) if handler else {"ok": True}
@@ -194,6 +200,27 @@ class FakeSlack:
             self.responses.append((request.match_info["rid"], body))
         return web.Response(text="ok")
 
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        with self._lock:
+            self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"}})
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                with self._lock:
+                    self.socket_acks.append(json.loads(msg.data))
+        return ws
+
+    def send_envelope(self, envelope: dict) -> None:
+        """Push a Socket Mode envelope (slash_commands, events_api, interactive) to the bot's open connection."""
+        ws = self.sockets[-1]
+        asyncio.run_coroutine_threadsafe(ws.send_json(envelope), self._loop).result(10)
+
+    def acks_of(self, envelope_id: str) -> list[dict]:
+        with self._lock:
+            return [a for a in self.socket_acks if a.get("envelope_id") == envelope_id]
+
     # ------------------------------------------------------------- Web API methods
     def _next_ts(self) -> str:
         return f"{1_700_000_000 + next(self._ts)}.000100"
@@ -201,6 +228,9 @@ class FakeSlack:
     def m_auth_test(self, args):
         return {"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "cvbot", "team_id": self.team_id,
                 "user_id": self.bot_user_id, "bot_id": "BBOT", "is_enterprise_install": False}
+
+    def m_apps_connections_open(self, args):
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
 
     def m_chat_postMessage(self, args):
         channel = args.get("channel")

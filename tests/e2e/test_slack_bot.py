@@ -383,3 +383,36 @@ def test_without_tokens_slack_is_off_with_one_clear_line(tmp_path, model_dir):
         stop_server(proc)
     lines = [ln for ln in log.read_text().splitlines() if "Slack" in ln]
     assert len(lines) == 1 and "Slack is off: SLACK_BOT_TOKEN is not set" in lines[0], lines
+
+
+def test_socket_mode_runs_the_same_listeners(tmp_path, model_dir):
+    slack = FakeSlack().start()
+    proc, port, log = start_server(tmp_path, model_dir, SLACK_BOT_TOKEN=slack.token, SLACK_APP_TOKEN=slack.app_token,
+                                   SLACK_API_URL=slack.api_url, SLACK_SIGNING_SECRET="", CVBOT_LOG_LEVEL="INFO")
+    try:
+        slack.wait_for(lambda: slack.sockets, what="the Socket Mode connection")
+        opened = slack.calls_to("apps.connections.open")[0]
+        assert opened.auth == f"Bearer {slack.app_token}"
+        command = {"team_id": slack.team_id, "channel_id": "CSOCK", "user_id": CREATOR, "command": "/cv",
+                   "text": "new sockets", "response_url": slack.response_url(), "trigger_id": "T-trigger"}
+        slack.send_envelope({"envelope_id": "env-1", "type": "slash_commands", "payload": command,
+                             "accepts_response_payload": True})
+        slack.wait_for(lambda: slack.acks_of("env-1"), what="the envelope ack")
+        created = slack.wait_for(lambda: slack.responses_to(command["response_url"]), what="the response")[0]
+        assert "Created project *sockets*" in created["text"]
+        files = [slack.add_file(n, d) for n, d in named("s", colour_images(2, RED, 21))]
+        event = message_event("CSOCK", CREATOR, "tag: sock", "3000.1", files)
+        slack.send_envelope({"envelope_id": "env-2", "type": "events_api", "accepts_response_payload": False,
+                             "payload": {"team_id": slack.team_id, "type": "event_callback", "event_id": "EvSOCK",
+                                         "event": event, "api_app_id": "A0APP"}})
+        reply = slack.wait_for(lambda: slack.posts("CSOCK", "3000.1"), what="the thread reply")[0]
+        assert "2 added" in reply["text"]
+        assert slack.acks_of("env-2")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/slack/events", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:  # no signing secret: no HTTP endpoint
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code in (404, 405)
+    finally:
+        stop_server(proc)
+        slack.stop()
+    assert "Slack is on: Socket Mode" in log.read_text()
