@@ -33,10 +33,11 @@ def performance_chart(perf: dict, title: str = "") -> bytes:
         ax.bar([x + (k - 1) * bw for x in xs], [r[key] * 100 for r in rows], bw, label=label, color=colour)
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 119)  # headroom for the legend above the 100% line
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
     ax.set_ylabel("%")
     ax.set_title(f"Per tag at threshold {perf.get('threshold', 0.5):g}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     if show_cm:
         labels = cm["labels"]

@@ -206,5 +206,11 @@ class SlackBot:
             d.problem = f"download failed ({type(e).__name__})"
         return d
 
-    async def download_all(self, client, files: list[dict], max_bytes: int) -> list[Download]:
-        return list(await asyncio.gather(*(self.download(client, f, max_bytes) for f in files)))
+    async def download_all(self, client, files: list[dict], max_bytes: int, parallel: int = 4) -> list[Download]:
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(f: dict) -> Download:
+            async with gate:
+                return await self.download(client, f, max_bytes)
+
+        return list(await asyncio.gather(*(one(f) for f in files)))

@@ -207,6 +207,14 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     _, answer3 = bot.post_images(ch, "classify", named("probe-red", colour_images(1, RED, 42)))
     assert "*red*" in answer3["text"] and "Answered by iteration 2" in text_of(answer3)
 
+    # a direct message to the bot classifies too, once the DM is bound to the project
+    bot.command("use colours", "DSTORY")
+    dm_ts = bot.ts()
+    bot.send.event(message_event("DSTORY", CREATOR, "", dm_ts, [slack.add_file("dm.png", colour_images(1, GREEN, 43)[0])],
+                                 channel_type="im"))
+    dm_answer = slack.wait_for(lambda: slack.posts("DSTORY", dm_ts), what="the DM answer")[0]
+    assert "*green*" in dm_answer["text"] and "Answered by iteration 2" in text_of(dm_answer)
+
     # performance at another threshold, recomputed; /cv default N does what the button does
     perf = text_of(bot.command("performance 1 threshold=0.9", ch)[0])
     assert "Iteration 1 of colours: performance at threshold 0.9" in perf
@@ -230,6 +238,12 @@ def test_redelivered_event_is_processed_once(bot):
     ids = {f["id"] for f in files}
     assert len([d for d in slack.downloads if d in ids]) == 5  # each file downloaded once
     assert "*x*: 5 images" in text_of(bot.command("tags", ch)[0])
+
+
+def test_url_verification_challenge_is_answered(bot):
+    status, body, _ = bot.send.post(json.dumps({"type": "url_verification", "challenge": "c-123", "token": "x"}),
+                                    "application/json")
+    assert status == 200 and "c-123" in body
 
 
 def test_bad_signature_and_stale_timestamp_are_401(bot):
@@ -371,6 +385,7 @@ def test_unknown_command_and_help_are_answered_in_the_ack(bot):
     assert "unknown command `frobnicate`" in wrong["text"]
 
 
+@pytest.mark.slow
 def test_without_tokens_slack_is_off_with_one_clear_line(tmp_path, model_dir):
     env = {k: "" for k in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")}
     proc, port, log = start_server(tmp_path, model_dir, CVBOT_LOG_LEVEL="INFO", **env)
@@ -385,6 +400,7 @@ def test_without_tokens_slack_is_off_with_one_clear_line(tmp_path, model_dir):
     assert len(lines) == 1 and "Slack is off: SLACK_BOT_TOKEN is not set" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_socket_mode_runs_the_same_listeners(tmp_path, model_dir):
     slack = FakeSlack().start()
     proc, port, log = start_server(tmp_path, model_dir, SLACK_BOT_TOKEN=slack.token, SLACK_APP_TOKEN=slack.app_token,
