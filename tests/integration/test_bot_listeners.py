@@ -333,3 +333,24 @@ def test_oversized_and_corrupt_images_are_reported_per_file(cv):
     on_message(cv, client, _event(cv, "tag: a", files))
     text = client.of("chat.postMessage")[0]["text"]
     assert "1 added, 0 duplicate, 2 rejected" in text and "`big.png` rejected: too large" in text
+
+
+def test_train_in_a_channel_the_bot_is_not_in_says_how_to_fix_it(cv, runner):
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+    class NotInChannel(RecordingClient):
+        async def chat_postMessage(self, **kw):
+            self._record("chat.postMessage", kw)
+            raise SlackApiError("not_in_channel", AsyncSlackResponse(
+                client=None, http_verb="POST", api_url="x", req_args={}, data={"ok": False, "error": "not_in_channel"},
+                headers={}, status_code=200))
+
+    client = NotInChannel()
+    p = _train_ready_project(cv, client)
+    _, respond = slash(cv, "train", client)
+    text = said(respond)["text"]
+    assert "Training iteration 1 of *colours* is queued" in text and "`/invite @cvbot`" in text
+    runner.release()  # the training itself still runs
+    (it,) = cv.service.list_iterations(p.id)
+    assert cv.service.wait_for_training(it.id, 120).status == IterationStatus.Completed
