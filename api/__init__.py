@@ -8,6 +8,7 @@ from . import prediction as _prediction  # noqa: F401 - registers the operations
 from . import training as _training  # noqa: F401 - registers the operations
 from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
 from .openapi import document
+from .training import EXPORT_DOWNLOAD, download_export
 
 # What the SDK 3.1.1 speaks first; older SDKs and scripts use the other versions (same handlers).
 PREFIXES = {TRAINING: "/customvision/v3.4-preview/training", PREDICTION: "/customvision/v3.1/prediction"}
@@ -29,3 +30,4 @@ def setup(app: web.Application, container) -> None:
         return web.json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get(EXPORT_DOWNLOAD, lambda request: download_export(request, container))

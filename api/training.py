@@ -1,6 +1,10 @@
 """The Training API: thin handlers (parse, call CvService off the event loop, render)."""
 from __future__ import annotations
 
+import asyncio
+
+from aiohttp import web
+
 from core import errors
 from core.images import TRAINING_MAX_BYTES
 from core.model import ClassificationType, IterationStatus, TagType
@@ -621,3 +625,46 @@ async def unpublish_iteration(ctx: Ctx):
 
     await ctx.run(unpublish)
     return no_content()
+
+
+# =========================================================================== export
+EXPORT_DOWNLOAD = "/customvision/exports/{iterationId}/{exportId}/model.zip"
+
+
+def download_uri(ctx: Ctx, export) -> str:
+    """A capability URL, like Custom Vision's SAS links: the random export id is the secret, no key needed."""
+    h = ctx.request.headers
+    scheme = (h.get("X-Forwarded-Proto") or ctx.request.scheme).split(",")[0].strip()
+    host = (h.get("X-Forwarded-Host") or ctx.request.host).split(",")[0].strip()
+    return f"{scheme}://{host}" + EXPORT_DOWNLOAD.format(iterationId=export.iteration_id, exportId=export.id)
+
+
+@training("GET", "/projects/{projectId}/iterations/{iterationId}/export", "get_exports", result="[Export]")
+async def get_exports(ctx: Ctx):
+    """The iteration's exports; poll until status is Done, then download downloadUri."""
+    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
+    exports = await ctx.run(lambda: (ctx.project(pid), ctx.service.list_exports(pid, iid))[1])
+    return json_response([render.export(e, download_uri(ctx, e)) for e in exports])
+
+
+@training("POST", "/projects/{projectId}/iterations/{iterationId}/export", "export_iteration", result="Export",
+          query=(Param("platform", required=True, enum=("ONNX",)), Param("flavor")))
+async def export_iteration(ctx: Ctx):
+    """Export a Compact iteration as ONNX (features, probe and softmax/sigmoid in one graph, zipped with labels)."""
+    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
+    platform, flavor = ctx.q_str("platform", required=True), ctx.q_str("flavor")
+    export = await ctx.run(lambda: (ctx.project(pid), ctx.service.export_iteration(pid, iid, platform, flavor))[1])
+    return json_response(render.export(export, download_uri(ctx, export)))
+
+
+async def download_export(request: web.Request, container) -> web.Response:
+    iid, eid = request.match_info["iterationId"], request.match_info["exportId"]
+    if not (is_guid(iid) and is_guid(eid)):
+        raise web.HTTPNotFound()
+    loop = asyncio.get_running_loop()
+    try:
+        data = await loop.run_in_executor(None, container.service.export_file, iid, eid)
+    except errors.NotFound:
+        raise web.HTTPNotFound() from None
+    return web.Response(body=data, content_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="cvbot-{iid[:8]}-onnx.zip"'})

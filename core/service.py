@@ -17,7 +17,7 @@ from .embedding import Embedder
 from .evaluation import Evaluation, cross_validate, performance
 from .images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES, validate_image
 from .model import (
-    ChannelBinding, WorkspaceKeys, DEFAULT_WORKSPACE, ClassificationType, Domain, Image, Iteration, IterationStatus, Prediction, Project,
+    ChannelBinding, WorkspaceKeys, DEFAULT_WORKSPACE, ClassificationType, Domain, Export, Image, Iteration, IterationStatus, Prediction, Project,
     SnapshotEntry, Tag, TagPrediction, TagType, utcnow,
 )
 from .ports import BlobStore, JobRunner, UnitOfWork, UnitOfWorkFactory
@@ -565,6 +565,7 @@ class CvService:
             if it.status in (IterationStatus.Queued, IterationStatus.Training):
                 raise errors.TrainingInProgress(f"iteration {it.number} is still training")
             keys = [k for k in (it.probe_key, it.evaluation_key) if k] + [e.sha256 for e in it.snapshot]
+            keys += [e.blob_key for e in uow.exports.list(it.id) if e.blob_key]
             uow.iterations.delete(it.id)
             uow.commit()
         self._collect(keys)
@@ -788,6 +789,7 @@ class CvService:
             keys += [k for k in (it.probe_key, it.evaluation_key) if k]
             full = uow.iterations.get(it.id, with_snapshot=True)
             keys += [e.sha256 for e in full.snapshot]
+            keys += [e.blob_key for e in uow.exports.list(it.id) if e.blob_key]
         keys += [p.sha256 for p in uow.predictions.list(project_id) if p.sha256]
         return keys
 
@@ -848,6 +850,75 @@ class CvService:
                 uow.projects.update(project)
                 uow.commit()
             return project
+
+    # ----------------------------------------------------------------- export
+    def export_iteration(self, project_id: str, iteration_id: str, platform: str = "ONNX",
+                         flavor: str | None = None) -> Export:
+        """Queue an ONNX export of a Completed iteration of an exportable domain (Compact); see `list_exports`."""
+        if str(platform).strip().upper() != "ONNX":
+            raise errors.InvalidInput(f"cannot export to {platform!r}; the only platform is ONNX",
+                                      "BadRequestProjectUnsupportedExportPlatform")
+        with self.uow() as uow:
+            it = self._iteration(uow, iteration_id, project_id)
+            if it.status != IterationStatus.Completed:
+                raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}; only a Completed one can be exported")
+            if not registry_entry(it.domain).exportable:
+                raise errors.CvError(f"the {it.domain.value} domain cannot be exported; train with the Compact domain",
+                                     "BadRequestExportValidationFailed")
+            existing = uow.exports.list(it.id)
+            if any(e.status == "Exporting" for e in existing):
+                raise errors.CvError("this iteration is already being exported", "BadRequestExportAlreadyInProgress")
+            done = next((e for e in existing if e.status == "Done" and e.flavor == flavor), None)
+            if done is not None:
+                return done
+            export = Export(iteration_id=it.id, platform="ONNX", flavor=flavor)
+            uow.exports.add(export)
+            uow.commit()
+        self.runner.submit(f"export-{export.id}", lambda: self._run_export(it.id, export.id))
+        return export
+
+    def list_exports(self, project_id: str, iteration_id: str) -> list[Export]:
+        with self.uow() as uow:
+            it = self._iteration(uow, iteration_id, project_id)
+            return uow.exports.list(it.id)
+
+    def export_file(self, iteration_id: str, export_id: str) -> bytes:
+        """The exported package (a zip: model.onnx, labels.txt, cvexport.manifest)."""
+        with self.uow() as uow:
+            found = next((e for e in uow.exports.list(iteration_id) if e.id == export_id), None)
+        if found is None or found.status != "Done" or not found.blob_key:
+            raise errors.NotFound("no finished export with this id")
+        return self.blobs.get(found.blob_key)
+
+    def _run_export(self, iteration_id: str, export_id: str) -> None:
+        from . import export as onnx_export
+
+        with self.uow() as uow:
+            it = uow.iterations.get(iteration_id)
+            export = next((e for e in uow.exports.list(iteration_id) if e.id == export_id), None) if it else None
+        if it is None or export is None:
+            return
+        try:
+            backbone = self.backbones.for_domain(it.domain)
+            if backbone.id != it.backbone_id:
+                raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the domain now loads "
+                                     f"{backbone.id}; retrain before exporting", "BadRequestExportValidationFailed")
+            multilabel = it.classification_type == ClassificationType.Multilabel
+            model = onnx_export.build_model(backbone, self._probe(it.probe_key), it.tag_names, it.tag_ids,
+                                            {"projectId": it.project_id, "iterationId": it.id})
+            data = onnx_export.package(model, it.tag_names, onnx_export.manifest(backbone, multilabel, it.id, it.project_id))
+            export.blob_key = self.blobs.put(data)
+            export.status = "Done"
+        except Exception as e:  # noqa: BLE001 - a failed export is reported on the export, not raised into the runner
+            log.exception("export %s of iteration %s failed", export_id, iteration_id)
+            export.status, export.failure_reason = "Failed", (e.message if isinstance(e, errors.CvError) else f"{type(e).__name__}: {e}")
+        with self.uow() as uow:
+            gone = uow.iterations.get(iteration_id) is None
+            if not gone:
+                uow.exports.update(export)
+                uow.commit()
+        if gone and export.blob_key:  # the iteration was deleted meanwhile
+            self._collect([export.blob_key])
 
 
 def _clean_name(name: str, what: str) -> str:

@@ -1,0 +1,119 @@
+"""Export an iteration as one self-contained ONNX model: backbone features, L2 normalisation, the linear probe and
+softmax (Multiclass) or sigmoid (Multilabel), packaged in a zip with the labels, as Custom Vision's ONNX export.
+
+The model takes RGB pixels in 0..255, already resized (shorter side to the input size) and centre-cropped, as
+float32 NCHW; the backbone's normalisation is inside the graph. Its output `probabilities` has one column per tag.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .backbones.base import Backbone
+from .errors import CvError
+from .probe import LinearProbe
+
+INPUT, OUTPUT = "data", "probabilities"
+OPSET = 17
+
+
+class ExportUnsupported(CvError):
+    code = "BadRequestExportValidationFailed"
+
+
+def feature_model_path(backbone: Backbone) -> Path:
+    """The backbone's features as an ONNX file (written once into the model cache if needed)."""
+    onnx_path = getattr(backbone, "onnx_path", None)
+    export = getattr(backbone, "export_onnx", None)
+    if onnx_path is None or export is None:
+        raise ExportUnsupported(f"backbone {backbone.id} cannot be exported to ONNX; only the Compact domain can")
+    path = Path(onnx_path())
+    if not path.exists():
+        export(path)
+    return path
+
+
+def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], tag_ids: list[str],
+                metadata: dict[str, str] | None = None) -> bytes:
+    """One ONNX graph: pixels -> normalise -> backbone features -> L2 normalise -> linear -> softmax/sigmoid."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(feature_model_path(backbone)))
+    graph = model.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ExportUnsupported(f"the {backbone.id} feature graph should have one input and one output")
+    feat_in, feat_out = graph.input[0].name, graph.output[0].name
+    size = backbone.preprocessing.size
+    mean = np.asarray(backbone.preprocessing.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(backbone.preprocessing.std, np.float32).reshape(1, 3, 1, 1)
+    coef = np.asarray(probe.coef_, np.float32)
+    if coef.shape != (backbone.dim + 1, len(tag_ids)):
+        raise ExportUnsupported(f"probe weights {coef.shape} do not fit {backbone.dim} features and {len(tag_ids)} tags")
+
+    def const(name: str, value: np.ndarray):
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+
+    const("cv_scale", (1.0 / (255.0 * std)).astype(np.float32))
+    const("cv_shift", (-mean / std).astype(np.float32))
+    const("cv_eps", np.asarray([1e-12], np.float32))
+    const("cv_weight", coef[:-1])
+    const("cv_bias", coef[-1])
+    # Pixels in, the backbone's own normalisation first: x / 255 - mean) / std == x * scale + shift.
+    pre = [helper.make_node("Mul", [INPUT, "cv_scale"], ["cv_scaled"]),
+           helper.make_node("Add", ["cv_scaled", "cv_shift"], [feat_in])]
+    post = [
+        helper.make_node("ReduceL2", [feat_out], ["cv_norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", ["cv_norm", "cv_eps"], ["cv_norm_safe"]),
+        helper.make_node("Div", [feat_out, "cv_norm_safe"], ["cv_embedding"]),
+        helper.make_node("MatMul", ["cv_embedding", "cv_weight"], ["cv_logits_nobias"]),
+        helper.make_node("Add", ["cv_logits_nobias", "cv_bias"], ["cv_logits"]),
+        helper.make_node("Sigmoid", ["cv_logits"], [OUTPUT]) if probe.multilabel
+        else helper.make_node("Softmax", ["cv_logits"], [OUTPUT], axis=1),
+    ]
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, size, size]))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", len(tag_ids)]))
+    graph.name = "cvbot_classifier"
+    props = {"labels": json.dumps(tag_names), "tagIds": json.dumps(tag_ids),
+             "classificationType": "Multilabel" if probe.multilabel else "Multiclass", "backbone": backbone.id,
+             **(metadata or {})}
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
+    model.producer_name = "cvbot"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def package(model: bytes, tag_names: list[str], manifest: dict) -> bytes:
+    """The download: model.onnx, labels.txt (one tag per line, in output order) and cvexport.manifest."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.onnx", model)
+        z.writestr("labels.txt", "\n".join(tag_names) + "\n")
+        z.writestr("cvexport.manifest", json.dumps(manifest, indent=2))
+    return buf.getvalue()
+
+
+def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id: str) -> dict:
+    p = backbone.preprocessing
+    return {
+        "ExportFormat": "ONNX", "ExportedBy": "cvbot", "ProjectId": project_id, "IterationId": iteration_id,
+        "ModelFileName": "model.onnx", "LabelFileName": "labels.txt",
+        "ClassificationType": "Multilabel" if multilabel else "Multiclass",
+        "Input": {"name": INPUT, "shape": ["batch", 3, p.size, p.size], "type": "float32",
+                  "layout": "NCHW", "colors": "RGB", "range": [0, 255],
+                  "preprocessing": f"decode to RGB (transparent pixels on white), resize the shorter side to {p.size} px "
+                                   f"(Pillow bicubic), centre-crop {p.size}x{p.size}; the normalisation is inside "
+                                   "the model"},
+        "Output": {"name": OUTPUT, "meaning": "probability per tag, in labels.txt order"},
+    }
