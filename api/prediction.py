@@ -1,7 +1,7 @@
 """Prediction: the Prediction API (classify by publish name) and the Training API's quick tests and stored predictions."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from core import errors
 from core.images import PREDICTION_MAX_BYTES
@@ -111,7 +111,6 @@ def _time(value, name: str) -> datetime | None:
     except ValueError:
         raise ApiError(f"'{name}' must be an ISO 8601 time", "BadRequestPredictionInvalidQueryParameters") from None
     if t.tzinfo is None:
-        from datetime import timezone
         t = t.replace(tzinfo=timezone.utc)
     return t
 

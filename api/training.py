@@ -9,9 +9,10 @@ from core import errors
 from core.images import TRAINING_MAX_BYTES
 from core.model import ClassificationType, IterationStatus, TagType
 from core.service import ImageResult, ImageUpload
+from core.views import tag_json
 
 from . import render
-from .domains import DOMAIN_IDS, domain_json, parse_domain
+from .domains import domain_json, parse_domain
 from .http import (
     MAX_BATCH, MAX_TAGS_PER_IMAGE, ApiError, Ctx, Param, b64decode, field_list, field_str, is_guid, json_response,
     no_content, read_images, training,
@@ -218,7 +219,6 @@ async def get_tags(ctx: Ctx):
             found = [t for t in found if t.id in trained]
         return found
 
-    from core.views import tag_json
     return json_response([tag_json(t) for t in await ctx.run(tags)])
 
 
@@ -226,8 +226,6 @@ async def get_tags(ctx: Ctx):
     Param("name", required=True), Param("description"), Param("type", enum=("Regular", "Negative"))))
 async def create_tag(ctx: Ctx):
     """Create a tag (type Regular or Negative)."""
-    from core.views import tag_json
-
     pid = ctx.path("projectId")
     name, description = ctx.q_str("name", required=True), ctx.q_str("description", "")
     tag_type = _tag_type(ctx.q_str("type")) or TagType.Regular
@@ -238,8 +236,6 @@ async def create_tag(ctx: Ctx):
 @training("GET", "/projects/{projectId}/tags/{tagId}", "get_tag", result="Tag", query=(ITERATION_ID,))
 async def get_tag(ctx: Ctx):
     """One tag."""
-    from core.views import tag_json
-
     pid, tid = ctx.path("projectId"), ctx.path("tagId")
 
     def tag():
@@ -255,8 +251,6 @@ async def get_tag(ctx: Ctx):
 @training("PATCH", "/projects/{projectId}/tags/{tagId}", "update_tag", body="Tag", result="Tag")
 async def update_tag(ctx: Ctx):
     """Rename a tag, change its description or type."""
-    from core.views import tag_json
-
     pid, tid = ctx.path("projectId"), ctx.path("tagId")
     body = await ctx.json_body()
     name, description, tag_type = field_str(body, "name"), field_str(body, "description"), _tag_type(body.get("type"))

@@ -25,7 +25,8 @@ sdk = pytest.importorskip("azure.cognitiveservices.vision.customvision.training"
 from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient  # noqa: E402
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient  # noqa: E402
 from azure.cognitiveservices.vision.customvision.training.models import (  # noqa: E402
-    CustomVisionErrorException, ImageFileCreateBatch, ImageFileCreateEntry, ImageTagCreateEntry,
+    CustomVisionErrorException, ImageFileCreateBatch, ImageFileCreateEntry, ImageTagCreateEntry, ImageUrlCreateBatch,
+    ImageUrlCreateEntry,
 )
 from azure.cognitiveservices.vision.customvision.prediction.models import (  # noqa: E402
     CustomVisionErrorException as PredictionError,
@@ -512,8 +513,9 @@ def test_older_api_versions_and_openapi(server):
     assert status == 200 and json.loads(body)["status"] == "ok"
 
 
-def test_iteration_rename_and_raw_image_body(server):
-    """update_iteration renames; a raw application/octet-stream body is one image, as Custom Vision accepts."""
+def test_iteration_rename_raw_bodies_and_urls(server, image_host):
+    """update_iteration renames; a raw application/octet-stream body is one image, as Custom Vision accepts;
+    URL uploads and quick tests fetch only from allowed hosts; stored predictions filter by tag probability."""
     trainer = server.trainer()
     project = trainer.create_project("Rename")
     red, blue = trainer.create_tag(project.id, "red"), trainer.create_tag(project.id, "blue")
@@ -529,6 +531,25 @@ def test_iteration_rename_and_raw_image_body(server):
     quick = trainer.quick_test_image(project.id, colour_images(1, BLUE, 43)[0])  # default iteration, stored
     assert quick.predictions[0].tag_name == "blue"
     assert [p.id for p in trainer.query_predictions(project.id, {"iterationId": it.id}).results] == [quick.id]
+
+    allowed, refused = (f"http://{h}:{image_host.port}/red.png" for h in ("127.0.0.1", "localhost"))
+    by_url = trainer.quick_test_image_url(project.id, url=allowed)
+    assert by_url.predictions[0].tag_name == "red"
+    summary = trainer.create_images_from_urls(project.id, ImageUrlCreateBatch(images=[
+        ImageUrlCreateEntry(url=allowed, tag_ids=[red.id]), ImageUrlCreateEntry(url=refused, tag_ids=[red.id])]))
+    assert [i.status for i in summary.images] == ["OK", "ErrorSource"]
+    assert trainer.get_tagged_image_count(project.id, tag_ids=[red.id]) == 6
+
+    # Stored predictions: both quick tests, filtered by a tag's probability range, paged.
+    assert len(trainer.query_predictions(project.id, {}).results) == 2
+    sure_red = trainer.query_predictions(project.id, {"tags": [{"id": red.id, "minThreshold": 0.9, "maxThreshold": 1}]})
+    assert [p.id for p in sure_red.results] == [by_url.id]
+    page = trainer.query_predictions(project.id, {"maxCount": 1, "orderBy": "Oldest"})
+    assert len(page.results) == 1 and page.token.continuation
+    rest = trainer.query_predictions(project.id, {"maxCount": 1, "orderBy": "Oldest",
+                                                   "continuation": page.token.continuation})
+    assert len(rest.results) == 1 and not rest.token.continuation
+    assert {page.results[0].id, rest.results[0].id} == {quick.id, by_url.id}
     trainer.delete_project(project.id)
 
 
