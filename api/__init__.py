@@ -2,6 +2,8 @@
 keys changed. `setup(app, container)` is called by cvbot/server.py."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from . import prediction as _prediction  # noqa: F401 - registers the operations
@@ -9,6 +11,8 @@ from . import training as _training  # noqa: F401 - registers the operations
 from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
 from .openapi import document
 from .training import EXPORT_DOWNLOAD, download_export
+
+log = logging.getLogger(__name__)
 
 # What the SDK 3.1.1 speaks first; older SDKs and scripts use the other versions (same handlers).
 PREFIXES = {TRAINING: "/customvision/v3.4-preview/training", PREDICTION: "/customvision/v3.1/prediction"}
@@ -31,3 +35,7 @@ def setup(app: web.Application, container) -> None:
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get(EXPORT_DOWNLOAD, lambda request: download_export(request, container))
+    settings = container.settings
+    log.info("Custom Vision API at %s and %s (training key %s, prediction key %s; generated workspace keys work too)",
+             PREFIXES[TRAINING], PREFIXES[PREDICTION], "configured" if settings.training_key else "not configured",
+             "configured" if settings.prediction_key else "not configured")
