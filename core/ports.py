@@ -191,6 +191,9 @@ class ExportRepository(ABC):
     @abstractmethod
     def list(self, iteration_id: str) -> list[Export]: ...
 
+    @abstractmethod
+    def in_status(self, status: str) -> list[Export]: ...
+
 
 class UnitOfWork(ABC):
     """One transaction over every repository; rolls back unless `commit()` was called."""

@@ -757,6 +757,10 @@ class CvService:
                 it.failure_reason = "interrupted: the server stopped while this iteration was training; train again"
                 uow.iterations.update(it)
                 failed += 1
+            for export in uow.exports.in_status("Exporting"):
+                export.status = "Failed"
+                export.failure_reason = "interrupted: the server stopped during the export; export again"
+                uow.exports.update(export)
             for project in uow.projects.list():
                 if project.default_iteration_id:
                     d = uow.iterations.get(project.default_iteration_id)

@@ -430,8 +430,14 @@ class SqlExports(ports.ExportRepository):
         row.pop("id")
         self.s.execute(update(t.exports).where(t.exports.c.id == export.id).values(**row))
 
+    @staticmethod
+    def _obj(r) -> Export:
+        return Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=r.status,
+                      blob_key=r.blob_key, failure_reason=r.failure_reason, created_at=_utc(r.created_at))
+
     def list(self, iteration_id: str) -> list[Export]:
         q = select(t.exports).where(t.exports.c.iteration_id == iteration_id).order_by(t.exports.c.created_at)
-        return [Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=r.status,
-                       blob_key=r.blob_key, failure_reason=r.failure_reason, created_at=_utc(r.created_at))
-                for r in self.s.execute(q)]
+        return [self._obj(r) for r in self.s.execute(q)]
+
+    def in_status(self, status: str) -> list[Export]:
+        return [self._obj(r) for r in self.s.execute(select(t.exports).where(t.exports.c.status == status))]

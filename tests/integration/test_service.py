@@ -218,6 +218,11 @@ def test_restart_fails_interrupted_training_and_deletes_orphans(tmp_path, provid
     p, red, green = _project_with_images(service, n=5)
     it = service.train(p.id)
     orphan = service.blobs.put(b"half-written upload")
+    from core.model import Export
+
+    with service.uow() as uow:  # an export cut off by the crash
+        uow.exports.add(Export(iteration_id=it.id, platform="ONNX"))
+        uow.commit()
     # "restart": a new service over the same database and blobs
     again = make_service(tmp_path, provider)
     report = again.recover()
@@ -225,6 +230,7 @@ def test_restart_fails_interrupted_training_and_deletes_orphans(tmp_path, provid
     failed = again.get_iteration(it.id)
     assert failed.status == IterationStatus.Failed and "interrupted" in failed.failure_reason
     assert again.get_project(p.id).default_iteration_id is None
+    assert [e.status for e in again.list_exports(p.id, it.id)] == ["Failed"]
     assert not again.blobs.exists(orphan)
     assert again.count_images(p.id) == 10 and all(again.blobs.exists(i.sha256) for i in again.list_images(p.id))
     assert again.wait_for_training(again.train(p.id).id, timeout=120).status == IterationStatus.Completed
