@@ -1,15 +1,43 @@
 """The linear probe: softmax (Multiclass) or one-vs-rest sigmoid (Multilabel) on L2-normalised embeddings.
 
 Follows scikit-learn's estimator contract: `fit` returns self, learned attributes end in `_`.
+
+The objective is scikit-learn's (class-balanced sample weights, L2 penalty ||W||² / 2C, averaged by the
+total sample weight; the bias is not penalised). How it is minimised, for speed:
+
+* The features are centred and rotated onto their principal axes once per data set (`Design`). That is an
+  exact reparametrisation: X W + b = (X - mu) V (Vᵀ W) + (b + mu W), and the penalty is rotation invariant.
+  Directions without variance are dropped, which does not change the optimum (the penalty keeps their
+  weights at 0): with fewer images than dimensions the problem shrinks from d to n columns (the
+  representer / SVD trick). The rotation uses no labels, so a k-fold model fitted in these coordinates
+  is the model fitted on its training rows alone.
+* L-BFGS runs in coordinates scaled by a diagonal estimate of the Hessian in that basis (feature variance
+  times the softmax curvature, plus the penalty), so weak regularisation (large C) costs about as much as
+  strong; along a path of Cs the curvature pairs are carried over (exactly re-expressed for the new C).
+* The model is linear: a line search along a direction p needs X p once, and trial steps cost only
+  element-wise work on the (n, k) logits. One iteration is two matrix products, X p and Xᵀ R, and the
+  k-fold models run in lock-step so that those are one wide product for all folds.
+* float32 throughout; torch for the large products, numpy for everything else.
+* Convergence: stop when half the squared scaled gradient (an estimate of the distance to the optimum in
+  units of the mean log-loss) is below `DEFAULT_TOL`. Measured against a float64 solution this leaves a
+  smaller objective gap than scikit-learn's lbfgs with its default tolerance.
 """
 from __future__ import annotations
 
 import io
+import math
+import threading
+import weakref
 
 import numpy as np
-from scipy.special import expit, log_expit, log_softmax
+from scipy.special import expit, log_softmax
 
 DEFAULT_CS = (1.0, 3.0, 10.0, 30.0, 100.0)
+# Stop when the estimated distance to the optimum (half the squared preconditioned gradient, in units of
+# the mean log-loss) falls below this. 1e-5 is far below the C-to-C differences the selection looks at.
+DEFAULT_TOL = 1e-5
+_DROP_REL = 1e-9  # principal directions with variance below this fraction of the largest are dropped
+_CHUNK = 8192
 
 
 def sample_weights(Y: np.ndarray, multilabel: bool) -> np.ndarray:
@@ -26,35 +54,407 @@ def sample_weights(Y: np.ndarray, multilabel: bool) -> np.ndarray:
     return np.where(Y > 0, wpos, wneg).astype(np.float32)
 
 
+class Design:
+    """Centred features on their principal axes: Z = (X - mu) V, with the variance of each column.
+
+    Built once per feature matrix and shared by every fit on its rows (k-fold, C path, final model).
+    """
+
+    def __init__(self, X: np.ndarray):
+        import torch
+
+        Xt = torch.from_numpy(np.ascontiguousarray(X, np.float32))
+        n, d = Xt.shape
+        self.n, self.d = n, d
+        self.mu = Xt.mean(0) if n else torch.zeros(d)
+        if n == 0:
+            self.V = torch.zeros(d, 0)
+            self.Z = torch.zeros(0, 0)
+            self.var = torch.zeros(0)
+            return
+        if n >= d:
+            G = torch.zeros(d, d, dtype=torch.float64)
+            for i in range(0, n, _CHUNK):
+                c = Xt[i:i + _CHUNK] - self.mu
+                G += (c.T @ c).double()
+            ev, V = torch.linalg.eigh(G)
+            ev, V = ev.flip(0), V.flip(1)
+            keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
+            ev, V = ev[keep], V[:, keep].float().contiguous()
+            Z = torch.empty(n, V.shape[1])
+            for i in range(0, n, _CHUNK):
+                torch.mm(Xt[i:i + _CHUNK] - self.mu, V, out=Z[i:i + _CHUNK])
+        else:  # fewer images than dimensions: work in the n-dimensional span of the rows
+            Xc = Xt - self.mu
+            K = (Xc @ Xc.T).double()
+            ev, U = torch.linalg.eigh(K)
+            ev, U = ev.flip(0), U.flip(1)
+            keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
+            ev, U = ev[keep], U[:, keep]
+            root = ev.sqrt()
+            V = (Xc.T.double() @ (U / root)).float().contiguous()  # orthonormal columns spanning the rows
+            Z = (U * root).float().contiguous()
+        self.V = V
+        self.Z = Z
+        self.var = (ev / n).float()
+
+    @property
+    def rank(self) -> int:
+        return int(self.V.shape[1])
+
+    def to_original(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Rotated (r, k) weights and bias -> (d + 1, k) weights on the original features, bias last."""
+        import torch
+
+        Wo = (self.V @ torch.from_numpy(np.ascontiguousarray(W, np.float32))).numpy() if self.rank else \
+            np.zeros((self.d, len(b)), np.float32)
+        bo = np.asarray(b, np.float32) - self.mu.numpy() @ Wo
+        return np.concatenate([Wo, bo[None]]).astype(np.float32)
+
+    def from_original(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Wb = np.asarray(Wb, np.float32)
+        Wo, bo = Wb[:-1], Wb[-1]
+        return (self.V.numpy().T @ Wo).astype(np.float32), (bo + self.mu.numpy() @ Wo).astype(np.float32)
+
+
+_design_lock = threading.Lock()
+_design_cache: dict = {}
+
+
+def _fingerprint(X: np.ndarray) -> tuple:
+    flat = X.reshape(-1)
+    step = max(1, flat.size // 4096)
+    return X.shape, str(X.dtype), float(np.sum(X, dtype=np.float64)), flat[::step].tobytes()
+
+
+def design_for(X: np.ndarray) -> Design:
+    """The Design of X, reused while the same unchanged array is passed again (cross-validation, then the
+    final fit on the same features)."""
+    X = np.ascontiguousarray(X, np.float32)
+    fp = _fingerprint(X)
+    with _design_lock:
+        ref = _design_cache.get("ref")
+        if ref is not None and ref() is X and _design_cache.get("fp") == fp:
+            return _design_cache["design"]
+    design = Design(X)
+    with _design_lock:
+        _design_cache.clear()
+        _design_cache.update(ref=weakref.ref(X), fp=fp, design=design, warm={})
+    weakref.finalize(X, _forget, id(design))  # the cache never outlives the features
+    return design
+
+
+def _forget(design_id: int) -> None:
+    with _design_lock:
+        if id(_design_cache.get("design")) == design_id:
+            _design_cache.clear()
+
+
+def _warm_starts(design: Design) -> dict:
+    with _design_lock:
+        if _design_cache.get("design") is design:
+            return _design_cache["warm"]
+    return {}
+
+
+class _Task:
+    """One L-BFGS run over a path of Cs: the rows it trains on carry weight, held-out rows weigh 0."""
+
+    def __init__(self, w: np.ndarray, sw: float, Cs, W0=None, b0=None, keep=None):
+        self.w = w  # (n,) or (n, k) weights normalised to sum 1, zero on held-out rows
+        self.sw = sw  # their sum before normalising: the penalty is relative to it
+        self.Cs = list(Cs)
+        self.keep = keep  # rows whose logits are recorded at each C (the held-out fold)
+        self.W0, self.b0 = W0, b0
+        self.stage = -1
+        self.results: list = []  # per C: (W, b, logits on the kept rows)
+        self.iterations = 0
+        self.done = False
+
+
+class Solver:
+    """L-BFGS on the rotated, diagonally preconditioned problem, for several tasks in lock-step.
+
+    Tasks (the k-fold models, each walking its own C path) share the Design's rows, so their two matrix
+    products per iteration run as one wide product (torch, all cores), much faster than several thin ones.
+    Everything else is element-wise or vector work, done in numpy on one core: on a busy machine, small
+    multi-threaded operations spend more time waiting for each other than computing.
+    """
+
+    def __init__(self, Z, Y: np.ndarray, multilabel: bool, var, tol: float = DEFAULT_TOL, max_iter: int = 500,
+                 history: int = 20):
+        self.Z = Z  # torch (n, r)
+        self.Y = np.ascontiguousarray(Y, np.float32)
+        self.multilabel = multilabel
+        self.var = np.asarray(var, np.float32)
+        self.tol, self.max_iter, self.history = tol, max_iter, history
+        n, k = self.Y.shape
+        self.n, self.k, self.r = n, k, int(Z.shape[1])
+        # curvature of the data loss per logit at the start: about 1/k for the softmax; 1/4 per sigmoid
+        # cell, with the loss averaged over the k columns
+        self.curv = (0.25 / k) if multilabel else (1.0 / k)
+
+    def task(self, rows: np.ndarray | None, Cs, W0=None, b0=None, keep: np.ndarray | None = None) -> _Task:
+        """A task training on `rows` (all when None) with class-balanced weights computed on those rows;
+        its logits on the rows `keep` are recorded at each C."""
+        n, k = self.Y.shape
+        idx = np.arange(n) if rows is None else np.asarray(rows)
+        w_rows = sample_weights(self.Y[idx], self.multilabel)
+        w = np.zeros((n,) if not self.multilabel else (n, k), np.float32)
+        w[idx] = w_rows
+        sw = float(w_rows.sum(dtype=np.float64))
+        return _Task(w / np.float32(sw), sw, Cs, W0, b0, keep)
+
+    # ---- products with the design
+    def _times(self, M: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Z @ M + bias, (n, m)."""
+        import torch
+
+        if not self.r:
+            return np.broadcast_to(bias, (self.n, len(bias))).copy()
+        return torch.addmm(torch.from_numpy(bias), self.Z, torch.from_numpy(np.ascontiguousarray(M))).numpy()
+
+    def _times_t(self, R: np.ndarray) -> np.ndarray:
+        """Zᵀ R, (r, m)."""
+        import torch
+
+        if not self.r:
+            return np.zeros((0, R.shape[1]), np.float32)
+        return (torch.from_numpy(np.ascontiguousarray(R)).T @ self.Z).numpy().T
+
+    # ---- the loss as a function of the logits
+    def _loss_grad(self, t: _Task, Zl: np.ndarray):
+        """Weighted mean data loss at logits Zl and its gradient dL/dZl (weights included)."""
+        Y = self.Y
+        if self.multilabel:
+            loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Y * Zl), dtype=np.float64))
+            R = expit(Zl)
+            R -= Y
+            R *= t.w
+            return loss, R
+        m = Zl.max(1, keepdims=True)
+        E = np.exp(Zl - m)
+        ssum = E.sum(1, keepdims=True)
+        lse = (m + np.log(ssum))[:, 0]
+        loss = float(np.dot(t.w.astype(np.float64), lse - np.einsum("ij,ij->i", Zl, Y)))
+        E /= ssum
+        E -= Y
+        E *= t.w[:, None]
+        return loss, E
+
+    def _begin(self, t: _Task) -> None:
+        r, k = self.r, self.k
+        W = np.zeros((r, k), np.float32) if t.W0 is None else np.array(t.W0, np.float32)
+        b = np.zeros(k, np.float32) if t.b0 is None else np.array(t.b0, np.float32)
+        t.W, t.b = W, b
+        t.Zl = self._times(W, b)
+        t.f_data, t.R = self._loss_grad(t, t.Zl)
+        t.ZR = self._times_t(t.R)
+        self._next_stage(t)
+
+    def _next_stage(self, t: _Task) -> None:
+        t.stage += 1
+        if t.stage >= len(t.Cs):
+            t.done = True
+            return
+        C = t.Cs[t.stage]
+        old_s, old_lam = getattr(t, "s", None), getattr(t, "lam", None)
+        t.lam = 1.0 / (C * t.sw)
+        t.s = (1.0 / np.sqrt(self.curv * self.var + t.lam)).astype(np.float32)[:, None]  # W = s * B
+        t.sb = np.float32(1.0 / math.sqrt(self.curv))  # b = sb * beta
+        t.x = np.concatenate([(t.W / t.s).ravel(), t.b / t.sb]).astype(np.float32)
+        t.f = t.f_data + 0.5 * t.lam * float(np.vdot(t.W, t.W))
+        t.g = self._grad(t, t.W, t.ZR, t.R)
+        # keep the curvature pairs: the data term's are unchanged, the penalty's change is known exactly
+        S = []
+        if old_s is not None:
+            rk = self.r * self.k
+            for sv, yv, _ in getattr(t, "S", []):
+                dW = sv[:rk].reshape(self.r, self.k) * old_s
+                yW = yv[:rk].reshape(self.r, self.k) / old_s + np.float32(t.lam - old_lam) * dW
+                sv2 = np.concatenate([(dW / t.s).ravel(), sv[rk:]])
+                yv2 = np.concatenate([(yW * t.s).ravel(), yv[rk:]])
+                sy = float(np.dot(sv2, yv2))
+                if sy > 1e-16:
+                    S.append((sv2, yv2, 1.0 / sy))
+        t.S = S
+        t.stage_iter = 0
+
+    def _grad(self, t: _Task, W: np.ndarray, ZR: np.ndarray, R: np.ndarray) -> np.ndarray:
+        gW = (ZR + np.float32(t.lam) * W) * t.s
+        return np.concatenate([gW.ravel(), t.sb * R.sum(0)]).astype(np.float32)
+
+    def _finish_stage(self, t: _Task) -> None:
+        t.results.append((t.W.copy(), t.b.copy(), None if t.keep is None else t.Zl[t.keep]))
+        self._next_stage(t)
+
+    def _direction(self, t: _Task):
+        """L-BFGS two-loop recursion in the scaled coordinates; None when the stage has converged."""
+        g = t.g
+        gg = float(np.dot(g, g))
+        if 0.5 * gg <= self.tol or t.stage_iter >= self.max_iter:
+            return None
+        q = g.copy()
+        alphas = []
+        for sv, yv, rho in reversed(t.S):
+            a = rho * float(np.dot(sv, q))
+            q -= np.float32(a) * yv
+            alphas.append(a)
+        if t.S:
+            _, yv, rho = t.S[-1]
+            q *= np.float32(1.0 / (rho * float(np.dot(yv, yv))))
+        for (sv, yv, rho), a in zip(t.S, reversed(alphas)):
+            c = rho * float(np.dot(yv, q))
+            q += np.float32(a - c) * sv
+        q = -q
+        d0 = float(np.dot(g, q))
+        if d0 >= 0:  # not a descent direction: restart from the (scaled) steepest descent
+            t.S.clear()
+            q, d0 = -g, -gg
+        return q, d0
+
+    def _split(self, t: _Task, v: np.ndarray):
+        rk = self.r * self.k
+        return v[:rk].reshape(self.r, self.k) * t.s, v[rk:] * t.sb  # (W, b) of a scaled vector
+
+    def run(self, tasks: list[_Task], progress=None) -> None:
+        """Advance every task through all of its Cs."""
+        k = self.k
+        for t in tasks:
+            self._begin(t)
+        while True:
+            steps = []
+            for t in tasks:
+                while not t.done:
+                    d = self._direction(t)
+                    if d is not None:
+                        steps.append((t, *d))
+                        break
+                    self._finish_stage(t)
+                    if progress:
+                        progress()
+            if not steps:
+                return
+            # one wide product for every task's direction in logit space
+            parts = [self._split(t, p) for t, p, _ in steps]
+            U_all = self._times(np.concatenate([PW for PW, _ in parts], 1), np.concatenate([pb for _, pb in parts]))
+            moved = []
+            for j, ((t, p, d0), (PW, _)) in enumerate(zip(steps, parts)):
+                U = np.ascontiguousarray(U_all[:, j * k:(j + 1) * k])
+                pen0 = 0.5 * t.lam * float(np.vdot(t.W, t.W))
+                wp, pp = float(np.vdot(t.W, PW)), float(np.vdot(PW, PW))
+                a, f_new, fd_new, R_new, Zl_new = self._line_search(t, U, d0, pen0, wp, pp)
+                t.iterations += 1
+                t.stage_iter += 1
+                if a == 0.0:  # no progress possible along this direction: the stage is done
+                    t.stage_iter = self.max_iter
+                    continue
+                moved.append((t, a, p, f_new, fd_new, R_new, Zl_new))
+            if not moved:
+                continue
+            ZR_all = self._times_t(np.concatenate([m[5] for m in moved], 1))
+            for j, (t, a, p, f_new, fd_new, R_new, Zl_new) in enumerate(moved):
+                ZR = ZR_all[:, j * k:(j + 1) * k]
+                step = np.float32(a) * p
+                x_new = t.x + step
+                W_new, b_new = self._split(t, x_new)
+                g_new = self._grad(t, W_new, ZR, R_new)
+                yv = g_new - t.g
+                sy = float(np.dot(step, yv))
+                if sy > 1e-16:
+                    t.S.append((step, yv, 1.0 / sy))
+                    if len(t.S) > self.history:
+                        t.S.pop(0)
+                decrease = t.f - f_new
+                t.x, t.W, t.b, t.g = x_new, W_new, b_new, g_new
+                t.Zl, t.f, t.f_data, t.R, t.ZR = Zl_new, f_new, fd_new, R_new, ZR
+                if decrease <= 1e-13 * max(1.0, abs(t.f)):
+                    t.stage_iter = self.max_iter  # stalled at float32 resolution
+
+    def _line_search(self, t: _Task, U, d0, pen0, wp, pp, c1=1e-4, c2=0.9, max_steps=40):
+        """A strong-Wolfe step along the direction, whose image in logit space is U. The objective is convex
+        along the line, so its derivative is monotone: bracket, then secant steps on the derivative.
+        Trial steps cost only element-wise work on the (n, k) logits."""
+        f0, lam = t.f, t.lam
+        slack = 1e-7 * max(1.0, abs(f0))  # float32 round-off in the loss
+
+        def phi(a):
+            Zt = U * np.float32(a)
+            Zt += t.Zl
+            fd, R = self._loss_grad(t, Zt)
+            f = fd + pen0 + lam * (a * wp + 0.5 * a * a * pp)
+            df = float(np.vdot(R, U)) + lam * (wp + a * pp)
+            return f, df, fd, R, Zt
+
+        lo, flo, dlo = 0.0, f0, d0
+        hi, dhi = math.inf, None
+        best = None
+        a = 1.0
+        for _ in range(max_steps):
+            fa, da, fd, R, Zt = phi(a)
+            armijo = fa <= f0 + c1 * a * d0 + slack
+            if armijo and (best is None or fa < best[1]):
+                best = (a, fa, fd, R, Zt)
+            if not armijo or fa > flo + slack:
+                hi, dhi = a, da
+            elif abs(da) <= -c2 * d0:
+                return a, fa, fd, R, Zt
+            elif da > 0:
+                hi, dhi = a, da
+            else:
+                lo, flo, dlo = a, fa, da
+            if hi == math.inf:
+                a = 4.0 * a
+                continue
+            width = hi - lo
+            if width <= 1e-10 * max(1.0, hi):
+                break
+            cand = lo + 0.5 * width
+            if dhi is not None and dhi > dlo:
+                cand = lo - dlo * width / (dhi - dlo)
+            a = min(max(cand, lo + 0.1 * width), hi - 0.1 * width)
+        if best is not None and best[1] < f0:
+            return best
+        return 0.0, f0, t.f_data, None, t.Zl
+
+
+def _indicator(Y: np.ndarray) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        k = int(Y.max()) + 1 if len(Y) else 1
+        out = np.zeros((len(Y), k), np.float32)
+        out[np.arange(len(Y)), Y.astype(int)] = 1
+        return out
+    return Y.astype(np.float32)
+
+
+def _label_key(Y: np.ndarray, multilabel: bool, C: float) -> tuple:
+    Y = np.ascontiguousarray(Y, np.float32)
+    return (Y.shape, bool(multilabel), float(C), hash(Y.tobytes()))
+
+
 def fit_linear(X: np.ndarray, Y: np.ndarray, C: float, multilabel: bool, init: np.ndarray | None = None,
-               max_iter: int = 300, tol: float = 1e-4) -> np.ndarray:
+               max_iter: int = 500, tol: float = DEFAULT_TOL) -> np.ndarray:
     """Minimise the class-balanced, L2-regularised loss (scikit-learn's C convention, averaged by the
-    total sample weight) with full-batch L-BFGS; returns the (d+1, k) weights with the bias last."""
-    import torch
+    total sample weight); returns the (d+1, k) weights on the original features with the bias last.
 
-    Xt = torch.from_numpy(np.ascontiguousarray(X, np.float32))
-    Yt = torch.from_numpy(np.ascontiguousarray(Y, np.float32))
-    W8 = torch.from_numpy(sample_weights(np.asarray(Y, np.float32), multilabel))
-    d, k = Xt.shape[1], Yt.shape[1]
-    theta = torch.zeros(d + 1, k) if init is None else torch.tensor(np.asarray(init, np.float32))
-    theta.requires_grad_(True)
-    scale = 1.0 / float(W8.sum())
-    opt = torch.optim.LBFGS([theta], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-9,
-                            history_size=10, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        Z = Xt @ theta[:-1] + theta[-1]
-        if multilabel:
-            loss = (W8 * torch.nn.functional.binary_cross_entropy_with_logits(Z, Yt, reduction="none")).sum()
-        else:
-            loss = -(W8 * (torch.log_softmax(Z, 1) * Yt).sum(1)).sum()
-        loss = (loss + (theta[:-1] ** 2).sum() / (2 * C)) * scale
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return theta.detach().numpy().copy()
+    A warm start left by `core.evaluation.cross_validate` on the same features, labels and C is used
+    when there is one (the final model after the k-fold evaluation starts from the fold models' mean)."""
+    _set_threads()
+    design = design_for(X)
+    Y = np.asarray(Y, np.float32)
+    W0 = b0 = None
+    if init is not None:
+        W0, b0 = design.from_original(init)
+    else:
+        warm = _warm_starts(design).pop(_label_key(Y, multilabel, C), None)
+        if warm is not None:
+            W0, b0 = warm
+    solver = Solver(design.Z, Y, multilabel, design.var, tol=tol, max_iter=max_iter)
+    task = solver.task(None, [C], W0, b0)
+    solver.run([task])
+    W, b, _ = task.results[0]
+    return design.to_original(W, b)
 
 
 def predict_proba_linear(Wb: np.ndarray, X: np.ndarray, multilabel: bool) -> np.ndarray:
@@ -62,6 +462,22 @@ def predict_proba_linear(Wb: np.ndarray, X: np.ndarray, multilabel: bool) -> np.
     if multilabel:
         return expit(Z)
     return np.exp(log_softmax(Z, axis=1))
+
+
+_threads_set = False
+
+
+def _set_threads() -> None:
+    """torch on all cores for the matrix products (once; the backbones may set it too)."""
+    global _threads_set
+    if not _threads_set:
+        import os
+
+        import torch
+
+        if torch.get_num_threads() < (os.cpu_count() or 1):
+            torch.set_num_threads(os.cpu_count() or 1)
+        _threads_set = True
 
 
 class LinearProbe:
@@ -87,7 +503,7 @@ class LinearProbe:
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "LinearProbe":
         """X: (n, d) embeddings. Y: (n, k) 0/1 indicator matrix, or (n,) class indices (multiclass)."""
-        Y = self._indicator(Y)
+        Y = _indicator(Y)
         C = self.C
         if C is None:
             from .evaluation import cross_validate
@@ -98,15 +514,6 @@ class LinearProbe:
         self.n_features_in_ = X.shape[1]
         self.classes_ = np.arange(Y.shape[1])
         return self
-
-    def _indicator(self, Y: np.ndarray) -> np.ndarray:
-        Y = np.asarray(Y)
-        if Y.ndim == 1:
-            k = int(Y.max()) + 1
-            out = np.zeros((len(Y), k), np.float32)
-            out[np.arange(len(Y)), Y.astype(int)] = 1
-            return out
-        return Y.astype(np.float32)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba_linear(self.coef_, X, self.multilabel)
