@@ -523,9 +523,7 @@ class CvService:
     def set_default_iteration(self, project_id: str, iteration_id: str) -> Project:
         with self.uow() as uow:
             project = self._project(uow, project_id)
-            it = self._iteration(uow, iteration_id, project_id)
-            if it.status != IterationStatus.Completed:
-                raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}; only a Completed one can be default")
+            it = self._completed(self._iteration(uow, iteration_id, project_id), "be default")
             project.default_iteration_id = it.id
             project.modified_at = utcnow()
             uow.projects.update(project)
@@ -535,9 +533,7 @@ class CvService:
     def publish_iteration(self, project_id: str, iteration_id: str, publish_name: str) -> Iteration:
         publish_name = _clean_name(publish_name, "publish name")
         with self.uow() as uow:
-            it = self._iteration(uow, iteration_id, project_id)
-            if it.status != IterationStatus.Completed:
-                raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}; only a Completed one can be published")
+            it = self._completed(self._iteration(uow, iteration_id, project_id), "be published")
             for other in uow.iterations.list(project_id):
                 if other.publish_name == publish_name and other.id != it.id:
                     other.publish_name = None
@@ -643,9 +639,7 @@ class CvService:
             if not project.default_iteration_id:
                 raise errors.NoDefaultIteration(f"project '{project.name}' has no trained iteration yet; train it first")
             it = self._iteration(uow, project.default_iteration_id, project.id)
-        if it.status != IterationStatus.Completed:
-            raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}")
-        return it
+        return self._completed(it, "answer predictions")
 
     def get_prediction(self, project_id: str, prediction_id: str) -> Prediction:
         with self.uow() as uow:
@@ -836,6 +830,12 @@ class CvService:
         return it
 
     @staticmethod
+    def _completed(it: Iteration, action: str) -> Iteration:
+        if it.status != IterationStatus.Completed:
+            raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}; only a Completed one can {action}")
+        return it
+
+    @staticmethod
     def domains() -> list[dict]:
         return [{"name": d.value, "exportable": registry_entry(d).exportable,
                  "description": registry_entry(d).description} for d in Domain]
@@ -863,9 +863,7 @@ class CvService:
             raise errors.InvalidInput(f"cannot export to {platform!r}; the only platform is ONNX",
                                       "BadRequestProjectUnsupportedExportPlatform")
         with self.uow() as uow:
-            it = self._iteration(uow, iteration_id, project_id)
-            if it.status != IterationStatus.Completed:
-                raise errors.IterationNotCompleted(f"iteration {it.number} is {it.status.value}; only a Completed one can be exported")
+            it = self._completed(self._iteration(uow, iteration_id, project_id), "be exported")
             if not registry_entry(it.domain).exportable:
                 raise errors.CvError(f"the {it.domain.value} domain cannot be exported; train with the Compact domain",
                                      "BadRequestExportValidationFailed")
