@@ -242,6 +242,14 @@ class Cli:
             msg = f"iteration {it.number} deleted"
         self.out({"result": msg}, msg)
 
+    def cmd_keys(self):
+        keys = self.service.workspace_keys(self.args.workspace, regenerate=self.args.regenerate)
+        configured = self.settings.training_key or self.settings.prediction_key
+        note = ("\nnote: CVBOT_TRAINING_KEY / CVBOT_PREDICTION_KEY are set and also accepted for the default workspace"
+                if configured else "")
+        self.out({"workspace": keys.workspace, "trainingKey": keys.training_key, "predictionKey": keys.prediction_key},
+                 f"workspace {keys.workspace}\ntraining key:   {keys.training_key}\nprediction key: {keys.prediction_key}{note}")
+
     def cmd_recover(self):
         report = self.service.recover()
         self.out(report, f"marked {report['failed_iterations']} interrupted iterations Failed; "
@@ -330,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number", type=int)
     p.add_argument("name", nargs="?")
     p.add_argument("--project", required=True)
+    p = cmd("keys", Cli.cmd_keys, "show the API keys of a workspace (generated on first use)")
+    p.add_argument("--workspace", default="default", help="Slack team id, or 'default' for projects made here")
+    p.add_argument("--regenerate", action="store_true", help="replace both keys; the old ones stop working")
     cmd("recover", Cli.cmd_recover, "after a crash: fail interrupted trainings, delete orphan blobs (stop the server first)")
     return parser
 

@@ -99,6 +99,15 @@ def test_clear_errors_exit_nonzero_and_change_nothing(tmp_path, model_dir):
     assert out.returncode == 1 and "no trained iteration" in out.stderr
 
 
+def test_keys_are_generated_once_and_regenerated_on_request(tmp_path, model_dir):
+    first = jrun(tmp_path, "keys", model_dir=str(model_dir))
+    assert first["workspace"] == "default" and len(first["trainingKey"]) == 32
+    assert first["trainingKey"] != first["predictionKey"]
+    assert jrun(tmp_path, "keys", model_dir=str(model_dir)) == first
+    fresh = jrun(tmp_path, "keys", "--regenerate", model_dir=str(model_dir))
+    assert fresh["trainingKey"] != first["trainingKey"] and fresh["predictionKey"] != first["predictionKey"]
+
+
 def test_serve_answers_healthz(tmp_path, model_dir):
     port = free_port()
     env = env_with(tmp_path, CVBOT_MODEL_DIR=str(model_dir))
