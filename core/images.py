@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from PIL import Image as PILImage
@@ -76,18 +78,58 @@ def validate_image(data: bytes, max_bytes: int = TRAINING_MAX_BYTES) -> ImageInf
                             "BadRequestImageDimensions")
     if max(width, height) / min(width, height) > MAX_ASPECT:
         raise ImageRejected("ErrorImageDimensions", f"aspect ratio {width}x{height} exceeds 25:1", "BadRequestImageDimensions")
+    draft = _draft(img, DRAFT_MIN_SIDE)
     try:
-        img.load()  # full decode: catches truncated and corrupt files
+        img.load()  # decodes the whole stream (at reduced DCT scale for large JPEGs): catches truncated and corrupt files
     except ImageRejected:
         raise
     except Exception as e:  # noqa: BLE001
         raise ImageRejected("ErrorImageFormat", f"corrupt or truncated {fmt} file: {e}") from e
     try:
-        oriented = ImageOps.exif_transpose(img)
-        width, height = oriented.size
+        if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # rotated a quarter turn on display
+            width, height = height, width
     except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise fine image
         pass
-    return ImageInfo(sha256=sha256_of(data), format=fmt, width=width, height=height, size_bytes=len(data))
+    sha = sha256_of(data)
+    _remember(sha, draft, img)
+    return ImageInfo(sha256=sha, format=fmt, width=width, height=height, size_bytes=len(data))
+
+
+# validate_image decodes large JPEGs at the smallest DCT scale that keeps this many pixels on the shorter side
+# (what the 224-pixel models need), and hands its decoded image to the decode_rgb call that usually follows
+# (a prediction: validate, then embed), so that the image is decoded once.
+DRAFT_MIN_SIDE = 224
+ORIENTATION = 0x0112
+_DECODED_MAX = 4
+_decoded: OrderedDict[tuple, PILImage.Image] = OrderedDict()
+_decoded_lock = threading.Lock()
+
+
+def _draft(img: PILImage.Image, min_side: int | None) -> tuple[int, int] | None:
+    """Ask a JPEG's decoder for the smallest DCT scale whose shorter side is still >= min_side; returns the
+    request (None when the image is decoded at full size)."""
+    if min_side and img.format == "JPEG":
+        w, h = img.size
+        scale = min(w, h) / float(min_side)
+        if scale >= 2:
+            request = (int(w / scale) + 1, int(h / scale) + 1)
+            img.draft("RGB", request)
+            return request
+    return None
+
+
+def _remember(sha: str, draft: tuple[int, int] | None, img: PILImage.Image) -> None:
+    if img.width * img.height > 4_000_000:  # keep the hand-over cache small
+        return
+    with _decoded_lock:
+        _decoded[(sha, draft)] = img
+        while len(_decoded) > _DECODED_MAX:
+            _decoded.popitem(last=False)
+
+
+def _recall(sha: str, draft: tuple[int, int] | None) -> PILImage.Image | None:
+    with _decoded_lock:
+        return _decoded.pop((sha, draft), None)
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
@@ -97,13 +139,22 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
     still at least `min_side` (much faster for photos far larger than the model's input).
     """
     img = PILImage.open(io.BytesIO(data))
+    request = None
     if min_side and img.format == "JPEG":
         w, h = img.size
         scale = min(w, h) / float(min_side)
         if scale >= 2:
-            img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+            request = (int(w / scale) + 1, int(h / scale) + 1)
+    decoded = _recall(sha256_of(data), request) if _decoded else None
+    if decoded is not None:  # decoded (identically) by validate_image just before
+        img = decoded
+    elif request is not None:
+        img.draft("RGB", request)
     img.seek(0)
-    img = ImageOps.exif_transpose(img)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: keep the pixels as stored (validate_image accepts it)
+        img.load()
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = PILImage.new("RGBA", img.size, (255, 255, 255, 255))

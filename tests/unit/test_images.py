@@ -120,3 +120,31 @@ def test_jpeg_draft_decoding_keeps_enough_resolution():
     data = jpeg_bytes(size=(2000, 1500), seed=3)
     img = decode_rgb(data, min_side=224)
     assert min(img.size) >= 224 and max(img.size) < 2000
+
+
+def test_draft_decoding_still_rejects_truncated_large_jpegs():
+    from PIL import Image as PILImage
+
+    img = PILImage.open(io.BytesIO(jpeg_bytes(size=(2000, 1500), seed=4)))
+    for progressive in (False, True):
+        data = _save(img, "JPEG", quality=90, progressive=progressive)
+        validate_image(data, max_bytes=len(data))
+        for frac in (0.5, 0.99):
+            assert _status(data[: int(len(data) * frac)], max_bytes=len(data)) == "ErrorImageFormat"
+
+
+def test_validate_then_decode_gives_the_same_pixels_as_decoding_alone():
+    data = jpeg_bytes(size=(1200, 900), seed=5)
+    alone = np.asarray(decode_rgb(data, min_side=224))
+    validate_image(data)  # hands its (draft) decode over to the next decode_rgb of the same bytes
+    after = np.asarray(decode_rgb(data, min_side=224))
+    assert after.shape == alone.shape and (after == alone).all()
+    assert np.array_equal(np.asarray(decode_rgb(data, min_side=224)), alone)  # used once, then decoded again
+
+
+def test_oriented_size_from_exif_with_draft_decoding():
+    img = Image.new("RGB", (1200, 500), (0, 128, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    info = validate_image(_save(img, "JPEG", exif=exif.tobytes()))
+    assert (info.width, info.height) == (500, 1200)
