@@ -9,14 +9,15 @@ import numpy as np
 from .common import Config, load_average, model_dir, rate, tuxpaint_dataset, tuxpaint_photos
 
 
-def _raw_forward(backbone, tensors: np.ndarray, batch_sizes, min_seconds: float, min_images: int) -> dict[int, float]:
-    """Images/s of backbone.forward on pre-decoded, preprocessed tensors, per batch size (best of 2)."""
+def _raw_forward(backbone, tensors: np.ndarray, batch_sizes, min_seconds: float, min_images: int,
+                 rounds: int = 2) -> dict[int, float]:
+    """Images/s of backbone.forward on pre-decoded, preprocessed tensors, per batch size (best of `rounds`)."""
     out = {}
     for bs in batch_sizes:
         batch = np.ascontiguousarray(tensors[np.arange(bs) % len(tensors)])
         backbone.forward(batch)  # warm-up (allocations, kernel selection)
         best = 0.0
-        for _ in range(2):
+        for _ in range(rounds):
             n, t0 = 0, time.perf_counter()
             while n < min_images or time.perf_counter() - t0 < min_seconds:
                 backbone.forward(batch)
@@ -108,31 +109,39 @@ def _case(name: str, backbone, sets: dict[str, list[bytes]], batch_sizes, raw_ba
     first = next(iter(sets.values()))
     size = backbone.preprocessing.size
     tensors = np.stack([backbone.preprocess(decode_rgb(b, min_side=size)) for b in first[:32]])
-    contenders = {"backbone.forward": backbone}
+    min_images, rounds = cfg.pick(64, 16), cfg.pick(2, 1)
+    raws = {"backbone.forward": _raw_forward(backbone, tensors, raw_batch_sizes, min_seconds, min_images, rounds)}
     if getattr(backbone, "runtime", None) == "onnx":
-        contenders["onnx, spinning threads"] = _spinning_onnx_forward(backbone)
-    raws = {name: _raw_forward(b, tensors, raw_batch_sizes, min_seconds, min_images=cfg.pick(64, 16))
-            for name, b in contenders.items()}
-    best_name, best_raw_bs = max(((n, bs) for n, r in raws.items() for bs in r), key=lambda nb: raws[nb[0]][nb[1]])
+        raws["onnx, spinning threads"] = _raw_forward(_spinning_onnx_forward(backbone), tensors, raw_batch_sizes,
+                                                      min_seconds, min_images, rounds)
+    sets_out = {}
+    for set_name, items in sets.items():
+        e2e = _end_to_end(backbone, items, batch_sizes, repeats=cfg.pick(2, 1))
+        # the raw pass again right after, so that a burst of load on this shared machine during either
+        # measurement does not decide the ratio (each side keeps its best)
+        own = raws["backbone.forward"]
+        bs = max(own, key=own.get)
+        own[bs] = max(own[bs], _raw_forward(backbone, tensors, [bs], min_seconds, min_images, rounds)[bs])
+        best_bs = max(e2e, key=e2e.get)
+        sets_out[set_name] = {"images": len(items), "e2e": e2e, "best_bs": best_bs,
+                              "decode_ms": _decode_cpu_ms(backbone, items)}
+    best_name, best_raw_bs = max(((n, b) for n, r in raws.items() for b in r), key=lambda nb: raws[nb[0]][nb[1]])
     best_raw = raws[best_name][best_raw_bs]
-    cores = os.cpu_count() or 1
+    fwd_ms = (os.cpu_count() or 1) / best_raw * 1000  # CPU per image when the forward pass has every core
     result = {"backbone": backbone.id, "runtime": getattr(backbone, "runtime", "torch"),
               "raw_forward_images_per_s": {n: {str(k): round(v, 1) for k, v in r.items()} for n, r in raws.items()},
               "raw_best": {"how": best_name, "batch_size": best_raw_bs, "images_per_s": round(best_raw, 1)},
-              "forward_cpu_ms_per_image": round(cores / best_raw * 1000, 2), "sets": {}, "load_average": load_average()}
-    for set_name, items in sets.items():
-        e2e = _end_to_end(backbone, items, batch_sizes, repeats=cfg.pick(2, 1))
-        best_bs = max(e2e, key=e2e.get)
-        decode_ms = _decode_cpu_ms(backbone, items)
-        fwd_ms = cores / best_raw * 1000
+              "forward_cpu_ms_per_image": round(fwd_ms, 2), "sets": {}, "load_average": load_average()}
+    for set_name, x in sets_out.items():
+        ips = x["e2e"][x["best_bs"]]
         result["sets"][set_name] = {
-            "images": len(items),
-            "end_to_end_images_per_s": {str(k): round(v, 1) for k, v in e2e.items()},
-            "best": {"batch_size": best_bs, "images_per_s": round(e2e[best_bs], 1)},
-            "ratio_to_raw": round(e2e[best_bs] / best_raw, 3),
-            "decode_cpu_ms_per_image": round(decode_ms, 2),
+            "images": x["images"],
+            "end_to_end_images_per_s": {str(k): round(v, 1) for k, v in x["e2e"].items()},
+            "best": {"batch_size": x["best_bs"], "images_per_s": round(ips, 1)},
+            "ratio_to_raw": round(ips / best_raw, 3),
+            "decode_cpu_ms_per_image": round(x["decode_ms"], 2),
             # with every core busy, images/s cannot exceed cores / (CPU per image for decoding + forward)
-            "cpu_bound_ratio_ceiling": round(fwd_ms / (fwd_ms + decode_ms), 3),
+            "cpu_bound_ratio_ceiling": round(fwd_ms / (fwd_ms + x["decode_ms"]), 3),
         }
     return result
 
@@ -150,7 +159,7 @@ def run(cfg: Config, tmp) -> dict:
     results = {}
     compact = provider.for_domain("Compact")
     results["Compact"] = _case("Compact", compact, sets, cfg.pick((1, 8, 16, 32), (8, 16)),
-                               cfg.pick((1, 8, 16, 32), (1, 8, 16)), cfg, min_seconds=cfg.pick(3.0, 1.0))
+                               cfg.pick((1, 8, 16, 32), (1, 8)), cfg, min_seconds=cfg.pick(3.0, 0.8))
     first = next(iter(sets.values()))
     results["Compact"]["service_path_images_per_s"] = round(_service_path(provider, first, tmp), 1)
     clip = ClipBackbone("General", settings=settings, random_init_for_tests=True)

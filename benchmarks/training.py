@@ -100,7 +100,7 @@ def _child(n: int, k: int, d: int, seed: int, blob_dir: str) -> None:
 
 
 def run_scaling(cfg: Config, tmp: Path) -> dict:
-    sizes = cfg.pick([1000, 5000, 20000, 50000], [1000, 5000])
+    sizes = cfg.pick([1000, 5000, 20000, 50000], [1000, 3000])
     k, d = 50, 512
     rows = []
     for n in sizes:

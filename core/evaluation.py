@@ -21,9 +21,10 @@ from scipy.special import expit, softmax
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
-from .probe import DEFAULT_CS, Solver, _label_key, _set_threads, _warm_starts, design_for, sample_weights
+from .probe import DEFAULT_CS, DEFAULT_TOL, Solver, _label_key, _warm_starts, design_for, sample_weights
 
 MAX_FOLDS = 5
+PATH_TOL = 1e-4  # the C path's tolerance (see cross_validate); the selected C is refined to DEFAULT_TOL
 
 
 def n_folds(Y: np.ndarray, multilabel: bool, k: int = MAX_FOLDS) -> int:
@@ -71,7 +72,6 @@ def _log_loss(Y: np.ndarray, P: np.ndarray, multilabel: bool) -> float:
 def cross_validate(X: np.ndarray, Y: np.ndarray, multilabel: bool, Cs: tuple[float, ...] = DEFAULT_CS,
                    folds: np.ndarray | None = None, seed: int = 0, progress=None) -> CVResult:
     """k-fold out-of-fold probabilities at a C chosen on the same folds (see the module docstring)."""
-    _set_threads()
     X = np.ascontiguousarray(X, np.float32)
     Y = np.asarray(Y, np.float32)
     if folds is None:
@@ -79,31 +79,52 @@ def cross_validate(X: np.ndarray, Y: np.ndarray, multilabel: bool, Cs: tuple[flo
     Cs = tuple(sorted(float(c) for c in Cs))
     design = design_for(X)
     nfold = int(folds.max()) + 1
-    solver = Solver(design.Z, Y, multilabel, design.var)
+    solver = Solver(design.Z, Y, multilabel, design.var, tol=PATH_TOL)
     # every fold walks the C path from strong to weak regularisation, each fit warm-started from the
     # previous one; the folds advance in lock-step so that their matrix products are shared
-    tasks = [solver.task(np.flatnonzero(folds != f), Cs, keep=np.flatnonzero(folds == f)) for f in range(nfold)]
+    tests = [np.flatnonzero(folds == f) for f in range(nfold)]
+    tasks = [solver.task(np.flatnonzero(folds != f), Cs, keep=tests[f]) for f in range(nfold)]
     finished = [0]
+    total_steps = nfold * (len(Cs) + 1)
 
     def tick():
         finished[0] += 1
-        if progress and finished[0] % len(Cs) == 0:
-            progress(min(nfold, finished[0] // len(Cs)), nfold)
+        if progress and finished[0] % (len(Cs) + 1) == 0:
+            progress(min(nfold, finished[0] * nfold // total_steps), nfold)
 
     solver.run(tasks, progress=tick if progress else None)
-    oof = {C: np.zeros(Y.shape, np.float32) for C in Cs}
-    for f, task in enumerate(tasks):
-        test = np.flatnonzero(folds == f)
-        for C, (_, _, logits) in zip(Cs, task.results):
-            oof[C][test] = _proba(logits, multilabel)
-    models = {C: [(task.results[i][0], task.results[i][1]) for task in tasks] for i, C in enumerate(Cs)}
+    oof = {C: _oof(Y.shape, tests, [t.results[i][2] for t in tasks], multilabel) for i, C in enumerate(Cs)}
     scores = {C: _log_loss(Y, oof[C], multilabel) for C in Cs}
     best = min(Cs, key=lambda C: (scores[C], -C))
+    # the path stops each C at a looser tolerance, enough to rank the Cs; the selected C's fold models are
+    # then taken to the final model's tolerance, so that the reported out-of-fold predictions are theirs
+    if best == Cs[-1]:
+        solver.refine_last(tasks, DEFAULT_TOL, progress=tick if progress else None)
+        final = [t.results[-1] for t in tasks]
+    else:
+        i = Cs.index(best)
+        again = [solver.task(np.flatnonzero(folds != f), [best], tasks[f].results[i][0], tasks[f].results[i][1],
+                             keep=tests[f]) for f in range(nfold)]
+        for t in again:
+            t.tol = DEFAULT_TOL
+        solver.run(again, progress=tick if progress else None)
+        final = [t.results[-1] for t in again]
+    oof[best] = _oof(Y.shape, tests, [r[2] for r in final], multilabel)
+    scores[best] = _log_loss(Y, oof[best], multilabel)
+    if progress:
+        progress(nfold, nfold)
     # the final model (fitted on every image by LinearProbe.fit) starts from the fold models' mean
-    Wm = sum(m[0] for m in models[best]) / len(models[best])
-    bm = sum(m[1] for m in models[best]) / len(models[best])
+    Wm = sum(r[0] for r in final) / nfold
+    bm = sum(r[1] for r in final) / nfold
     _warm_starts(design)[_label_key(Y, multilabel, best)] = (Wm, bm)
     return CVResult(C=best, oof=oof[best], folds=folds, scores=scores)
+
+
+def _oof(shape, tests: list[np.ndarray], logits: list[np.ndarray], multilabel: bool) -> np.ndarray:
+    out = np.zeros(shape, np.float32)
+    for rows, z in zip(tests, logits):
+        out[rows] = _proba(z, multilabel)
+    return out
 
 
 def _proba(logits: np.ndarray, multilabel: bool) -> np.ndarray:

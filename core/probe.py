@@ -17,7 +17,8 @@ total sample weight; the bias is not penalised). How it is minimised, for speed:
 * The model is linear: a line search along a direction p needs X p once, and trial steps cost only
   element-wise work on the (n, k) logits. One iteration is two matrix products, X p and Xᵀ R, and the
   k-fold models run in lock-step so that those are one wide product for all folds.
-* float32 throughout; torch for the large products, numpy for everything else.
+* float32 numpy throughout (BLAS on every core for the large products; no torch, so that a server that
+  only runs ONNX models never loads it).
 * Convergence: stop when half the squared scaled gradient (an estimate of the distance to the optimum in
   units of the mean log-loss) is below `DEFAULT_TOL`. Measured against a float64 solution this leaves a
   smaller objective gap than scikit-learn's lbfgs with its default tolerance.
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.special import expit, log_softmax
@@ -61,42 +64,37 @@ class Design:
     """
 
     def __init__(self, X: np.ndarray):
-        import torch
-
-        Xt = torch.from_numpy(np.ascontiguousarray(X, np.float32))
-        n, d = Xt.shape
+        X = np.ascontiguousarray(X, np.float32)
+        n, d = X.shape
         self.n, self.d = n, d
-        self.mu = Xt.mean(0) if n else torch.zeros(d)
+        self.mu = X.mean(0, dtype=np.float64).astype(np.float32) if n else np.zeros(d, np.float32)
         if n == 0:
-            self.V = torch.zeros(d, 0)
-            self.Z = torch.zeros(0, 0)
-            self.var = torch.zeros(0)
+            self.V = np.zeros((d, 0), np.float32)
+            self.Z = np.zeros((0, 0), np.float32)
+            self.var = np.zeros(0, np.float32)
             return
         if n >= d:
-            G = torch.zeros(d, d, dtype=torch.float64)
+            G = np.zeros((d, d), np.float64)
             for i in range(0, n, _CHUNK):
-                c = Xt[i:i + _CHUNK] - self.mu
-                G += (c.T @ c).double()
-            ev, V = torch.linalg.eigh(G)
-            ev, V = ev.flip(0), V.flip(1)
+                c = X[i:i + _CHUNK] - self.mu
+                G += c.T @ c
+            ev, V = _eigh(G.astype(np.float32))  # V is orthonormal to float32 precision: all the rotation needs
             keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
-            ev, V = ev[keep], V[:, keep].float().contiguous()
-            Z = torch.empty(n, V.shape[1])
+            ev, V = ev[keep], np.ascontiguousarray(V[:, keep], np.float32)
+            Z = np.empty((n, V.shape[1]), np.float32)
             for i in range(0, n, _CHUNK):
-                torch.mm(Xt[i:i + _CHUNK] - self.mu, V, out=Z[i:i + _CHUNK])
+                np.matmul(X[i:i + _CHUNK] - self.mu, V, out=Z[i:i + _CHUNK])
         else:  # fewer images than dimensions: work in the n-dimensional span of the rows
-            Xc = Xt - self.mu
-            K = (Xc @ Xc.T).double()
-            ev, U = torch.linalg.eigh(K)
-            ev, U = ev.flip(0), U.flip(1)
+            Xc = X - self.mu
+            ev, U = _eigh((Xc @ Xc.T).astype(np.float64))
             keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
             ev, U = ev[keep], U[:, keep]
-            root = ev.sqrt()
-            V = (Xc.T.double() @ (U / root)).float().contiguous()  # orthonormal columns spanning the rows
-            Z = (U * root).float().contiguous()
+            root = np.sqrt(ev)
+            V = np.ascontiguousarray((Xc.T @ (U / root).astype(np.float32)), np.float32)  # orthonormal columns
+            Z = np.ascontiguousarray(U * root, np.float32)
         self.V = V
         self.Z = Z
-        self.var = (ev / n).float()
+        self.var = (ev / n).astype(np.float32)
 
     @property
     def rank(self) -> int:
@@ -104,17 +102,22 @@ class Design:
 
     def to_original(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Rotated (r, k) weights and bias -> (d + 1, k) weights on the original features, bias last."""
-        import torch
-
-        Wo = (self.V @ torch.from_numpy(np.ascontiguousarray(W, np.float32))).numpy() if self.rank else \
-            np.zeros((self.d, len(b)), np.float32)
-        bo = np.asarray(b, np.float32) - self.mu.numpy() @ Wo
+        Wo = self.V @ np.asarray(W, np.float32)
+        bo = np.asarray(b, np.float32) - self.mu @ Wo
         return np.concatenate([Wo, bo[None]]).astype(np.float32)
 
     def from_original(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Wb = np.asarray(Wb, np.float32)
         Wo, bo = Wb[:-1], Wb[-1]
-        return (self.V.numpy().T @ Wo).astype(np.float32), (bo + self.mu.numpy() @ Wo).astype(np.float32)
+        return (self.V.T @ Wo).astype(np.float32), (bo + self.mu @ Wo).astype(np.float32)
+
+
+def _eigh(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and eigenvectors of a symmetric matrix."""
+    from scipy.linalg import eigh
+
+    ev, V = eigh(M, driver="evd", overwrite_a=True, check_finite=False)
+    return np.maximum(ev[::-1], 0.0), V[:, ::-1]
 
 
 _design_lock = threading.Lock()
@@ -170,25 +173,29 @@ class _Task:
         self.results: list = []  # per C: (W, b, logits on the kept rows)
         self.iterations = 0
         self.done = False
+        self.tol: float | None = None  # the solver's unless set
 
 
 class Solver:
     """L-BFGS on the rotated, diagonally preconditioned problem, for several tasks in lock-step.
 
     Tasks (the k-fold models, each walking its own C path) share the Design's rows, so their two matrix
-    products per iteration run as one wide product (torch, all cores), much faster than several thin ones.
+    products per iteration run as one wide product (BLAS, all cores), much faster than several thin ones.
     Everything else is element-wise or vector work, done in numpy on one core: on a busy machine, small
     multi-threaded operations spend more time waiting for each other than computing.
     """
 
     def __init__(self, Z, Y: np.ndarray, multilabel: bool, var, tol: float = DEFAULT_TOL, max_iter: int = 500,
                  history: int = 20):
-        self.Z = Z  # torch (n, r)
+        self.Z = Z  # (n, r)
         self.Y = np.ascontiguousarray(Y, np.float32)
-        self.multilabel = multilabel
+        self.Yt = np.ascontiguousarray(self.Y.T)  # logits and residuals are class-major, (k, n): reductions
+        self.multilabel = multilabel             # over the classes then run along contiguous rows
         self.var = np.asarray(var, np.float32)
         self.tol, self.max_iter, self.history = tol, max_iter, history
         n, k = self.Y.shape
+        one_hot = not multilabel and n > 0 and bool(((self.Y == 0) | (self.Y == 1)).all()) and bool((self.Y.sum(1) == 1).all())
+        self.labels = self.Y.argmax(1) if one_hot else None
         self.n, self.k, self.r = n, k, int(Z.shape[1])
         # curvature of the data loss per logit at the start: about 1/k for the softmax; 1/4 per sigmoid
         # cell, with the loss averaged over the k columns
@@ -203,43 +210,49 @@ class Solver:
         w = np.zeros((n,) if not self.multilabel else (n, k), np.float32)
         w[idx] = w_rows
         sw = float(w_rows.sum(dtype=np.float64))
-        return _Task(w / np.float32(sw), sw, Cs, W0, b0, keep)
+        w = np.ascontiguousarray(w.T) / np.float32(sw)  # (n,) or (k, n)
+        return _Task(w, sw, Cs, W0, b0, keep)
 
     # ---- products with the design
     def _times(self, M: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """Z @ M + bias, (n, m)."""
-        import torch
+        """(Z @ M + bias)ᵀ: (m, n) for M (r, m)."""
+        out = np.empty((M.shape[1], self.n), np.float32)
+        if self.r:
+            np.matmul(M.T, self.Z.T, out=out)
+            out += bias[:, None]
+        else:
+            out[:] = bias[:, None]
+        return out
 
-        if not self.r:
-            return np.broadcast_to(bias, (self.n, len(bias))).copy()
-        return torch.addmm(torch.from_numpy(bias), self.Z, torch.from_numpy(np.ascontiguousarray(M))).numpy()
-
-    def _times_t(self, R: np.ndarray) -> np.ndarray:
-        """Zᵀ R, (r, m)."""
-        import torch
-
-        if not self.r:
-            return np.zeros((0, R.shape[1]), np.float32)
-        return (torch.from_numpy(np.ascontiguousarray(R)).T @ self.Z).numpy().T
+    def _times_t(self, Rt: np.ndarray) -> np.ndarray:
+        """Zᵀ R for Rt = Rᵀ (m, n): (r, m)."""
+        return (Rt @ self.Z).T if self.r else np.zeros((0, Rt.shape[0]), np.float32)
 
     # ---- the loss as a function of the logits
     def _loss_grad(self, t: _Task, Zl: np.ndarray):
-        """Weighted mean data loss at logits Zl and its gradient dL/dZl (weights included)."""
-        Y = self.Y
+        """Weighted mean data loss at class-major logits Zl (k, n) and its gradient dL/dZl (weights in)."""
+        Yt = self.Yt
         if self.multilabel:
-            loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Y * Zl), dtype=np.float64))
+            loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Yt * Zl), dtype=np.float64))
             R = expit(Zl)
-            R -= Y
+            R -= Yt
             R *= t.w
             return loss, R
-        m = Zl.max(1, keepdims=True)
-        E = np.exp(Zl - m)
-        ssum = E.sum(1, keepdims=True)
-        lse = (m + np.log(ssum))[:, 0]
-        loss = float(np.dot(t.w.astype(np.float64), lse - np.einsum("ij,ij->i", Zl, Y)))
-        E /= ssum
-        E -= Y
-        E *= t.w[:, None]
+        m = Zl.max(0)
+        E = np.subtract(Zl, m)
+        np.exp(E, out=E)
+        ssum = E.sum(0)
+        lse = m + np.log(ssum)
+        if self.labels is not None:  # one tag per image: pick the true logit instead of a product with Y
+            rows = np.arange(len(lse))
+            loss = float(np.dot(t.w.astype(np.float64), lse - Zl[self.labels, rows]))
+            E /= ssum
+            E[self.labels, rows] -= 1.0
+        else:
+            loss = float(np.dot(t.w.astype(np.float64), lse - np.einsum("ij,ij->j", Zl, Yt)))
+            E /= ssum
+            E -= Yt
+        E *= t.w
         return loss, E
 
     def _begin(self, t: _Task) -> None:
@@ -282,17 +295,25 @@ class Solver:
 
     def _grad(self, t: _Task, W: np.ndarray, ZR: np.ndarray, R: np.ndarray) -> np.ndarray:
         gW = (ZR + np.float32(t.lam) * W) * t.s
-        return np.concatenate([gW.ravel(), t.sb * R.sum(0)]).astype(np.float32)
+        return np.concatenate([gW.ravel(), t.sb * R.sum(1)]).astype(np.float32)
+
+    def refine_last(self, tasks: list[_Task], tol: float, progress=None) -> None:
+        """Continue every task's last C to a tighter tolerance, from where it stopped (state and curvature
+        pairs intact); its recorded result for that C is replaced."""
+        for t in tasks:
+            t.results.pop()
+            t.done, t.stage, t.stage_iter, t.tol = False, len(t.Cs) - 1, 0, tol
+        self.run(tasks, progress, resume=True)
 
     def _finish_stage(self, t: _Task) -> None:
-        t.results.append((t.W.copy(), t.b.copy(), None if t.keep is None else t.Zl[t.keep]))
+        t.results.append((t.W.copy(), t.b.copy(), None if t.keep is None else t.Zl[:, t.keep].T))
         self._next_stage(t)
 
     def _direction(self, t: _Task):
         """L-BFGS two-loop recursion in the scaled coordinates; None when the stage has converged."""
         g = t.g
         gg = float(np.dot(g, g))
-        if 0.5 * gg <= self.tol or t.stage_iter >= self.max_iter:
+        if 0.5 * gg <= (t.tol or self.tol) or t.stage_iter >= self.max_iter:
             return None
         q = g.copy()
         alphas = []
@@ -317,59 +338,89 @@ class Solver:
         rk = self.r * self.k
         return v[:rk].reshape(self.r, self.k) * t.s, v[rk:] * t.sb  # (W, b) of a scaled vector
 
-    def run(self, tasks: list[_Task], progress=None) -> None:
-        """Advance every task through all of its Cs."""
+    def run(self, tasks: list[_Task], progress=None, resume: bool = False) -> None:
+        """Advance every task through all of its Cs. The per-task work between the two shared products
+        (directions, line searches, updates: numpy releases the GIL) runs on a thread per core."""
+        workers = min(len(tasks), os.cpu_count() or 1)
+        if workers <= 1:
+            self._run(tasks, progress, map, resume)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="probe") as pool:
+            self._run(tasks, progress, pool.map, resume)
+
+    def _run(self, tasks: list[_Task], progress, pmap, resume: bool) -> None:
         k = self.k
         for t in tasks:
-            self._begin(t)
+            if not resume:
+                self._begin(t)
+
+        def advance(t: _Task):
+            """Apply the task's pending step, then find its next direction (None: all Cs done)."""
+            if t.pending is not None:
+                self._apply(t, *t.pending)
+                t.pending = None
+            finished = 0
+            while not t.done:
+                d = self._direction(t)
+                if d is not None:
+                    return d, finished
+                self._finish_stage(t)
+                finished += 1
+            return None, finished
+
+        for t in tasks:
+            t.pending = getattr(t, "pending", None) if resume else None
         while True:
             steps = []
-            for t in tasks:
-                while not t.done:
-                    d = self._direction(t)
-                    if d is not None:
-                        steps.append((t, *d))
-                        break
-                    self._finish_stage(t)
-                    if progress:
-                        progress()
+            for t, (d, finished) in zip(tasks, list(pmap(advance, tasks))):
+                for _ in range(finished if progress else 0):
+                    progress()
+                if d is not None:
+                    steps.append((t, *d))
             if not steps:
                 return
             # one wide product for every task's direction in logit space
             parts = [self._split(t, p) for t, p, _ in steps]
             U_all = self._times(np.concatenate([PW for PW, _ in parts], 1), np.concatenate([pb for _, pb in parts]))
-            moved = []
-            for j, ((t, p, d0), (PW, _)) in enumerate(zip(steps, parts)):
-                U = np.ascontiguousarray(U_all[:, j * k:(j + 1) * k])
+
+            def search(j: int):
+                t, p, d0 = steps[j]
+                PW = parts[j][0]
+                U = U_all[j * k:(j + 1) * k]
                 pen0 = 0.5 * t.lam * float(np.vdot(t.W, t.W))
                 wp, pp = float(np.vdot(t.W, PW)), float(np.vdot(PW, PW))
-                a, f_new, fd_new, R_new, Zl_new = self._line_search(t, U, d0, pen0, wp, pp)
+                return self._line_search(t, U, d0, pen0, wp, pp)
+
+            moved = []
+            for (t, p, _), (a, f_new, fd_new, R_new, Zl_new) in zip(steps, list(pmap(search, range(len(steps))))):
                 t.iterations += 1
                 t.stage_iter += 1
                 if a == 0.0:  # no progress possible along this direction: the stage is done
                     t.stage_iter = self.max_iter
                     continue
                 moved.append((t, a, p, f_new, fd_new, R_new, Zl_new))
-            if not moved:
-                continue
-            ZR_all = self._times_t(np.concatenate([m[5] for m in moved], 1))
-            for j, (t, a, p, f_new, fd_new, R_new, Zl_new) in enumerate(moved):
-                ZR = ZR_all[:, j * k:(j + 1) * k]
-                step = np.float32(a) * p
-                x_new = t.x + step
-                W_new, b_new = self._split(t, x_new)
-                g_new = self._grad(t, W_new, ZR, R_new)
-                yv = g_new - t.g
-                sy = float(np.dot(step, yv))
-                if sy > 1e-16:
-                    t.S.append((step, yv, 1.0 / sy))
-                    if len(t.S) > self.history:
-                        t.S.pop(0)
-                decrease = t.f - f_new
-                t.x, t.W, t.b, t.g = x_new, W_new, b_new, g_new
-                t.Zl, t.f, t.f_data, t.R, t.ZR = Zl_new, f_new, fd_new, R_new, ZR
-                if decrease <= 1e-13 * max(1.0, abs(t.f)):
-                    t.stage_iter = self.max_iter  # stalled at float32 resolution
+            if moved:
+                ZR_all = self._times_t(np.concatenate([m[5] for m in moved], 0))
+                for j, (t, a, p, f_new, fd_new, R_new, Zl_new) in enumerate(moved):
+                    t.pending = (a, p, f_new, fd_new, R_new, Zl_new, ZR_all[:, j * k:(j + 1) * k])
+
+    def _apply(self, t: _Task, a, p, f_new, fd_new, R_new, Zl_new, ZR) -> None:
+        """Move the task to the accepted point and update its curvature pairs."""
+        step = np.float32(a) * p
+        x_new = t.x + step
+        W_new, b_new = self._split(t, x_new)
+        g_new = self._grad(t, W_new, ZR, R_new)
+        yv = g_new - t.g
+        sy = float(np.dot(step, yv))
+        if sy > 1e-16:
+            t.S.append((step, yv, 1.0 / sy))
+            if len(t.S) > self.history:
+                t.S.pop(0)
+        decrease = t.f - f_new
+        t.x, t.W, t.b, t.g = x_new, W_new, b_new, g_new
+        t.Zl, t.f, t.f_data, t.R, t.ZR = Zl_new, f_new, fd_new, R_new, ZR
+        if decrease <= 1e-13 * max(1.0, abs(t.f)):
+            t.stage_iter = self.max_iter  # stalled at float32 resolution
 
     def _line_search(self, t: _Task, U, d0, pen0, wp, pp, c1=1e-4, c2=0.9, max_steps=40):
         """A strong-Wolfe step along the direction, whose image in logit space is U. The objective is convex
@@ -440,7 +491,6 @@ def fit_linear(X: np.ndarray, Y: np.ndarray, C: float, multilabel: bool, init: n
 
     A warm start left by `core.evaluation.cross_validate` on the same features, labels and C is used
     when there is one (the final model after the k-fold evaluation starts from the fold models' mean)."""
-    _set_threads()
     design = design_for(X)
     Y = np.asarray(Y, np.float32)
     W0 = b0 = None
@@ -462,22 +512,6 @@ def predict_proba_linear(Wb: np.ndarray, X: np.ndarray, multilabel: bool) -> np.
     if multilabel:
         return expit(Z)
     return np.exp(log_softmax(Z, axis=1))
-
-
-_threads_set = False
-
-
-def _set_threads() -> None:
-    """torch on all cores for the matrix products (once; the backbones may set it too)."""
-    global _threads_set
-    if not _threads_set:
-        import os
-
-        import torch
-
-        if torch.get_num_threads() < (os.cpu_count() or 1):
-            torch.set_num_threads(os.cpu_count() or 1)
-        _threads_set = True
 
 
 class LinearProbe:

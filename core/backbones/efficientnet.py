@@ -150,7 +150,8 @@ class EfficientNetLite0(Backbone):
         return path
 
     def _session(self, kind: str):
-        """The ONNX Runtime session for `kind` ("float" or "uint8"), exported and created once."""
+        """The ONNX Runtime session for `kind` ("float", "uint8", or "uint8-serial": one thread, for
+        callers that run one model per core), exported and created once."""
         session = self._sessions.get(kind)
         if session is not None:
             return session
@@ -163,7 +164,7 @@ class EfficientNetLite0(Backbone):
                     log.info("exporting EfficientNet-Lite0 to ONNX at %s (once)", path)
                     (self.export_onnx if kind == "float" else self.export_onnx_uint8)(path)
                 opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self._threads
+                opts.intra_op_num_threads = 1 if kind == "uint8-serial" else self._threads
                 opts.inter_op_num_threads = 1
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 # idle intra-op threads sleep instead of spinning: the decoding threads need those cores
@@ -180,6 +181,14 @@ class EfficientNetLite0(Backbone):
 
         with self._lock, torch.inference_mode():
             return self._torch(torch.from_numpy(batch)).numpy()
+
+    def forward_uint8_serial(self, pixels: np.ndarray) -> np.ndarray:
+        """`forward_uint8` on the calling thread alone; several threads may call it at once (the Embedder
+        runs one per core, each decoding its own images in between)."""
+        if self._torch is not None:
+            return self.forward_uint8(pixels)
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        return self._session("uint8-serial").run(None, {"pixels": pixels})[0]
 
     def forward_uint8(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB pixels, resized and cropped -> (N, 1280) features."""

@@ -52,3 +52,31 @@ def test_compact_uint8_graph_matches_the_float_graph(provider):
     ref = bb.forward(np.stack([bb.preprocess(im) for im in imgs]))
     fast = bb.forward_uint8(np.stack([crop_uint8(im, bb.preprocessing) for im in imgs]))
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_pipelined_workers_keep_order_and_report_each_chunk():
+    import threading
+
+    from core.embedding import normalise_batch
+
+    class Serial(FakeBackbone):
+        def __init__(self):
+            super().__init__()
+            self.threads = set()
+
+        def forward_uint8_serial(self, pixels):
+            self.threads.add(threading.get_ident())
+            return self.forward(normalise_batch(pixels, self.preprocessing))
+
+    colours = [(i * 12, 255 - i * 12, 7) for i in range(21)]
+    data = [png_bytes(c, size=(30, 20)) for c in colours]
+    bb = Serial()
+    seen, starts = [], []
+    vecs = Embedder(bb, batch_size=4, workers=3).embed([(lambda d=d: d) for d in data],
+                                                        progress=lambda d, t: seen.append((d, t)),
+                                                        on_batch=lambda s, v: starts.append((s, len(v))))
+    assert starts == [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 1)]
+    assert seen[-1] == (21, 21) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    reds = vecs[:, 0] / vecs[:, 1]
+    assert (np.diff(reds) > 0).all()
+    assert np.allclose(vecs, Embedder(FakeBackbone(), batch_size=4, workers=3).embed_bytes(data), atol=1e-6)
