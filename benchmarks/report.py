@@ -116,9 +116,10 @@ def evaluate_targets(results: dict) -> list[dict]:
                              s["healthy_s"] <= 5, f"{s['healthy_s'] - 5:.2f} s",
                              "loading the model before listening dominates (CLIP: reading and hashing a 577 MB "
                              "checkpoint)" if name != "Compact" else ""))
-            rows.append(_row(f"5-first-{name}", 5, f"first prediction ≤ 2 s after healthy ({name})",
-                             f"{s['first_prediction_after_healthy_s']:.2f} s", s["first_prediction_after_healthy_s"] <= 2,
-                             f"{s['first_prediction_after_healthy_s'] - 2:.2f} s"))
+            first = s["first_prediction_after_healthy_s"]
+            if first is not None:
+                rows.append(_row(f"5-first-{name}", 5, f"first prediction ≤ 2 s after healthy ({name})",
+                                 f"{first:.2f} s", first <= 2, f"{first - 2:.2f} s"))
     acc = _get(results, "accuracy")
     if acc:
         for name, a in acc.items():
@@ -252,7 +253,8 @@ def _render_server(r: dict) -> list[str]:
     for name in ("Compact", "CLIP ViT-B-32"):
         s = r.get(name)
         if s:
-            out.append(f"| {name} | {s['healthy_s']:.2f} s | {s['first_prediction_after_healthy_s']:.3f} s | "
+            first = s["first_prediction_after_healthy_s"]
+            out.append(f"| {name} | {s['healthy_s']:.2f} s | {'—' if first is None else f'{first:.3f} s'} | "
                        f"{s['rss_when_healthy_mb']:.0f} MB | **{s['peak_rss_mb']:.0f} MB** | {s['rss_after_21_predictions_mb']:.0f} MB |")
     out += ["", f"Note: {r['note']}. CLIP: {r.get('CLIP ViT-B-32', {}).get('note', '')}."]
     return out

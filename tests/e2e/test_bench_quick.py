@@ -1,0 +1,61 @@
+"""`python -m benchmarks --quick` (what CI runs after the tests): every benchmark runs and produces its numbers.
+Nothing about timings is asserted (shared, noisy machines)."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
+                       reason="needs Debian's tuxpaint-stamps-default (installed by .ci/run)"),
+]
+
+
+def _numbers(x):
+    if isinstance(x, bool):
+        return
+    if isinstance(x, (int, float)):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _numbers(v)
+
+
+def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
+    out_json, out_md = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json), "--markdown", str(out_md)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out_json.read_text())
+    assert results["quick"] is True and results["machine"]["cores"]
+    benchmarks = results["benchmarks"]
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7}
+    for key, b in benchmarks.items():
+        assert "error" not in b, (key, b.get("error"))
+        values = list(_numbers(b["results"]))
+        assert values and all(math.isfinite(v) for v in values), key
+    emb = benchmarks["embedding"]["results"]
+    assert emb["Compact"]["raw_best"]["images_per_s"] > 0 and emb["CLIP ViT-B-32"]["raw_best"]["images_per_s"] > 0
+    assert all(s["best"]["images_per_s"] > 0 for s in emb["Compact"]["sets"].values())
+    assert all(r["cvbot_s"] > 0 and r["sklearn_s"] > 0 for r in benchmarks["training"]["results"]["rows"])
+    assert benchmarks["incremental"]["results"]["embedded_on_retrain"] == 10
+    pred = benchmarks["prediction"]["results"]
+    assert pred["in_process"]["requests"] >= 20 and pred["http_store"]["p50_ms"] > 0
+    assert pred["http_concurrent"]["requests_per_s"] > 0
+    server = benchmarks["server"]["results"]
+    assert server["Compact"]["peak_rss_mb"] > 0 and server["CLIP ViT-B-32"]["healthy_s"] > 0
+    assert all(a["cvbot"]["accuracy"] > 0.5 for a in benchmarks["accuracy"]["results"].values())
+    assert len(benchmarks["scaling"]["results"]["rows"]) >= 2
+    assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
+    md = out_md.read_text()
+    for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
+                  "Memory and start-up", "Accuracy on real data", "Scaling in images", "## Targets"):
+        assert title in md
