@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import Config, load_average, model_dir, synthetic_embeddings, tuxpaint_dataset
+from .common import Config, load_average, model_dir, synthetic_embeddings, timed, tuxpaint_dataset
+from .training import cvbot_training
 
 
 def _tiny_png(i: int) -> bytes:
@@ -23,6 +24,7 @@ def run(cfg: Config, tmp: Path) -> dict:
     from core import CvService
     from core.backbones import BackboneProvider, BackboneSettings
     from core.service import ImageUpload
+    from core.training import label_matrix
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     n, k = cfg.pick((5000, 50), (1000, 8))
@@ -53,24 +55,45 @@ def run(cfg: Config, tmp: Path) -> dict:
         assert it.status.value == "Completed", it.failure_reason
         return time.perf_counter() - t, it
 
+    def engine_time(it) -> float:
+        """Benchmark 2's training (same function) on exactly the features and labels the job trained on."""
+        with service.uow() as uow:
+            snap = uow.iterations.get(it.id, with_snapshot=True)
+        X2 = service.embeddings(backbone, [e.sha256 for e in snap.snapshot])
+        Y2 = label_matrix(snap.snapshot, snap.tag_ids)
+        return min(timed(lambda: cvbot_training(X2, Y2, False, tmp / "blobs3-engine"))[0] for _ in range(2))
+
     before = service.images_embedded
     first_s, first = train()
     embedded_first = service.images_embedded - before
 
     stamps, _, _ = tuxpaint_dataset()
-    new = [ImageUpload(stamps[i], f"new{i}.png", [tags[i % k].id]) for i in range(10)]
-    added = service.add_images(project.id, new)
-    assert all(r.ok for r in added), [r.status for r in added]
-    before = service.images_embedded
-    second_s, second = train()
-    embedded_second = service.images_embedded - before
+    rounds = []
+    for r in range(cfg.pick(3, 1)):  # each round adds 10 new real images and retrains
+        new = [ImageUpload(stamps[10 * r + i], f"new{10 * r + i}.png", [tags[(10 * r + i) % k].id]) for i in range(10)]
+        added = service.add_images(project.id, new)
+        assert all(x.ok for x in added), [x.status for x in added]
+        before = service.images_embedded
+        seconds, it = train()
+        rounds.append({"retrain_s": round(seconds, 3), "job_training_seconds": it.training_seconds,
+                       "embedded": service.images_embedded - before,
+                       "engine_on_same_features_s": round(engine_time(it), 3),
+                       "accuracy": (it.performance or {}).get("accuracy")})
     engine.dispose()
+    best = min(rounds, key=lambda x: x["retrain_s"])
+    best_engine = min(x["engine_on_same_features_s"] for x in rounds)
+    second_s = best["retrain_s"]
     return {
-        "images_before": n, "tags": k, "dim": backbone.dim, "added": 10,
-        "embedded_on_retrain": embedded_second, "embedded_on_first_training": embedded_first,
-        "retrain_s": round(second_s, 3), "retrain_training_seconds": second.training_seconds,
+        "images_before": n, "tags": k, "dim": backbone.dim, "added": 10, "rounds": rounds,
+        "embedded_on_retrain": max(x["embedded"] for x in rounds) if all(x["embedded"] == rounds[0]["embedded"] for x in rounds) else [x["embedded"] for x in rounds],
+        "embedded_on_first_training": embedded_first,
+        "retrain_s": second_s, "engine_on_same_features_s": best_engine,
+        "ratio_to_engine": round(second_s / best_engine, 3),
         "first_training_s": round(first_s, 3), "setup_s": round(setup_s, 1), "load_average": load_average(),
-        "accuracy": (second.performance or {}).get("accuracy"),
+        "accuracy": best["accuracy"],
         "note": "the project's images are small distinct PNGs whose cached embeddings are synthetic 1,280-d "
-                "vectors; the 10 added images are real stamps, embedded by EfficientNet-Lite0",
+                "vectors (benchmark 2's 5,000 x 50 x 1,280 set); each round adds 10 real stamps, embedded by "
+                "EfficientNet-Lite0, and retrains through CvService (best of the rounds); the reference is "
+                "benchmark 2's training function on exactly the features and labels of that iteration, "
+                "measured right after it",
     }

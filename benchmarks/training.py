@@ -18,9 +18,10 @@ def cvbot_training(X: np.ndarray, Y: np.ndarray, multilabel: bool, blob_dir: Pat
     """What a training job does once the embeddings are cached: k-fold evaluation with C selection, the
     final fit, performance at the default threshold, and storing the probe and the evaluation."""
     from core.evaluation import Evaluation, cross_validate, performance
-    from core.probe import LinearProbe
+    from core.probe import LinearProbe, clear_design_cache
     from storage import LocalBlobStore
 
+    clear_design_cache()  # as in a training job: nothing cached from an earlier run on these features
     cv = cross_validate(X, Y, multilabel)
     probe = LinearProbe(multilabel=multilabel, C=cv.C).fit(X, Y)
     k = Y.shape[1]

@@ -88,3 +88,16 @@ def test_cross_validation_oof_never_sees_its_own_label():
     acc = (res.oof.argmax(1) == y).mean()
     assert 0.3 < acc < 0.7
     assert set(res.scores) == {1.0, 3.0, 10.0, 30.0, 100.0}
+
+
+def test_average_precision_matches_scikit_learn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    from core.evaluation import average_precision
+
+    rng = np.random.default_rng(4)
+    for n in (5, 50, 500):
+        y = rng.random(n) < 0.3
+        y[0] = True
+        for score in (rng.random(n), np.round(rng.random(n), 1), np.zeros(n)):
+            assert np.isclose(average_precision(y, score), average_precision_score(y, score))
