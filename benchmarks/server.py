@@ -23,6 +23,43 @@ def clip_checkpoint(path: Path) -> Path:
     return path
 
 
+_BREAKDOWN = """
+import json, os, sys, time
+def rss():
+    f = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+    return int(f["VmRSS"].split()[0]) / 1024, int(f["VmHWM"].split()[0]) / 1024
+out = {"python_mb": rss()[0]}
+t = time.perf_counter(); import torch
+out["import_torch_s"], out["after_import_torch_mb"] = time.perf_counter() - t, rss()[0]
+t = time.perf_counter(); import open_clip
+out["import_open_clip_s"], out["after_import_open_clip_mb"] = time.perf_counter() - t, rss()[0]
+sys.path.insert(0, os.getcwd())
+from core.backbones import BackboneSettings, ClipBackbone
+t = time.perf_counter()
+bb = ClipBackbone("General", checkpoint=sys.argv[1], settings=BackboneSettings(cache_dir=sys.argv[2]))
+out["load_checkpoint_s"] = time.perf_counter() - t
+out["after_load_mb"], out["peak_mb"] = rss()
+out["parameters_mb"] = sum(p.numel() * p.element_size() for p in bb._net.parameters()) / 2**20
+out["image_tower_parameters_mb"] = sum(p.numel() * p.element_size() for p in bb._net.visual.parameters()) / 2**20
+print(json.dumps(out))
+"""
+
+
+def clip_breakdown(ckpt: Path) -> dict:
+    """Where CLIP's start-up time and memory go, in a fresh process: imports, then the checkpoint."""
+    import json
+    import subprocess
+    import sys
+
+    from .common import ROOT, model_dir
+
+    out = subprocess.run([sys.executable, "-c", _BREAKDOWN, str(ckpt), str(model_dir())], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        return {"error": out.stderr[-1000:]}
+    return {k: round(v, 2) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
 def _measure(env: dict, project_id: str | None, starts: int) -> dict:
     jpeg = megapixel_jpeg()
     best = None
@@ -65,6 +102,7 @@ def run(cfg: Config, tmp: Path) -> dict:
     # quick mode: start-up and memory only (training a CLIP project first takes longer than the rest)
     clip_project = None if cfg.quick else prepare_project(clip_env, "General", per_tag=5, name="startup-clip")
     result["CLIP ViT-B-32"] = _measure(clip_env, clip_project, cfg.pick(2, 1))
+    result["CLIP ViT-B-32"]["breakdown"] = clip_breakdown(ckpt)
     result["CLIP ViT-B-32"]["note"] = ("random weights from a local checkpoint (CVBOT_GENERAL_CHECKPOINT), "
                                        "CVBOT_DEFAULT_DOMAIN=General so that it is preloaded")
     result["note"] = ("healthy_s: from starting the process to /healthz answering 200 (the default domain's model "

@@ -152,11 +152,15 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
         img.draft("RGB", request)
     img.seek(0)
     try:
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(ORIENTATION, 1) != 1:  # (exif_transpose would copy even an upright image)
+            img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block: keep the pixels as stored (validate_image accepts it)
-        img.load()
+        pass
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
-        background = PILImage.new("RGBA", img.size, (255, 255, 255, 255))
-        img = PILImage.alpha_composite(background, img)
+        # pasting through the alpha channel onto white gives the same pixels as alpha_composite over an
+        # opaque white image (checked on every Tux Paint stamp), in one pass
+        background = PILImage.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
     return img.convert("RGB")

@@ -78,6 +78,8 @@ class EfficientNetLite0(Backbone):
         self.runtime = runtime or self.settings.runtime
         self._lock = threading.Lock()
         self._sessions: dict[str, object] = {}
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
         self._torch = None
         self._threads = self.settings.threads or os.cpu_count() or 1
         if self.runtime in ("auto", "onnx"):
@@ -191,10 +193,20 @@ class EfficientNetLite0(Backbone):
         return self._session("uint8-serial").run(None, {"pixels": pixels})[0]
 
     def forward_uint8(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 RGB pixels, resized and cropped -> (N, 1280) features."""
+        """(N, S, S, 3) uint8 RGB pixels, resized and cropped -> (N, 1280) features.
+
+        Alone, a call gets every core; while another call is running (concurrent predictions), it runs on
+        its own thread instead, so that parallel requests do not fight over the same cores."""
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         if self._torch is None:
-            return self._session("uint8").run(None, {"pixels": pixels})[0]
+            with self._count_lock:
+                busy = self._in_flight > 0
+                self._in_flight += 1
+            try:
+                return self._session("uint8-serial" if busy else "uint8").run(None, {"pixels": pixels})[0]
+            finally:
+                with self._count_lock:
+                    self._in_flight -= 1
         from ..embedding import normalise_batch
 
         return self.forward(normalise_batch(pixels, self.preprocessing))

@@ -148,3 +148,14 @@ def test_oriented_size_from_exif_with_draft_decoding():
     exif[0x0112] = 8
     info = validate_image(_save(img, "JPEG", exif=exif.tobytes()))
     assert (info.width, info.height) == (500, 1200)
+
+
+def test_partial_transparency_is_blended_onto_white_like_alpha_compositing():
+    rng = np.random.default_rng(6)
+    arr = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGBA")
+    expected = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
+    assert np.array_equal(np.asarray(decode_rgb(_save(img, "PNG"))), np.asarray(expected))
+    la = img.convert("LA")
+    expected_la = Image.alpha_composite(Image.new("RGBA", la.size, (255, 255, 255, 255)), la.convert("RGBA")).convert("RGB")
+    assert np.array_equal(np.asarray(decode_rgb(_save(la, "PNG"))), np.asarray(expected_la))
