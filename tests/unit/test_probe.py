@@ -84,3 +84,43 @@ def test_sklearn_clone_compatible(multilabel):
 
     p = LinearProbe(multilabel=multilabel, C=2.0)
     assert clone(p).get_params() == p.get_params()
+
+
+def _objective(Wb, X, Y, C, multilabel):
+    """The documented objective in float64 (class-balanced weights, ||W||^2 / 2C, over the total weight)."""
+    from scipy.special import log_expit, logsumexp
+
+    X, Wb = X.astype(np.float64), Wb.astype(np.float64)
+    w = sample_weights(Y, multilabel).astype(np.float64)
+    Z = X @ Wb[:-1] + Wb[-1]
+    if multilabel:
+        data = (w * -(Y * log_expit(Z) + (1 - Y) * log_expit(-Z))).sum()
+    else:
+        data = (w * (logsumexp(Z, 1) - (Z * Y).sum(1))).sum()
+    return (data + (Wb[:-1] ** 2).sum() / (2 * C)) / w.sum()
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("n,d", [(300, 24), (40, 64)])  # more images than dimensions, and fewer (the n-column trick)
+def test_fit_reaches_the_optimum_of_the_documented_objective(multilabel, n, d):
+    from scipy.optimize import minimize
+
+    from core.probe import fit_linear
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(n, d)).astype(np.float32) + 0.3
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    k = 3
+    if multilabel:
+        Y = (rng.random((n, k)) < 0.4).astype(np.float32)
+        Y[:k, :] = np.eye(k)
+    else:
+        Y = np.eye(k, dtype=np.float32)[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.2)]
+    C = 10.0
+    ours = _objective(fit_linear(X, Y, C, multilabel), X, Y, C, multilabel)
+
+    def f(theta):
+        return _objective(theta.reshape(d + 1, k), X, Y, C, multilabel)
+
+    best = minimize(f, np.zeros((d + 1) * k), method="L-BFGS-B", options={"maxiter": 20000, "ftol": 1e-14, "gtol": 1e-10}).fun
+    assert ours - best < 1e-4
