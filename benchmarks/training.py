@@ -106,7 +106,7 @@ def run_scaling(cfg: Config, tmp: Path) -> dict:
     rows = []
     for n in sizes:
         best = None
-        for _ in range(cfg.pick(2 if n <= 20000 else 1, 1)):
+        for _ in range(cfg.pick(2, 1)):
             out = subprocess.run(
                 [sys.executable, "-c", f"from benchmarks.training import _child; _child({n}, {k}, {d}, {cfg.seed}, {str(tmp / 'blobs7')!r})"],
                 cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -6,6 +6,12 @@ only on its training rows (held-out rows carry zero weight), and the out-of-fold
 are those of the selected C. With a five-value grid the selection bias is small next to the fold-to-fold
 spread, which is reported as precisionStdDeviation / recallStdDeviation.
 
+How C is selected, precisely: the path is solved to a looser tolerance (PATH_TOL, enough to rank the Cs:
+their log-losses differ by far more than that), the C with the lowest out-of-fold log-loss wins (ties go
+to the larger C), and the selected C's fold models are then taken on to the final model's tolerance
+(DEFAULT_TOL) from where the path left them; the out-of-fold probabilities are theirs. `scores` holds the
+path's log-loss for every C, the selected one's recomputed after that refinement.
+
 Speed (see core.probe): the folds share one label-free rotation of the features and advance in lock-step,
 so each iteration's matrix products are one wide product for all folds. The final model, fitted on every
 image afterwards, starts from the mean of the fold models at the selected C (it is not evaluated out of

@@ -170,7 +170,7 @@ class _Task:
     """One L-BFGS run over a path of Cs: the rows it trains on carry weight, held-out rows weigh 0."""
 
     def __init__(self, w: np.ndarray, sw: float, Cs, W0=None, b0=None, keep=None):
-        self.w = w  # (n,) or (n, k) weights normalised to sum 1, zero on held-out rows
+        self.w = w  # (n,) or, multilabel, (k, n) weights normalised to sum 1, zero on held-out rows
         self.sw = sw  # their sum before normalising: the penalty is relative to it
         self.Cs = list(Cs)
         self.keep = keep  # rows whose logits are recorded at each C (the held-out fold)
@@ -187,8 +187,9 @@ class Solver:
 
     Tasks (the k-fold models, each walking its own C path) share the Design's rows, so their two matrix
     products per iteration run as one wide product (BLAS, all cores), much faster than several thin ones.
-    Everything else is element-wise or vector work, done in numpy on one core: on a busy machine, small
-    multi-threaded operations spend more time waiting for each other than computing.
+    Everything else is element-wise or vector work per task, in numpy (single-threaded operations: on a
+    busy machine small multi-threaded ones spend more time waiting for each other than computing), with
+    the tasks spread over a thread per core.
     """
 
     def __init__(self, Z, Y: np.ndarray, multilabel: bool, var, tol: float = DEFAULT_TOL, max_iter: int = 500,
