@@ -241,7 +241,7 @@ def _render_gpu(path=None) -> list[str]:
     except (OSError, ValueError):
         return head + ["Pending: no CUDA GPU on this machine. `python -m benchmarks.gpu` (one script, under 4 minutes) "
                        "measures CLIP ViT-B-32 and Compact in fp16 with large batches there and writes "
-                       "`benchmarks/gpu.json`, which this report then includes."]
+                       "`benchmarks/gpu.json` (or `$OUT/gpu.json`); `python -m benchmarks.report` then adds it here."]
     if g.get("skipped") or not g.get("card"):
         return head + [f"Pending: the last GPU run measured nothing ({g.get('skipped', 'no card')})."]
     c = g["card"]
@@ -390,3 +390,20 @@ def _render_scaling(r: dict) -> list[str]:
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
            "scaling": _render_scaling}
+
+
+def rerender() -> None:
+    """`python -m benchmarks.report`: rewrite BENCHMARKS.md from benchmarks/results.json (and benchmarks/gpu.json,
+    e.g. after copying in a GPU run's $OUT/gpu.json) without running anything."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    results = json.loads((root / "benchmarks" / "results.json").read_text())
+    results["targets"] = evaluate_targets(results)
+    (root / "BENCHMARKS.md").write_text(render_markdown(results))
+    print(f"wrote {root / 'BENCHMARKS.md'}")
+
+
+if __name__ == "__main__":
+    rerender()
