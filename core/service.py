@@ -221,18 +221,18 @@ class CvService:
     def get_or_create_tags(self, project_id: str, names: Iterable[str]) -> list[Tag]:
         """Tags by case-insensitive name, created on first use; 'negative' means the Negative tag."""
         out: list[Tag] = []
+        existing = {t.name.lower(): t for t in self.list_tags(project_id)}
         for raw in names:
             name = raw.strip()
             if not name:
                 continue
-            existing = {t.name.lower(): t for t in self.list_tags(project_id)}
-            negative = next((t for t in existing.values() if t.type == TagType.Negative), None)
             if name.lower() == "negative":
-                out.append(negative or self.create_tag(project_id, "Negative", TagType.Negative))
-            elif name.lower() in existing:
-                out.append(existing[name.lower()])
+                tag = next((t for t in existing.values() if t.type == TagType.Negative), None) \
+                    or self.create_tag(project_id, "Negative", TagType.Negative)
             else:
-                out.append(self.create_tag(project_id, name))
+                tag = existing.get(name.lower()) or self.create_tag(project_id, name)
+            existing[tag.name.lower()] = tag
+            out.append(tag)
         return list({t.id: t for t in out}.values())
 
     # ----------------------------------------------------------------- images

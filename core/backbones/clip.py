@@ -69,7 +69,7 @@ class ClipBackbone(Backbone):
         if random_init_for_tests:
             tag = "random-init"
         elif checkpoint:
-            tag = "ckpt-" + _file_digest(checkpoint)
+            tag = "ckpt-" + _file_digest(checkpoint, Path(self.settings.cache_dir))
         else:
             tag = str(pretrained)
         self.id = f"clip-{model}@{tag}"
@@ -105,9 +105,29 @@ class ClipBackbone(Backbone):
         return np.stack(out)
 
 
-def _file_digest(path: str) -> str:
+def _file_digest(path: str, cache_dir: Path) -> str:
+    """Content digest of a checkpoint, remembered per (path, size, mtime) so a restart does not re-read it."""
+    import json
+
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_dir / "checkpoint-digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:12]
+    known[key] = h.hexdigest()[:12]
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only cache only costs the re-hash next time
+    return known[key]
