@@ -35,9 +35,8 @@ async def _classify(ctx: Ctx, data: bytes, store: bool, iteration_id: str | None
     pid = ctx.path("projectId")
 
     def predict():
-        ctx.project(pid)
         return ctx.service.predict(pid, data, iteration_id=iteration_id, publish_name=publish_name, store=store,
-                                   source="api")
+                                   source="api", workspace=ctx.workspace)
 
     return json_response(render.image_prediction(await ctx.run(predict)))
 

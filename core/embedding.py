@@ -24,12 +24,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def crop_uint8(img: PILImage.Image, p: Preprocessing) -> np.ndarray:
     """The pixels `Preprocessing.__call__` normalises: shorter side resized to `p.size`, centre crop; (S, S, 3) uint8."""
-    w, h = img.size
-    scale = p.size / min(w, h)
-    nw, nh = max(p.size, round(w * scale)), max(p.size, round(h * scale))
-    img = img.resize((nw, nh), p.resample, reducing_gap=3.0 if scale < 0.5 else None)
-    left, top = (nw - p.size) // 2, (nh - p.size) // 2
-    return np.asarray(img.crop((left, top, left + p.size, top + p.size)))
+    return p.crop(img)
 
 
 def normalise_batch(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:

@@ -90,9 +90,8 @@ def validate_image(data: bytes, max_bytes: int = TRAINING_MAX_BYTES) -> ImageInf
             width, height = height, width
     except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise fine image
         pass
-    sha = sha256_of(data)
-    _remember(sha, draft, img)
-    return ImageInfo(sha256=sha, format=fmt, width=width, height=height, size_bytes=len(data))
+    _remember(data, draft, img)
+    return ImageInfo(sha256=sha256_of(data), format=fmt, width=width, height=height, size_bytes=len(data))
 
 
 # validate_image decodes large JPEGs at the smallest DCT scale that keeps this many pixels on the shorter side
@@ -101,7 +100,7 @@ def validate_image(data: bytes, max_bytes: int = TRAINING_MAX_BYTES) -> ImageInf
 DRAFT_MIN_SIDE = 224
 ORIENTATION = 0x0112
 _DECODED_MAX = 4
-_decoded: OrderedDict[tuple, PILImage.Image] = OrderedDict()
+_decoded: OrderedDict[int, tuple[bytes, tuple[int, int] | None, PILImage.Image]] = OrderedDict()
 _decoded_lock = threading.Lock()
 
 
@@ -118,18 +117,24 @@ def _draft(img: PILImage.Image, min_side: int | None) -> tuple[int, int] | None:
     return None
 
 
-def _remember(sha: str, draft: tuple[int, int] | None, img: PILImage.Image) -> None:
+def _remember(data: bytes, draft: tuple[int, int] | None, img: PILImage.Image) -> None:
+    """Keep a decode for the next decode_rgb of the very same bytes object (the entry holds `data`, so its
+    id cannot be reused while it is kept: no need to hash the bytes again)."""
     if img.width * img.height > 4_000_000:  # keep the hand-over cache small
         return
     with _decoded_lock:
-        _decoded[(sha, draft)] = img
+        _decoded[id(data)] = (data, draft, img)
         while len(_decoded) > _DECODED_MAX:
             _decoded.popitem(last=False)
 
 
-def _recall(sha: str, draft: tuple[int, int] | None) -> PILImage.Image | None:
+def _recall(data: bytes, draft: tuple[int, int] | None) -> PILImage.Image | None:
     with _decoded_lock:
-        return _decoded.pop((sha, draft), None)
+        entry = _decoded.get(id(data))
+        if entry is None or entry[0] is not data or entry[1] != draft:
+            return None
+        del _decoded[id(data)]
+        return entry[2]
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
@@ -145,7 +150,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
         scale = min(w, h) / float(min_side)
         if scale >= 2:
             request = (int(w / scale) + 1, int(h / scale) + 1)
-    decoded = _recall(sha256_of(data), request) if _decoded else None
+    decoded = _recall(data, request) if _decoded else None
     if decoded is not None:  # decoded (identically) by validate_image just before
         img = decoded
     elif request is not None:
@@ -163,4 +168,4 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
         background = PILImage.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")

@@ -106,6 +106,10 @@ class IterationRepository(ABC):
     @abstractmethod
     def list(self, project_id: str) -> list[Iteration]: ...
 
+    def published(self, project_id: str, publish_name: str) -> Iteration | None:
+        """The project's iteration published under `publish_name` (adapters may answer it with one query)."""
+        return next((i for i in self.list(project_id) if i.publish_name == publish_name), None)
+
     @abstractmethod
     def update(self, iteration: Iteration) -> None:
         """Persist every field except the snapshot (which is written once by `add`)."""

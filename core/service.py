@@ -596,10 +596,14 @@ class CvService:
 
     # ----------------------------------------------------------------- prediction
     def predict(self, project_id: str, data: bytes, iteration_id: str | None = None, publish_name: str | None = None,
-                store: bool = True, source: str = "", max_bytes: int = PREDICTION_MAX_BYTES) -> Prediction:
+                store: bool = True, source: str = "", max_bytes: int = PREDICTION_MAX_BYTES,
+                workspace: str | None = None) -> Prediction:
+        """Classify one image; with `workspace`, a project of another workspace is not found."""
         info = validate_image(data, max_bytes)
         with self.uow() as uow:
             project = self._project(uow, project_id)
+            if workspace is not None and project.workspace != workspace:
+                raise errors.NotFound(f"no project with id {project_id}")
             it = self._prediction_iteration(uow, project, iteration_id, publish_name)
         backbone = self.backbones.for_domain(it.domain)
         if backbone.id != it.backbone_id:
@@ -632,7 +636,7 @@ class CvService:
         if iteration_id:
             it = self._iteration(uow, iteration_id, project.id)
         elif publish_name and publish_name != "default":
-            it = next((i for i in uow.iterations.list(project.id) if i.publish_name == publish_name), None)
+            it = uow.iterations.published(project.id, publish_name)
             if it is None:
                 raise errors.NotFound(f"no iteration of project '{project.name}' is published as '{publish_name}'")
         else:

@@ -244,6 +244,11 @@ class SqlIterations(ports.IterationRepository):
         q = select(t.iterations).where(t.iterations.c.project_id == project_id).order_by(t.iterations.c.number)
         return [self._obj(r) for r in self.s.execute(q)]
 
+    def published(self, project_id: str, publish_name: str) -> Iteration | None:
+        r = self.s.execute(select(t.iterations).where(t.iterations.c.project_id == project_id,
+                                                      t.iterations.c.publish_name == publish_name)).first()
+        return self._obj(r) if r else None
+
     def update(self, iteration: Iteration) -> None:
         row = self._row(iteration)
         row.pop("id")

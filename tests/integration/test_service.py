@@ -185,6 +185,14 @@ def test_iteration_default_and_delete_rules_and_blob_cleanup(service):
         service.delete_iteration(p.id, one.id)
     service.set_default_iteration(p.id, two.id)
     assert service.predict(p.id, colour_images(1, GREEN, 5)[0], store=False).iteration_id == two.id
+    service.publish_iteration(p.id, one.id, "prod")
+    assert service.predict(p.id, colour_images(1, GREEN, 5)[0], store=False, publish_name="prod",
+                           workspace=p.workspace).iteration_id == one.id
+    with pytest.raises(errors.NotFound):  # a project of another workspace does not exist for its keys
+        service.predict(p.id, colour_images(1, GREEN, 5)[0], publish_name="prod", workspace="T-OTHER")
+    service.unpublish_iteration(p.id, one.id)
+    with pytest.raises(errors.NotFound, match="published as 'prod'"):
+        service.predict(p.id, colour_images(1, GREEN, 5)[0], publish_name="prod")
     assert service.blobs.exists(one.probe_key) and service.blobs.exists(one.evaluation_key)
     service.delete_iteration(p.id, one.id)
     assert not service.blobs.exists(one.probe_key) and not service.blobs.exists(one.evaluation_key)

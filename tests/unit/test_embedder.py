@@ -80,3 +80,23 @@ def test_pipelined_workers_keep_order_and_report_each_chunk():
     reds = vecs[:, 0] / vecs[:, 1]
     assert (np.diff(reds) > 0).all()
     assert np.allclose(vecs, Embedder(FakeBackbone(), batch_size=4, workers=3).embed_bytes(data), atol=1e-6)
+
+
+def test_crop_resamples_only_the_square_yet_matches_resizing_the_whole_image():
+    from PIL import Image
+
+    from core.backbones.efficientnet import LITE_PREPROCESSING as p
+
+    rng = np.random.default_rng(3)
+    for size in [(640, 427), (427, 640), (300, 300), (1000, 230), (225, 900)]:
+        img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).filter(
+            __import__("PIL.ImageFilter", fromlist=["GaussianBlur"]).GaussianBlur(2))
+        w, h = img.size
+        scale = p.size / min(w, h)
+        nw, nh = max(p.size, round(w * scale)), max(p.size, round(h * scale))
+        left, top = (nw - p.size) // 2, (nh - p.size) // 2
+        reference = np.asarray(img.resize((nw, nh), p.resample).crop((left, top, left + p.size, top + p.size)))
+        fast = p.crop(img)
+        assert fast.shape == (p.size, p.size, 3) and fast.dtype == np.uint8
+        diff = np.abs(fast.astype(int) - reference)
+        assert diff.max() <= 2 and diff.mean() < 0.25, (size, diff.max(), diff.mean())  # a one-pixel shift: mean ~4
