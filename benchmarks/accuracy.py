@@ -52,6 +52,17 @@ def cvbot_kfold(X: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
     return {"accuracy": perf["accuracy"], "macro_ap": perf["averagePrecision"], "C": cv.C}, cv.folds
 
 
+def fold_spread(X: np.ndarray, y: np.ndarray, seeds: int) -> dict:
+    """cvbot's k-fold accuracy under other fold assignments (seeds 1..n): how much the one figure moves with
+    the split alone (the service shuffles its own image order, so its figure lands elsewhere in this range)."""
+    from core.evaluation import cross_validate
+
+    Y = onehot(y, int(y.max()) + 1)
+    accs = [float((cross_validate(X, Y, False, seed=s).oof.argmax(1) == y).mean()) for s in range(1, seeds + 1)]
+    return {"seeds": seeds, "mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4),
+            "min": round(min(accs), 4), "max": round(max(accs), 4)}
+
+
 def few_shot(X: np.ndarray, y: np.ndarray, shots=(5, 10, 20, 30), draws: int = 5, seed: int = 0) -> list[dict]:
     """Train on `m` random images per tag (C chosen by cvbot's own k-fold on those), test on the rest."""
     from core.probe import LinearProbe
@@ -109,6 +120,7 @@ def run(cfg: Config, tmp: Path) -> dict:
                "accuracy_points_vs_reference": round(100 * (ours["accuracy"] - ref["accuracy"]), 2),
                "macro_ap_points_vs_reference": round(100 * (ours["macro_ap"] - ref["macro_ap"]), 2)}
         shots = [s for s in (5, 10, 20, 30) if s < counts.min()]
+        row["fold_spread"] = fold_spread(X, labels, cfg.pick(10, 2))
         row["few_shot"] = few_shot(X, labels, shots=shots, draws=cfg.pick(5, 1), seed=cfg.seed)
         out[name] = row
         print(f"  accuracy {name}: cvbot {ours['accuracy']:.3f} (AP {ours['macro_ap']:.3f}), "

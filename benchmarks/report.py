@@ -366,6 +366,13 @@ def _render_accuracy(r: dict) -> list[str]:
                    f"{a['cvbot']['accuracy']:.3f} | {a['reference']['accuracy']:.3f} | **{a['accuracy_points_vs_reference']:+.1f}** | "
                    f"{a['cvbot']['macro_ap']:.3f} | {a['reference']['macro_ap']:.3f} | {a['cvbot']['C']:g} | "
                    f"{a['reference']['C']:g} ({a['reference']['class_weight']}) |")
+    spreads = [(name, a["fold_spread"]) for name, a in r.items() if "fold_spread" in a]
+    if spreads:
+        out += ["", "The split alone moves these figures: cvbot's k-fold accuracy over other fold assignments (seeds "
+                "1…n, same features and images): " + "; ".join(
+                    f"{name}: {f['mean']:.3f} ± {f['std']:.3f} (range {f['min']:.3f}–{f['max']:.3f}, {f['seeds']} splits)"
+                    for name, f in spreads) + ". A difference inside that range (e.g. the tuxpaint project trained "
+                "through the CLI, whose image order gives other folds) is the split, not the engine."]
     out += ["", "Few-shot: accuracy on the remaining images when training on m random images per tag (mean ± sd over draws; "
             "C chosen by cvbot's own k-fold on those images).", "", "| data | " + " | ".join(
                 f"{m} per tag" for m in (5, 10, 20, 30)) + " |", "|---|---|---|---|---|"]
