@@ -58,6 +58,45 @@ def _spinning_onnx_forward(backbone):
     return Spinning()
 
 
+def _per_core_forward(backbone, tensors: np.ndarray, batch_sizes, min_seconds: float, min_images: int,
+                      rounds: int = 2) -> dict[int, float]:
+    """Images/s of one single-threaded ONNX Runtime session run from one thread per core at once (the
+    arrangement the Embedder's workers use), on pre-decoded tensors."""
+    import threading
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(backbone.onnx_path()), opts, providers=["CPUExecutionProvider"])
+    cores = os.cpu_count() or 1
+    out = {}
+    for bs in batch_sizes:
+        batch = np.ascontiguousarray(tensors[np.arange(bs) % len(tensors)])
+        session.run(None, {"image": batch})
+        best = 0.0
+        for _ in range(rounds):
+            counts = [0] * cores
+            stop = time.perf_counter() + min_seconds
+
+            def work(i: int) -> None:
+                while counts[i] * cores < min_images or time.perf_counter() < stop:
+                    session.run(None, {"image": batch})
+                    counts[i] += bs
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(cores)]
+            t0 = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            best = max(best, rate(sum(counts), time.perf_counter() - t0))
+        out[bs] = best
+    return out
+
+
 def _end_to_end(backbone, items: list[bytes], batch_sizes, repeats: int) -> dict[int, float]:
     """Images/s of Embedder.embed from in-memory encoded bytes to stored vectors, per batch size."""
     from core.embedding import Embedder
@@ -114,6 +153,9 @@ def _case(name: str, backbone, sets: dict[str, list[bytes]], batch_sizes, raw_ba
     if getattr(backbone, "runtime", None) == "onnx":
         raws["onnx, spinning threads"] = _raw_forward(_spinning_onnx_forward(backbone), tensors, raw_batch_sizes,
                                                       min_seconds, min_images, rounds)
+        if (os.cpu_count() or 1) > 1:
+            raws["onnx, one single-threaded run per core"] = _per_core_forward(
+                backbone, tensors, raw_batch_sizes, min_seconds, min_images, rounds)
     sets_out = {}
     for set_name, items in sets.items():
         e2e = _end_to_end(backbone, items, batch_sizes, repeats=cfg.pick(2, 1))

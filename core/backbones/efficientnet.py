@@ -102,7 +102,8 @@ class EfficientNetLite0(Backbone):
         return Path(self.settings.cache_dir) / f"efficientnet-lite0-{self._weights_sha}-features.onnx"
 
     def onnx_uint8_path(self) -> Path:
-        return Path(self.settings.cache_dir) / f"efficientnet-lite0-{self._weights_sha}-features-uint8.onnx"
+        # v2: transposed while still uint8 (an NHWC->NCHW float transpose cost 1.2 ms of the 7 ms per image)
+        return Path(self.settings.cache_dir) / f"efficientnet-lite0-{self._weights_sha}-features-uint8-v2.onnx"
 
     def export_onnx(self, path: Path) -> Path:
         import torch
@@ -119,7 +120,7 @@ class EfficientNetLite0(Backbone):
         return path
 
     def export_onnx_uint8(self, path: Path) -> Path:
-        """The features graph behind a uint8 NHWC input: Cast, x * 1/(255 std) - mean/std, to NCHW."""
+        """The features graph behind a uint8 NHWC input: to NCHW (on the uint8 bytes), Cast, x * 1/(255 std) - mean/std."""
         import onnx
         from onnx import TensorProto, helper, numpy_helper
 
@@ -131,15 +132,15 @@ class EfficientNetLite0(Backbone):
         image = graph.input[0]
         size = self.preprocessing.size
         std = np.asarray(self.preprocessing.std, np.float64)
-        scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(1, 1, 1, 3)
-        shift = (-np.asarray(self.preprocessing.mean, np.float64) / std).astype(np.float32).reshape(1, 1, 1, 3)
+        scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(1, 3, 1, 1)
+        shift = (-np.asarray(self.preprocessing.mean, np.float64) / std).astype(np.float32).reshape(1, 3, 1, 1)
         graph.initializer.extend([numpy_helper.from_array(scale, "pixels_scale"),
                                   numpy_helper.from_array(shift, "pixels_shift")])
         nodes = [
-            helper.make_node("Cast", ["pixels"], ["pixels_f"], to=TensorProto.FLOAT),
+            helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Cast", ["pixels_nchw"], ["pixels_f"], to=TensorProto.FLOAT),
             helper.make_node("Mul", ["pixels_f", "pixels_scale"], ["pixels_scaled"]),
-            helper.make_node("Add", ["pixels_scaled", "pixels_shift"], ["pixels_nhwc"]),
-            helper.make_node("Transpose", ["pixels_nhwc"], [image.name], perm=[0, 3, 1, 2]),
+            helper.make_node("Add", ["pixels_scaled", "pixels_shift"], [image.name]),
         ]
         for node in reversed(nodes):
             graph.node.insert(0, node)

@@ -54,7 +54,7 @@ def test_compact_uint8_graph_matches_the_float_graph(provider):
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
-def test_pipelined_workers_keep_order_and_report_each_chunk():
+def test_pipelined_workers_keep_order_and_report_each_chunk(monkeypatch):
     import threading
 
     from core.embedding import normalise_batch
@@ -71,6 +71,7 @@ def test_pipelined_workers_keep_order_and_report_each_chunk():
     colours = [(i * 12, 255 - i * 12, 7) for i in range(21)]
     data = [png_bytes(c, size=(30, 20)) for c in colours]
     bb = Serial()
+    monkeypatch.setattr("core.embedding.PIPELINE_CHUNK", 8)  # chunks of min(batch size, 8) images
     seen, starts = [], []
     vecs = Embedder(bb, batch_size=4, workers=3).embed([(lambda d=d: d) for d in data],
                                                         progress=lambda d, t: seen.append((d, t)),
