@@ -2,7 +2,8 @@
 
 `cvbot serve` calls `setup(app, container)`: with SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET the bot answers
 Slack at POST /slack/events; with SLACK_APP_TOKEN it also (or only) connects over Socket Mode. Without tokens it
-logs one line saying Slack is off and why, and the rest of the server runs as usual.
+logs one line saying Slack is off and why, and the rest of the server runs as usual. At start-up the bot reports,
+in their original messages, trainings whose outcome it never posted (the server stopped while they ran).
 """
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def setup(app, container) -> None:
 
         app.on_startup.append(start_socket)
         app.on_cleanup.append(stop_socket)
+
+    async def report_missed(_app) -> None:  # in the background: the server answers /healthz meanwhile
+        from .training import report_unreported
+
+        cv.spawn(report_unreported(cv, bolt.client))
+
+    app.on_startup.append(report_missed)
 
     async def close_bot(_app) -> None:
         await cv.close()

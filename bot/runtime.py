@@ -92,6 +92,9 @@ class SlackBot:
         self._admins: dict[tuple[str, str], tuple[bool, float]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task] = set()
+        # iterations whose outcome this process reports already (ids, kept for the process's life), so the
+        # start-up catch-up (bot.training.report_unreported) never reports one twice
+        self.following: set[str] = set()
 
     # ------------------------------------------------------------- plumbing
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

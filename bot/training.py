@@ -15,6 +15,7 @@ from .runtime import SlackBot
 
 log = logging.getLogger("bot")
 FINAL_STAGES = ("done", "failed")
+NOTIFY_KEY = "slack"  # this adapter's key in Iteration.notify
 
 
 async def start_training(cv: SlackBot, client, channel: str, user: str, project: Project, force: bool,
@@ -31,6 +32,12 @@ async def start_training(cv: SlackBot, client, channel: str, user: str, project:
                 f"channel ({e.response.get('error')}); invite me with `/invite @cvbot` to see its progress and results."),
                 response_type="ephemeral")
         return it
+    cv.following.add(it.id)  # followed from here: the start-up catch-up must not report it a second time
+    try:  # kept with the iteration, so that a restart still reports the outcome in this message
+        await cv.call(cv.service.set_iteration_notify, it.id, NOTIFY_KEY,
+                      {"channel": channel, "ts": posted["ts"], "user": user})
+    except Exception:  # noqa: BLE001 - without it the in-memory follow-up below still reports the outcome
+        log.exception("could not store the Slack message of iteration %s", it.id)
     cv.spawn(follow_training(cv, client, channel, posted["ts"], project, it, user))
     return it
 
@@ -71,7 +78,22 @@ async def follow_training(cv: SlackBot, client, channel: str, ts: str, project: 
 
 
 async def post_results(cv: SlackBot, client, channel: str, ts: str, iteration_id: str) -> None:
+    """Update the training message with the outcome and post the details in its thread; then mark the iteration
+    reported. An error answer from Slack (message deleted, bot removed from the channel…) marks it too, since
+    asking again would get the same answer; a Slack that cannot be reached at all (after the client's retries)
+    leaves it unreported, so the next start-up tries again."""
     final = await cv.call(cv.service.wait_for_training, iteration_id, 60)
+    if final.status not in (IterationStatus.Completed, IterationStatus.Failed):
+        log.warning("iteration %s is still %s; its result is not posted yet", final.id, final.status.value)
+        return
+    try:
+        await _post_outcome(cv, client, channel, ts, final)
+    except SlackApiError as e:
+        log.warning("could not post the result of iteration %s in %s: %s", final.id, channel, e.response.get("error"))
+    await cv.call(cv.service.mark_reported, final.id)
+
+
+async def _post_outcome(cv: SlackBot, client, channel: str, ts: str, final: Iteration) -> None:
     project = await cv.call(cv.service.get_project, final.project_id)
     perf = None
     if final.status == IterationStatus.Completed:
@@ -100,3 +122,30 @@ async def _update(client, channel: str, ts: str, msg: dict) -> None:
         await client.chat_update(channel=channel, ts=ts, **msg)
     except SlackApiError as e:  # progress is best effort; the results still follow
         log.warning("chat.update failed: %s", e.response.get("error"))
+
+
+async def report_unreported(cv: SlackBot, client) -> int:
+    """At start-up: announce the outcome of trainings whose result never reached their Slack message (the server
+    stopped meanwhile; start-up recovery marked them Failed). One still running is followed again. Returns how
+    many iterations were taken up."""
+    pending = await cv.call(cv.service.unreported_iterations, NOTIFY_KEY, True)
+    taken = 0
+    for it in pending:
+        target = (it.notify or {}).get(NOTIFY_KEY) or {}
+        channel, ts = target.get("channel"), target.get("ts")
+        if it.id in cv.following or not channel or not ts:
+            continue
+        cv.following.add(it.id)
+        taken += 1
+        try:
+            if it.status in (IterationStatus.Queued, IterationStatus.Training):
+                project = await cv.call(cv.service.get_project, it.project_id)
+                await follow_training(cv, client, channel, ts, project, it, target.get("user"))
+            else:
+                await post_results(cv, client, channel, ts, it.id)
+        except errors.NotFound:  # deleted meanwhile
+            continue
+        except Exception:  # noqa: BLE001 - Slack unreachable or the like: left unreported for the next start-up
+            log.exception("could not report iteration %s in Slack", it.id)
+    log.info("Slack: took up %d training result(s) left unreported before this start", taken)
+    return taken

@@ -128,6 +128,10 @@ class Iteration:
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     trained_at: datetime | None = None
+    # where adapters announce the outcome, as opaque data per adapter (e.g. {"slack": {"channel": …, "ts": …}}),
+    # and when the final outcome was reported there; kept across restarts so no announcement is lost
+    notify: dict | None = None
+    reported_at: datetime | None = None
 
 
 @dataclass

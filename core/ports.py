@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 from typing import Callable, Iterable
 
 import numpy as np
@@ -112,7 +113,18 @@ class IterationRepository(ABC):
 
     @abstractmethod
     def update(self, iteration: Iteration) -> None:
-        """Persist every field except the snapshot (which is written once by `add`)."""
+        """Persist every field except the snapshot (written once by `add`) and `notify` / `reported_at` (written
+        only by `set_notify` / `set_reported`, so a training thread's update cannot overwrite them)."""
+
+    @abstractmethod
+    def set_notify(self, iteration_id: str, notify: dict | None) -> None: ...
+
+    @abstractmethod
+    def set_reported(self, iteration_id: str, reported_at: datetime | None) -> None: ...
+
+    def unreported(self, statuses: list[IterationStatus]) -> list[Iteration]:
+        """Iterations in `statuses` with a notification target whose outcome is not reported yet."""
+        return [i for i in self.in_status(statuses) if i.notify and i.reported_at is None]
 
     @abstractmethod
     def delete(self, iteration_id: str) -> None: ...

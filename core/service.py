@@ -511,6 +511,34 @@ class CvService:
                 return it
         raise errors.NotFound(f"no iteration {number} in this project")
 
+    # An adapter that announces a training (the Slack bot's progress message) stores where, so that the outcome
+    # is still announced there after a restart: `unreported_iterations` lists what is left to tell.
+    def set_iteration_notify(self, iteration_id: str, adapter: str, target: dict | None) -> Iteration:
+        """Record (or, with None, forget) `adapter`'s opaque target for announcing the iteration's outcome."""
+        with self.uow() as uow:
+            it = self._iteration(uow, iteration_id)
+            notify = {k: v for k, v in {**(it.notify or {}), adapter: target}.items() if v is not None}
+            uow.iterations.set_notify(it.id, notify or None)
+            uow.commit()
+            it.notify = notify or None
+            return it
+
+    def unreported_iterations(self, adapter: str, include_running: bool = False) -> list[Iteration]:
+        """Finished (Completed or Failed) iterations with a target of `adapter` whose outcome is not reported yet,
+        oldest first; with `include_running`, also the Queued and Training ones."""
+        statuses = [IterationStatus.Completed, IterationStatus.Failed]
+        if include_running:
+            statuses += [IterationStatus.Queued, IterationStatus.Training]
+        with self.uow() as uow:
+            return [it for it in uow.iterations.unreported(statuses) if adapter in (it.notify or {})]
+
+    def mark_reported(self, iteration_id: str) -> None:
+        """The iteration's final outcome was announced; an iteration deleted meanwhile is ignored."""
+        with self.uow() as uow:
+            if uow.iterations.get(iteration_id) is not None:
+                uow.iterations.set_reported(iteration_id, utcnow())
+                uow.commit()
+
     def rename_iteration(self, project_id: str, iteration_id: str, name: str) -> Iteration:
         name = _clean_name(name, "iteration")
         with self.uow() as uow:

@@ -220,10 +220,12 @@ class SqlIterations(ports.IterationRepository):
                          backbone_id=r.backbone_id, tag_ids=list(r.tag_ids), tag_names=list(r.tag_names),
                          probe_key=r.probe_key, evaluation_key=r.evaluation_key, performance=r.performance,
                          training_seconds=r.training_seconds, publish_name=r.publish_name,
-                         created_at=_utc(r.created_at), trained_at=_utc(r.trained_at))
+                         created_at=_utc(r.created_at), trained_at=_utc(r.trained_at),
+                         notify=dict(r.notify) if r.notify else None, reported_at=_utc(r.reported_at))
 
     def add(self, iteration: Iteration) -> None:
-        self.s.execute(insert(t.iterations).values(**self._row(iteration)))
+        self.s.execute(insert(t.iterations).values(**self._row(iteration), notify=iteration.notify or None,
+                                                   reported_at=iteration.reported_at))
         if iteration.snapshot:
             self.s.execute(insert(t.iteration_images), [
                 {"iteration_id": iteration.id, "position": n, "image_id": e.image_id, "sha256": e.sha256,
@@ -253,6 +255,17 @@ class SqlIterations(ports.IterationRepository):
         row = self._row(iteration)
         row.pop("id")
         self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration.id).values(**row))
+
+    def set_notify(self, iteration_id: str, notify: dict | None) -> None:
+        self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration_id).values(notify=notify or None))
+
+    def set_reported(self, iteration_id: str, reported_at: datetime | None) -> None:
+        self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration_id).values(reported_at=reported_at))
+
+    def unreported(self, statuses: list[IterationStatus]) -> list[Iteration]:
+        q = select(t.iterations).where(t.iterations.c.status.in_([s.value for s in statuses]),
+                                       t.iterations.c.notify.is_not(None), t.iterations.c.reported_at.is_(None))
+        return [self._obj(r) for r in self.s.execute(q.order_by(t.iterations.c.created_at, t.iterations.c.number))]
 
     def delete(self, iteration_id: str) -> None:
         self.s.execute(delete(t.iteration_images).where(t.iteration_images.c.iteration_id == iteration_id))

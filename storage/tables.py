@@ -85,6 +85,9 @@ iterations = Table(
     Column("publish_name", String(256)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("trained_at", DateTime(timezone=True)),
+    # opaque per-adapter notification targets (SQL NULL when none, not JSON null) and when the outcome was reported
+    Column("notify", JSON(none_as_null=True)),
+    Column("reported_at", DateTime(timezone=True)),
     UniqueConstraint("project_id", "number", name="uq_iterations_project_number"),
 )
 

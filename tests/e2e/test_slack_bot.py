@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from core.service import ImageUpload
+from tests.conftest import make_service
 from tests.helpers import colour_images, env_with, free_port, png_bytes
 from tests.slack_server import FakeSlack, SignedSender, actions_in, message_event, text_of
 
@@ -432,3 +434,69 @@ def test_socket_mode_runs_the_same_listeners(tmp_path, model_dir):
         stop_server(proc)
         slack.stop()
     assert "Slack is on: Socket Mode" in log.read_text()
+
+
+def _iteration_row(data_dir: Path) -> tuple[str, str | None] | None:
+    """(status, notify JSON) of the newest iteration, read from the server's SQLite database."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{data_dir / 'cvbot.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT status, notify FROM iterations ORDER BY created_at DESC, number DESC").fetchone()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_training_cut_off_by_a_crash_is_reported_in_its_message_after_restart(tmp_path, model_dir, provider):
+    slack, ch = FakeSlack().start(), "CCRASH"
+    # a project big enough that its training takes a second or two (here: 400 images), bound to the channel
+    (tmp_path / "data").mkdir()
+    seed = make_service(tmp_path / "data", provider)
+    p = seed.create_project("crash", workspace=slack.team_id, created_by=CREATOR)
+    red, green = seed.create_tag(p.id, "red"), seed.create_tag(p.id, "green")
+    ups = [ImageUpload(d, f"r{i}.png", [red.id]) for i, d in enumerate(colour_images(200, RED, 31))]
+    ups += [ImageUpload(d, f"g{i}.png", [green.id]) for i, d in enumerate(colour_images(200, GREEN, 32))]
+    assert all(r.ok for r in seed.add_images(p.id, ups))
+    seed.bind_channel(slack.team_id, ch, p.id, CREATOR)
+    env = dict(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=slack.api_url,
+               CVBOT_LOG_LEVEL="INFO")
+    proc = None
+    try:
+        proc, port, log = start_server(tmp_path, model_dir, **env)
+        bot = Bot(slack, SignedSender(f"http://127.0.0.1:{port}/slack/events", SECRET, slack.team_id), log)
+        assert bot.command("train", ch, wait=False) == []
+        post = slack.wait_for(lambda: next((m for m in slack.posts(ch) if m["text"].startswith(":hourglass")), None),
+                              what="the training message")
+        ts = post["ts"]
+        # the server has stored where it announces the outcome: crash it now, mid-training
+        row = slack.wait_for(lambda: (r := _iteration_row(tmp_path / "data")) and r[1] and r, timeout=10,
+                             what="the stored Slack target")
+        proc.kill()
+        proc.wait(timeout=30)
+        assert row[0] in ("Queued", "Training"), f"the training finished before the crash: {row}"
+        assert json.loads(row[1]) == {"slack": {"channel": ch, "ts": ts, "user": CREATOR}}
+        assert not any("Iteration 1 failed" in m["text"] for m in slack.posts(ch, ts))
+        calls_before = len(slack.calls)
+
+        # restart on the same data: the message is updated and the thread told why the iteration failed
+        proc, port, log = start_server(tmp_path, model_dir, **env)
+        reply = slack.wait_for(lambda: next((m for m in slack.posts(ch, ts) if "Iteration 1 failed" in m["text"]), None),
+                               what="the failure reply in the training thread")
+        assert "interrupted: the server stopped while this iteration was training" in reply["text"]
+        updates = [c for c in slack.calls[calls_before:] if c.method == "chat.update" and c.args.get("ts") == ts]
+        assert updates and updates[-1].args["channel"] == ch
+        now = slack.message(ch, ts)["text"]
+        assert now.startswith(":x: Training *crash* iteration 1 failed: interrupted"), now
+        slack.wait_for(lambda: "took up 1 training result(s)" in log.read_text(), what="the catch-up's log line")
+        stop_server(proc)
+
+        # a second restart does not announce it again
+        calls_before = len(slack.calls)
+        proc, port, log = start_server(tmp_path, model_dir, **env)
+        slack.wait_for(lambda: "took up 0 training result(s)" in log.read_text(), what="the second catch-up's log line")
+        assert [c.method for c in slack.calls[calls_before:] if c.method.startswith("chat.")] == []
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        slack.stop()

@@ -354,3 +354,40 @@ def test_train_in_a_channel_the_bot_is_not_in_says_how_to_fix_it(cv, runner):
     runner.release()  # the training itself still runs
     (it,) = cv.service.list_iterations(p.id)
     assert cv.service.wait_for_training(it.id, 120).status == IterationStatus.Completed
+
+
+def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+    from bot.training import report_unreported
+
+    client = RecordingClient()
+    p = _train_ready_project(cv, client)
+    slash(cv, "train", client)  # the progress message is posted; its follower dies with the event loop
+    (it,) = cv.service.list_iterations(p.id)
+    assert it.notify == {"slack": {"channel": CH, "ts": "1.0001", "user": CREATOR}}
+    assert cv.service.recover()["failed_iterations"] == 1  # the job never ran: "restart"
+
+    following = SlackBot(cv.service, "xoxb-test")
+    following.following.add(it.id)  # an iteration this process already reports is left to its follower
+    assert asyncio.run(report_unreported(following, RecordingClient())) == 0
+
+    class ThreadGone(RecordingClient):  # Slack answers the thread reply with an error: reported anyway
+        async def chat_postMessage(self, **kw):
+            self._record("chat.postMessage", kw)
+            raise SlackApiError("thread_not_found", AsyncSlackResponse(
+                client=None, http_verb="POST", api_url="x", req_args={},
+                data={"ok": False, "error": "thread_not_found"}, headers={}, status_code=200))
+
+    after = ThreadGone()
+    assert asyncio.run(report_unreported(SlackBot(cv.service, "xoxb-test"), after)) == 1
+    (update,) = after.of("chat.update")
+    assert update["channel"] == CH and update["ts"] == "1.0001"
+    assert update["text"].startswith(":x: Training *colours* iteration 1 failed: interrupted")
+    (reply,) = after.of("chat.postMessage")
+    assert reply["thread_ts"] == "1.0001" and reply["text"].startswith(":warning: Iteration 1 failed: interrupted")
+    assert cv.service.get_iteration(it.id).reported_at is not None
+
+    again = RecordingClient()
+    assert asyncio.run(report_unreported(SlackBot(cv.service, "xoxb-test"), again)) == 0 and again.calls == []
