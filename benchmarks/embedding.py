@@ -43,13 +43,9 @@ def _decode_cpu_ms(backbone, items: list[bytes]) -> float:
 def _spinning_onnx_forward(backbone):
     """The same ONNX graph in a session whose idle threads spin (ONNX Runtime's default): a little faster
     for one model alone, which is what a raw-forward reference should get."""
-    import onnxruntime as ort
+    from core.backbones.base import onnx_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = backbone._threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(backbone.onnx_path()), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(backbone.onnx_path(), backbone._threads, spinning=True)
 
     class Spinning:
         def forward(self, batch):
@@ -64,13 +60,9 @@ def _per_core_forward(backbone, tensors: np.ndarray, batch_sizes, min_seconds: f
     arrangement the Embedder's workers use), on pre-decoded tensors."""
     import threading
 
-    import onnxruntime as ort
+    from core.backbones.base import onnx_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(backbone.onnx_path()), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(backbone.onnx_path(), 1)
     cores = os.cpu_count() or 1
     out = {}
     for bs in batch_sizes:

@@ -81,7 +81,6 @@ def _end_to_end(torch, forward, preprocessing, items: list[bytes], batch: int, w
                 dtype=None) -> float:
     """Decode + crop on `workers` CPU threads (cvbot's code), uint8 to the GPU, normalise there, fp16 forward,
     L2-normalise, vectors back to the host. Decoding of the next batch overlaps the GPU work."""
-    from core.embedding import crop_uint8
     from core.images import decode_rgb
 
     dtype = dtype or torch.float16
@@ -90,7 +89,7 @@ def _end_to_end(torch, forward, preprocessing, items: list[bytes], batch: int, w
     std = torch.tensor(preprocessing.std, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
 
     def prepare(b: bytes) -> np.ndarray:
-        return crop_uint8(decode_rgb(b, min_side=size), preprocessing)
+        return preprocessing.crop(decode_rgb(b, min_side=size))
 
     chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
     host = torch.empty((batch, size, size, 3), dtype=torch.uint8)

@@ -140,7 +140,8 @@ async def report_unreported(cv: SlackBot, client) -> int:
         try:
             if it.status in (IterationStatus.Queued, IterationStatus.Training):
                 project = await cv.call(cv.service.get_project, it.project_id)
-                await follow_training(cv, client, channel, ts, project, it, target.get("user"))
+                # followed alongside, so that one still running does not hold up reporting the others
+                cv.spawn(follow_training(cv, client, channel, ts, project, it, target.get("user")))
             else:
                 await post_results(cv, client, channel, ts, it.id)
         except errors.NotFound:  # deleted meanwhile

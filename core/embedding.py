@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image as PILImage
 
 from .backbones.base import Backbone, Preprocessing
 from .images import decode_rgb
@@ -22,11 +21,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-def crop_uint8(img: PILImage.Image, p: Preprocessing) -> np.ndarray:
-    """The pixels `Preprocessing.__call__` normalises: shorter side resized to `p.size`, centre crop; (S, S, 3) uint8."""
-    return p.crop(img)
 
 
 def normalise_batch(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
@@ -64,7 +58,7 @@ class Embedder:
     def _prepare(self, loader: Callable[[], bytes]) -> np.ndarray:
         img = decode_rgb(loader(), min_side=self.backbone.preprocessing.size)
         if self._uint8:
-            return crop_uint8(img, self.backbone.preprocessing)
+            return self.backbone.preprocessing.crop(img)
         return self.backbone.preprocess(img)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

@@ -104,17 +104,23 @@ _decoded: OrderedDict[int, tuple[bytes, tuple[int, int] | None, PILImage.Image]]
 _decoded_lock = threading.Lock()
 
 
-def _draft(img: PILImage.Image, min_side: int | None) -> tuple[int, int] | None:
-    """Ask a JPEG's decoder for the smallest DCT scale whose shorter side is still >= min_side; returns the
-    request (None when the image is decoded at full size)."""
+def _draft_request(img: PILImage.Image, min_side: int | None) -> tuple[int, int] | None:
+    """The draft size that makes a JPEG's decoder use the smallest DCT scale whose shorter side is still
+    >= min_side (None: decode at full size)."""
     if min_side and img.format == "JPEG":
         w, h = img.size
         scale = min(w, h) / float(min_side)
         if scale >= 2:
-            request = (int(w / scale) + 1, int(h / scale) + 1)
-            img.draft("RGB", request)
-            return request
+            return int(w / scale) + 1, int(h / scale) + 1
     return None
+
+
+def _draft(img: PILImage.Image, min_side: int | None) -> tuple[int, int] | None:
+    """Apply `_draft_request` to the decoder; returns the request."""
+    request = _draft_request(img, min_side)
+    if request is not None:
+        img.draft("RGB", request)
+    return request
 
 
 def _remember(data: bytes, draft: tuple[int, int] | None, img: PILImage.Image) -> None:
@@ -144,12 +150,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
     still at least `min_side` (much faster for photos far larger than the model's input).
     """
     img = PILImage.open(io.BytesIO(data))
-    request = None
-    if min_side and img.format == "JPEG":
-        w, h = img.size
-        scale = min(w, h) / float(min_side)
-        if scale >= 2:
-            request = (int(w / scale) + 1, int(h / scale) + 1)
+    request = _draft_request(img, min_side)
     decoded = _recall(data, request) if _decoded else None
     if decoded is not None:  # decoded (identically) by validate_image just before
         img = decoded

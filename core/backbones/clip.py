@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import BackboneUnavailable
 from . import clip_export
-from .base import Backbone, BackboneSettings, Preprocessing
+from .base import Backbone, BackboneSettings, Preprocessing, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ClipBackbone(Backbone):
                 Path(self.settings.cache_dir).mkdir(parents=True, exist_ok=True)
                 self._own_export = tempfile.TemporaryDirectory(prefix=".random-init-", dir=self.settings.cache_dir)
                 clip_export.export_image_tower(self._net, self.onnx_path(), meta)
-                self._session = self._open_session(self.onnx_path())
+                self._session = onnx_session(self.onnx_path(), self._threads)
         elif onnx:
             try:
                 meta = self._open_export()
@@ -109,7 +109,7 @@ class ClipBackbone(Backbone):
                 meta = json.loads(sidecar.read_text())
                 if meta.get("id") != self.id:
                     raise ValueError(f"it was made for {meta.get('id')}")
-                self._session = self._open_session(path)
+                self._session = onnx_session(path, self._threads)
                 return meta
             except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
                 log.warning("cached ONNX export %s is unusable (%s); exporting it again", path, e)
@@ -118,7 +118,7 @@ class ClipBackbone(Backbone):
         log.info("exporting the image tower of %s to ONNX at %s (once)", self.id, path)
         self._export_in_child(path)
         meta = json.loads(sidecar.read_text())
-        self._session = self._open_session(path)
+        self._session = onnx_session(path, self._threads)
         return meta
 
     def _export_in_child(self, path: Path) -> None:
@@ -133,16 +133,6 @@ class ClipBackbone(Backbone):
             raise BackboneUnavailable(self._help(lines[-1] if lines else "unknown error"))
         if done.returncode != 0:
             raise RuntimeError(f"the export process exited with {done.returncode}: {' | '.join(lines[-5:])}")
-
-    def _open_session(self, path: Path):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as EfficientNetLite0
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def _open_clip_cache(self) -> str:
         return str(Path(self.settings.cache_dir) / "open_clip")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackboneUnavailable
-from .base import Backbone, BackboneSettings, Preprocessing
+from .base import Backbone, BackboneSettings, Preprocessing, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +160,11 @@ class EfficientNetLite0(Backbone):
             return session
         with self._lock:
             if kind not in self._sessions:
-                import onnxruntime as ort
-
                 path = self.onnx_path() if kind == "float" else self.onnx_uint8_path()
                 if not path.exists():
                     log.info("exporting EfficientNet-Lite0 to ONNX at %s (once)", path)
                     (self.export_onnx if kind == "float" else self.export_onnx_uint8)(path)
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = 1 if kind == "uint8-serial" else self._threads
-                opts.inter_op_num_threads = 1
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # idle intra-op threads sleep instead of spinning: the decoding threads need those cores
-                # (measured: +7-15 % end-to-end images/s on 2 cores; at most ~1 ms more for one image)
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._sessions[kind] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self._sessions[kind] = onnx_session(path, 1 if kind == "uint8-serial" else self._threads)
             return self._sessions[kind]
 
     def forward(self, batch: np.ndarray) -> np.ndarray:

@@ -23,14 +23,14 @@ def test_empty_input():
 
 
 def test_uint8_path_matches_the_backbones_own_preprocessing():
-    from core.embedding import crop_uint8, normalise_batch
+    from core.embedding import normalise_batch
     from core.images import decode_rgb
 
     bb = FakeBackbone()
     data = [png_bytes(seed=i, size=(40 + 7 * i, 30 + 3 * i)) for i in range(5)]
     imgs = [decode_rgb(d, min_side=bb.preprocessing.size) for d in data]
     ref = np.stack([bb.preprocess(im) for im in imgs])
-    fast = normalise_batch(np.stack([crop_uint8(im, bb.preprocessing) for im in imgs]), bb.preprocessing)
+    fast = normalise_batch(np.stack([bb.preprocessing.crop(im) for im in imgs]), bb.preprocessing)
     assert fast.shape == ref.shape and np.abs(fast - ref).max() < 1e-5
 
 
@@ -44,13 +44,12 @@ def test_an_overridden_preprocess_is_used():
 
 
 def test_compact_uint8_graph_matches_the_float_graph(provider):
-    from core.embedding import crop_uint8
     from core.images import decode_rgb
 
     bb = provider.for_domain("Compact")
     imgs = [decode_rgb(png_bytes(seed=i, size=(300, 200)), min_side=224) for i in range(3)]
     ref = bb.forward(np.stack([bb.preprocess(im) for im in imgs]))
-    fast = bb.forward_uint8(np.stack([crop_uint8(im, bb.preprocessing) for im in imgs]))
+    fast = bb.forward_uint8(np.stack([bb.preprocessing.crop(im) for im in imgs]))
     assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
