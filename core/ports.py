@@ -56,6 +56,11 @@ class TagRepository(ABC):
     def add(self, tag: Tag) -> None: ...
 
     @abstractmethod
+    def add_if_absent(self, tag: Tag) -> Tag:
+        """Add `tag` unless the project has a tag of that (case-insensitive) name, also one a concurrent
+        transaction is adding; returns the tag stored under the name, `tag` itself only if it was added."""
+
+    @abstractmethod
     def get(self, tag_id: str) -> Tag | None: ...
 
     @abstractmethod

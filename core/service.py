@@ -167,13 +167,13 @@ class CvService:
             self._project(uow, project_id)
             tags = uow.tags.list(project_id)
             if any(t.name.lower() == name.lower() for t in tags):
-                raise errors.Conflict(f"a tag named '{name}' already exists in this project", "BadRequestDuplicateTag")
+                raise _duplicate_tag(name)
             if tag_type == TagType.Negative and any(t.type == TagType.Negative for t in tags):
                 raise errors.InvalidInput("this project already has a Negative tag", "BadRequestTagTypeNegativeExists")
-            if len(tags) >= MAX_TAGS_PER_PROJECT:
-                raise errors.InvalidInput(f"a project can have at most {MAX_TAGS_PER_PROJECT} tags", "BadRequestTagLimitExceed")
+            _check_tag_limit(len(tags))
             tag = Tag(project_id=project_id, name=name, type=tag_type, description=description or "")
-            uow.tags.add(tag)
+            if uow.tags.add_if_absent(tag).id != tag.id:  # a concurrent create_tag took the name first
+                raise _duplicate_tag(name)
             uow.commit()
             return tag
 
@@ -194,7 +194,7 @@ class CvService:
             if name is not None:
                 name = _clean_name(name, "tag")
                 if any(t.name.lower() == name.lower() and t.id != tag.id for t in tags):
-                    raise errors.Conflict(f"a tag named '{name}' already exists in this project", "BadRequestDuplicateTag")
+                    raise _duplicate_tag(name)
                 tag.name = name
             if description is not None:
                 tag.description = description
@@ -219,7 +219,8 @@ class CvService:
             uow.commit()
 
     def get_or_create_tags(self, project_id: str, names: Iterable[str]) -> list[Tag]:
-        """Tags by case-insensitive name, created on first use; 'negative' means the Negative tag."""
+        """Tags by case-insensitive name, created on first use; 'negative' means the Negative tag. Safe to race:
+        callers creating the same new tag at once all get the one tag that was stored."""
         out: list[Tag] = []
         existing = {t.name.lower(): t for t in self.list_tags(project_id)}
         for raw in names:
@@ -228,12 +229,25 @@ class CvService:
                 continue
             if name.lower() == "negative":
                 tag = next((t for t in existing.values() if t.type == TagType.Negative), None) \
-                    or self.create_tag(project_id, "Negative", TagType.Negative)
+                    or self._tag_named(project_id, "Negative", TagType.Negative, len(existing))
             else:
-                tag = existing.get(name.lower()) or self.create_tag(project_id, name)
+                tag = existing.get(name.lower()) or self._tag_named(project_id, name, TagType.Regular, len(existing))
             existing[tag.name.lower()] = tag
             out.append(tag)
         return list({t.id: t for t in out}.values())
+
+    def _tag_named(self, project_id: str, name: str, tag_type: TagType, known: int) -> Tag:
+        """The project's tag called `name`, added if absent (each in its own short transaction, so racing
+        callers cannot deadlock on several names)."""
+        name = _clean_name(name, "tag")
+        _check_tag_limit(known)
+        with self.uow() as uow:
+            tag = uow.tags.add_if_absent(Tag(project_id=project_id, name=name, type=tag_type))
+            uow.commit()
+        if tag_type == TagType.Negative and tag.type != TagType.Negative:
+            raise errors.Conflict(f"the tag '{tag.name}' is a Regular tag, so it cannot mark negative images; "
+                                  "rename it or make it the Negative tag, then tag again", "BadRequestDuplicateTag")
+        return tag
 
     # ----------------------------------------------------------------- images
     def add_images(self, project_id: str, uploads: list[ImageUpload], source: str = "",
@@ -962,6 +976,15 @@ def _clean_name(name: str, what: str) -> str:
     if len(name) > MAX_NAME:
         raise errors.InvalidInput(f"the {what} name is longer than {MAX_NAME} characters")
     return name
+
+
+def _duplicate_tag(name: str) -> errors.Conflict:
+    return errors.Conflict(f"a tag named '{name}' already exists in this project", "BadRequestDuplicateTag")
+
+
+def _check_tag_limit(count: int) -> None:
+    if count >= MAX_TAGS_PER_PROJECT:
+        raise errors.InvalidInput(f"a project can have at most {MAX_TAGS_PER_PROJECT} tags", "BadRequestTagLimitExceed")
 
 
 def _domain(value: Domain | str) -> Domain:

@@ -6,6 +6,8 @@ from typing import Iterable
 
 import numpy as np
 from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core import ports
@@ -28,6 +30,23 @@ def _utc(value: datetime | None) -> datetime | None:
 def _chunks(items: list, size: int = CHUNK):
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _dialect_insert(s: Session, table):
+    """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(table)
+    if dialect == "sqlite":
+        return sqlite_insert(table)
+    raise NotImplementedError(f"no conflict-safe insert for {dialect}")
+
+
+def _insert_absent(s: Session, table, rows: list[dict], keys: list[str]) -> None:
+    """Insert the rows whose `keys` are free; a row a concurrent transaction inserted first is kept as it is
+    (PostgreSQL waits for that transaction, SQLite for its write lock, so a later select sees the row)."""
+    for chunk in _chunks(rows):
+        s.execute(_dialect_insert(s, table).on_conflict_do_nothing(index_elements=keys), chunk)
 
 
 class SqlProjects(ports.ProjectRepository):
@@ -89,10 +108,18 @@ class SqlTags(ports.TagRepository):
         return Tag(id=r.id, project_id=r.project_id, name=r.name, type=TagType(r.type), description=r.description,
                    created_at=_utc(r.created_at), image_count=int(r.image_count or 0))
 
+    @staticmethod
+    def _row(tag: Tag) -> dict:
+        return dict(id=tag.id, project_id=tag.project_id, name=tag.name, name_lower=tag.name.lower(),
+                    type=tag.type.value, description=tag.description, created_at=tag.created_at)
+
     def add(self, tag: Tag) -> None:
-        self.s.execute(insert(t.tags).values(id=tag.id, project_id=tag.project_id, name=tag.name,
-                                             name_lower=tag.name.lower(), type=tag.type.value,
-                                             description=tag.description, created_at=tag.created_at))
+        self.s.execute(insert(t.tags).values(**self._row(tag)))
+
+    def add_if_absent(self, tag: Tag) -> Tag:
+        _insert_absent(self.s, t.tags, [self._row(tag)], ["project_id", "name_lower"])
+        return self._obj(self.s.execute(self._select().where(
+            t.tags.c.project_id == tag.project_id, t.tags.c.name_lower == tag.name.lower())).one())
 
     def get(self, tag_id: str) -> Tag | None:
         r = self.s.execute(self._select().where(t.tags.c.id == tag_id)).first()
