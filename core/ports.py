@@ -146,7 +146,8 @@ class EmbeddingRepository(ABC):
     def get_many(self, backbone_id: str, sha256s: list[str]) -> dict[str, np.ndarray]: ...
 
     @abstractmethod
-    def put_many(self, backbone_id: str, vectors: dict[str, np.ndarray]) -> None: ...
+    def put_many(self, backbone_id: str, vectors: dict[str, np.ndarray]) -> None:
+        """Store the vectors not stored yet; one a concurrent transaction stores first is kept."""
 
     @abstractmethod
     def count(self, backbone_id: str | None = None) -> int: ...
@@ -171,7 +172,8 @@ class ChannelRepository(ABC):
     def get(self, workspace: str, channel_id: str) -> ChannelBinding | None: ...
 
     @abstractmethod
-    def put(self, binding: ChannelBinding) -> None: ...
+    def put(self, binding: ChannelBinding) -> None:
+        """Insert or replace the channel's binding (the last of concurrent puts wins, none fails)."""
 
     @abstractmethod
     def delete(self, workspace: str, channel_id: str) -> None: ...
@@ -184,7 +186,8 @@ class MessageRepository(ABC):
     """Which images a chat message brought in (so thread replies can retag or remove them)."""
 
     @abstractmethod
-    def link(self, workspace: str, channel_id: str, message_ts: str, image_ids: list[str]) -> None: ...
+    def link(self, workspace: str, channel_id: str, message_ts: str, image_ids: list[str]) -> None:
+        """Add the links not there yet (concurrent links of the same message do not fail)."""
 
     @abstractmethod
     def image_ids(self, workspace: str, channel_id: str, message_ts: str) -> list[str]: ...
@@ -195,7 +198,13 @@ class KeyRepository(ABC):
     def get(self, workspace: str) -> WorkspaceKeys | None: ...
 
     @abstractmethod
-    def put(self, keys: WorkspaceKeys) -> None: ...
+    def put(self, keys: WorkspaceKeys) -> None:
+        """Insert or replace the workspace's keys."""
+
+    @abstractmethod
+    def add_if_absent(self, keys: WorkspaceKeys) -> WorkspaceKeys:
+        """Add `keys` unless the workspace has keys (also ones a concurrent transaction is adding); returns
+        the workspace's stored keys."""
 
     @abstractmethod
     def find(self, key: str) -> WorkspaceKeys | None:

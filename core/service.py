@@ -770,8 +770,12 @@ class CvService:
         with self.uow() as uow:
             keys = uow.keys.get(workspace)
             if keys is None or regenerate:
-                keys = WorkspaceKeys(workspace, secrets.token_hex(16), secrets.token_hex(16))
-                uow.keys.put(keys)
+                fresh = WorkspaceKeys(workspace, secrets.token_hex(16), secrets.token_hex(16))
+                if regenerate:
+                    uow.keys.put(fresh)
+                    keys = fresh
+                else:  # first use: a concurrent first use may store its keys first, and then everyone gets those
+                    keys = uow.keys.add_if_absent(fresh)
                 uow.commit()
             return keys
 

@@ -49,6 +49,13 @@ def _insert_absent(s: Session, table, rows: list[dict], keys: list[str]) -> None
         s.execute(_dialect_insert(s, table).on_conflict_do_nothing(index_elements=keys), chunk)
 
 
+def _upsert(s: Session, table, row: dict, keys: list[str]) -> None:
+    """Insert the row, or overwrite the one with the same `keys` (also one a concurrent transaction just added)."""
+    stmt = _dialect_insert(s, table).values(**row)
+    s.execute(stmt.on_conflict_do_update(index_elements=keys,
+                                         set_={c: stmt.excluded[c] for c in row if c not in keys}))
+
+
 class SqlProjects(ports.ProjectRepository):
     def __init__(self, session: Session):
         self.s = session
@@ -326,8 +333,7 @@ class SqlEmbeddings(ports.EmbeddingRepository):
         existing = set(self.get_many(backbone_id, list(vectors)))
         rows = [{"backbone_id": backbone_id, "sha256": sha, "dim": int(v.shape[0]),
                  "vector": np.asarray(v, np.float32).tobytes()} for sha, v in vectors.items() if sha not in existing]
-        if rows:
-            self.s.execute(insert(t.embeddings), rows)
+        _insert_absent(self.s, t.embeddings, rows, ["backbone_id", "sha256"])
 
     def count(self, backbone_id: str | None = None) -> int:
         q = select(func.count()).select_from(t.embeddings)
@@ -403,10 +409,10 @@ class SqlChannels(ports.ChannelRepository):
         return self._obj(r) if r else None
 
     def put(self, binding: ChannelBinding) -> None:
-        self.delete(binding.workspace, binding.channel_id)
-        self.s.execute(insert(t.channel_bindings).values(
+        _upsert(self.s, t.channel_bindings, dict(
             workspace=binding.workspace, channel_id=binding.channel_id, project_id=binding.project_id,
-            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at))
+            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at),
+            ["workspace", "channel_id"])
 
     def delete(self, workspace: str, channel_id: str) -> None:
         self.s.execute(delete(t.channel_bindings).where(
@@ -425,8 +431,7 @@ class SqlMessages(ports.MessageRepository):
         have = set(self.image_ids(workspace, channel_id, message_ts))
         rows = [{"workspace": workspace, "channel_id": channel_id, "message_ts": message_ts, "image_id": i}
                 for i in dict.fromkeys(image_ids) if i not in have]
-        if rows:
-            self.s.execute(insert(t.message_images), rows)
+        _insert_absent(self.s, t.message_images, rows, ["workspace", "channel_id", "message_ts", "image_id"])
 
     def image_ids(self, workspace: str, channel_id: str, message_ts: str) -> list[str]:
         q = select(t.message_images.c.image_id).where(
@@ -447,10 +452,17 @@ class SqlKeys(ports.KeyRepository):
         r = self.s.execute(select(t.workspace_keys).where(t.workspace_keys.c.workspace == workspace)).first()
         return self._obj(r) if r else None
 
+    @staticmethod
+    def _row(keys: WorkspaceKeys) -> dict:
+        return dict(workspace=keys.workspace, training_key=keys.training_key, prediction_key=keys.prediction_key,
+                    created_at=keys.created_at)
+
     def put(self, keys: WorkspaceKeys) -> None:
-        self.s.execute(delete(t.workspace_keys).where(t.workspace_keys.c.workspace == keys.workspace))
-        self.s.execute(insert(t.workspace_keys).values(workspace=keys.workspace, training_key=keys.training_key,
-                                                       prediction_key=keys.prediction_key, created_at=keys.created_at))
+        _upsert(self.s, t.workspace_keys, self._row(keys), ["workspace"])
+
+    def add_if_absent(self, keys: WorkspaceKeys) -> WorkspaceKeys:
+        _insert_absent(self.s, t.workspace_keys, [self._row(keys)], ["workspace"])
+        return self.get(keys.workspace)
 
     def find(self, key: str) -> WorkspaceKeys | None:
         r = self.s.execute(select(t.workspace_keys).where(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from core import errors
@@ -81,3 +82,52 @@ def test_create_tag_race_loser_gets_azures_duplicate_error(service):
     tag, losers = one_winner(lambda: service.create_tag(p.id, "Same"))
     assert [e.code for e in losers] == ["BadRequestDuplicateTag"] * (THREADS - 1)
     assert [t.id for t in service.list_tags(p.id)] == [tag.id]
+
+
+def test_first_use_of_workspace_keys_gives_every_caller_the_same_keys(service):
+    for rnd in range(ROUNDS):
+        ws = f"TRACE{rnd}"
+        keys = race(lambda i: service.workspace_keys(ws))
+        assert len({(k.training_key, k.prediction_key) for k in keys}) == 1
+        assert service.workspace_for_key(keys[0].training_key) == (ws, "training")
+        assert service.workspace_for_key(keys[0].prediction_key) == (ws, "prediction")
+
+
+def test_racing_channel_bindings_and_collect_mode_leave_one_binding(service):
+    projects = [service.create_project(f"bind {i}", workspace="TB") for i in range(THREADS)]
+    for rnd in range(ROUNDS):
+        channel = f"CBIND{rnd}"
+        race(lambda i: service.bind_channel("TB", channel, projects[i].id, f"U{i}"))
+        binding = service.channel_binding("TB", channel)
+        assert binding.project_id in {p.id for p in projects}
+        modes = race(lambda i: service.set_collect_mode("TB", channel, ["fruit", f"kind{i % 2}"]))
+        assert {tuple(m.collect_tags) for m in modes} == {("fruit", "kind0"), ("fruit", "kind1")}
+        names = sorted(t.name for t in service.list_tags(binding.project_id))
+        assert names == ["fruit", "kind0", "kind1"]
+        assert [b.project_id for q in projects for b in service.channel_bindings(q.id) if b.channel_id == channel] \
+            == [binding.project_id]
+
+
+def test_racing_links_of_one_message_store_each_image_once(service):
+    p = service.create_project("links")
+    added = service.add_images(p.id, [ImageUpload(png_bytes(seed=i), f"{i}.png") for i in range(4)])
+    ids = [r.image.id for r in added]
+    for rnd in range(ROUNDS):
+        ts = f"{rnd}.0001"
+        race(lambda i: service.link_message_images("TL", "CL", ts, ids[i % 2:]))
+        assert sorted(service.message_image_ids("TL", "CL", ts)) == sorted(ids)
+
+
+def test_racing_embedding_writes_keep_one_vector_each(service):
+    vectors = {f"{i:064x}": np.full(4, i, np.float32) for i in range(20)}
+
+    def put(i: int):
+        with service.uow() as uow:
+            uow.embeddings.put_many("bb", dict(list(vectors.items())[i % 3:]))
+            uow.commit()
+
+    race(put)
+    with service.uow() as uow:
+        assert uow.embeddings.count("bb") == 20
+        stored = uow.embeddings.get_many("bb", list(vectors))
+    assert all(np.array_equal(stored[k], v) for k, v in vectors.items())
