@@ -36,6 +36,11 @@ class ProjectRepository(ABC):
     def add(self, project: Project) -> None: ...
 
     @abstractmethod
+    def add_if_absent(self, project: Project) -> Project:
+        """Add `project` unless its workspace has a project of that (case-insensitive) name, also one a concurrent
+        transaction is adding; returns the project stored under the name."""
+
+    @abstractmethod
     def get(self, project_id: str) -> Project | None: ...
 
     @abstractmethod

@@ -89,9 +89,8 @@ class CvService:
                           description=description or "", workspace=workspace, created_by=created_by,
                           threshold=_threshold(threshold))
         with self.uow() as uow:
-            if uow.projects.get_by_name(workspace, name):
+            if uow.projects.get_by_name(workspace, name) or uow.projects.add_if_absent(project).id != project.id:
                 raise errors.Conflict(f"a project named '{name}' already exists")
-            uow.projects.add(project)
             uow.commit()
         return project
 

@@ -77,6 +77,10 @@ class SqlProjects(ports.ProjectRepository):
     def add(self, project: Project) -> None:
         self.s.execute(insert(t.projects).values(**self._row(project)))
 
+    def add_if_absent(self, project: Project) -> Project:
+        _insert_absent(self.s, t.projects, [self._row(project)], ["workspace", "name_lower"])
+        return self.get_by_name(project.workspace, project.name)
+
     def get(self, project_id: str) -> Project | None:
         r = self.s.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
         return self._obj(r) if r else None

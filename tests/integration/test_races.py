@@ -131,3 +131,10 @@ def test_racing_embedding_writes_keep_one_vector_each(service):
         assert uow.embeddings.count("bb") == 20
         stored = uow.embeddings.get_many("bb", list(vectors))
     assert all(np.array_equal(stored[k], v) for k, v in vectors.items())
+
+
+def test_racing_creations_of_one_project_name_make_one_project_and_clear_conflicts(service):
+    for rnd in range(ROUNDS):
+        project, losers = one_winner(lambda: service.create_project("Same Name", workspace=f"TP{rnd}"))
+        assert [e.message for e in losers] == ["a project named 'Same Name' already exists"] * (THREADS - 1)
+        assert [p.id for p in service.list_projects(f"TP{rnd}")] == [project.id]
