@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,24 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     assert "Iteration 1 of colours: performance at threshold 0.9" in perf
     back = bot.command("default 1", ch)[0]
     assert "Iteration 1 is now the default" in back["text"] and back["response_type"] == "in_channel"
+
+
+@pytest.mark.slow
+def test_burst_of_messages_introducing_one_tag_stores_every_image(bot):
+    """Four messages with the same new tag posted at once (issue #15): each stores its images with the one tag."""
+    slack, ch = bot.slack, "CBURST"
+    bot.command("new burst", ch)
+    events = [message_event(ch, CREATOR, "tag: food", bot.ts(),
+                            [slack.add_file(n, d) for n, d in named(f"m{m}-", colour_images(5, BLUE, 40 + m))])
+              for m in range(4)]
+    with ThreadPoolExecutor(len(events)) as pool:
+        assert list(pool.map(lambda ev: bot.send.event(ev)[0], events)) == [200] * len(events)
+    replies = [slack.wait_for(lambda ts=ev["ts"]: slack.posts(ch, ts), what=f"the reply to message {ev['ts']}")[0]["text"]
+               for ev in events]
+    assert all("5 added, 0 duplicate, 0 rejected" in r for r in replies), replies
+    assert not [p["text"] for p in slack.posts(ch) if "went wrong" in p["text"] or "already" in p["text"]]
+    tags = text_of(bot.command("tags", ch)[0])
+    assert "*Tags of burst* (1)" in tags and "*food*: 20 images" in tags, tags
 
 
 def test_redelivered_event_is_processed_once(bot):
