@@ -8,14 +8,15 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from core import errors
 from core.errors import CvError
-from core.model import DEFAULT_WORKSPACE, Project
+from core.model import DEFAULT_WORKSPACE
+from core.usecases import Scope, UseCases, workspace_for_key
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,10 @@ class Ctx:
     workspace: str
     key_kind: str
 
-    @property
-    def service(self):
-        return self.container.service
+    @cached_property
+    def cv(self) -> UseCases:
+        """The use cases, scoped to the caller's workspace and key."""
+        return self.container.usecases(Scope.of(self.workspace, self.key_kind))
 
     @property
     def settings(self):
@@ -126,13 +128,6 @@ class Ctx:
 
     def path(self, name: str) -> str:
         return self.request.match_info[name]
-
-    def project(self, project_id: str) -> Project:
-        """The project, if it belongs to the caller's workspace (blocking; call inside `run`)."""
-        p = self.service.get_project(project_id)
-        if p.workspace != self.workspace:
-            raise errors.NotFound(f"no project with id {project_id}")
-        return p
 
     # -- query parameters
     def _raw(self, name: str) -> str | None:
@@ -324,7 +319,8 @@ def resolve_key(container, key: str | None, api: str) -> tuple[str, str] | None:
     elif _same(s.prediction_key, key):
         found = (DEFAULT_WORKSPACE, PREDICTION)
     else:
-        found = container.service.workspace_for_key(key)
+        owner = workspace_for_key(container.deps, key)
+        found = None if owner is None else (owner[0], owner[1].value)
     if found is None:
         return None
     workspace, kind = found

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 from core import errors
 from core.images import PREDICTION_MAX_BYTES
+from core.usecases.prediction import PredictionPage, PredictionQuery
 
 from . import render
 from .http import ApiError, Ctx, Param, field_list, field_str, is_guid, json_response, no_content, prediction, read_images, training
@@ -34,11 +35,9 @@ async def _classify(ctx: Ctx, data: bytes, store: bool, iteration_id: str | None
                     publish_name: str | None = None):
     pid = ctx.path("projectId")
 
-    def predict():
-        return ctx.service.predict(pid, data, iteration_id=iteration_id, publish_name=publish_name, store=store,
-                                   source="api", workspace=ctx.workspace)
-
-    return json_response(render.image_prediction(await ctx.run(predict)))
+    prediction = await ctx.run(ctx.cv.predictions.predict, pid, data, iteration_id=iteration_id,
+                               publish_name=publish_name, store=store)
+    return json_response(render.image_prediction(prediction))
 
 
 # =========================================================================== Prediction API
@@ -148,33 +147,19 @@ async def query_predictions(ctx: Ctx):
     if len(tag_filters) > 20:
         raise ApiError("at most 20 tag filters", "BadRequestPredictionTagsExceededCount")
 
-    def query():
-        project = ctx.project(pid)
-        preds = ctx.service.list_predictions(pid, iteration_id if iteration_id and is_guid(iteration_id) else None)
-        if iteration_id and not is_guid(iteration_id):
-            preds = []
-
-        def keep(p) -> bool:
-            if (start and p.created_at < start) or (end and p.created_at > end):
-                return False
-            probs = {x.tag_id: x.probability for x in p.predictions}
-            return all(lo <= probs.get(tid, -1.0) <= hi for tid, lo, hi in tag_filters)
-
-        preds = [p for p in preds if keep(p)]
-        if order == "oldest":
-            preds = preds[::-1]
-        elif order == "suggested":  # least certain first: the ones worth tagging
-            preds = sorted(preds, key=lambda p: max((x.probability for x in p.predictions), default=0.0))
-        offset = int(continuation)
-        page = preds[offset:offset + max_count]
-        more = offset + max_count < len(preds)
-        iterations = {it.id: it.domain for it in ctx.service.list_iterations(pid)}
-        results = [render.stored_prediction(p, iterations.get(p.iteration_id, project.domain)) for p in page]
-        out_token = dict(token)
-        out_token.update({"continuation": str(offset + max_count) if more else None, "maxCount": max_count})
-        return {"token": out_token, "results": results}
-
-    return json_response(await ctx.run(query))
+    query = PredictionQuery(iteration_id if iteration_id and is_guid(iteration_id) else None, start, end, tag_filters,
+                            {"newest": "Newest", "oldest": "Oldest", "suggested": "Suggested"}[order],
+                            int(continuation), max_count)
+    if iteration_id and not is_guid(iteration_id):  # no iteration has such an id
+        await ctx.run(ctx.cv.projects.get, pid)
+        page = PredictionPage([], None)
+    else:
+        page = await ctx.run(ctx.cv.predictions.query, pid, query)
+    out_token = dict(token)
+    out_token.update({"continuation": None if page.next_offset is None else str(page.next_offset),
+                      "maxCount": max_count})
+    return json_response({"token": out_token,
+                          "results": [render.stored_prediction(p, domain) for p, domain in page.results]})
 
 
 @training("DELETE", "/projects/{projectId}/predictions", "delete_prediction", statuses=(204,),
@@ -186,10 +171,6 @@ async def delete_prediction(ctx: Ctx):
     if not ids:
         raise ApiError("ids is required", "BadRequestPredictionIdsMissing")
 
-    def delete():
-        ctx.project(pid)
-        if ctx.service.delete_predictions(pid, ids) == 0:
-            raise errors.NotFound("none of these predictions is in this project")
-
-    await ctx.run(delete)
+    if await ctx.run(ctx.cv.predictions.delete, pid, ids) == 0:
+        raise errors.NotFound("none of these predictions is in this project")
     return no_content()

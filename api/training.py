@@ -6,9 +6,11 @@ import asyncio
 from aiohttp import web
 
 from core import errors
+from core.backbones import domain_catalogue
 from core.images import TRAINING_MAX_BYTES
-from core.model import ClassificationType, IterationStatus, TagType
-from core.service import ImageResult, ImageUpload
+from core.model import ClassificationType, TagType
+from core.usecases import export_file
+from core.usecases.images import ImageUpload, Order
 from core.views import tag_json
 
 from . import render
@@ -29,7 +31,7 @@ ITERATION_ID = Param("iterationId", format=UUID)
 
 
 def _tag_names(ctx: Ctx, project_id: str) -> dict[str, str]:
-    return {t.id: t.name for t in ctx.service.list_tags(project_id)}
+    return {t.id: t.name for t in ctx.cv.tags.list(project_id)}
 
 
 def _ctype(value: str | None) -> ClassificationType | None:
@@ -50,26 +52,18 @@ def _tag_type(value) -> TagType | None:
     raise ApiError(f"unknown tag type {value!r}; use Regular or Negative", "BadRequestTagType")
 
 
-def _page(ctx: Ctx, default_take: int = 50) -> tuple[int, int, bool]:
+def _page(ctx: Ctx, default_take: int = 50) -> tuple[int, int, Order]:
     take = ctx.q_int("take", default_take, 0, 256)
     skip = ctx.q_int("skip", 0, 0)
     order = (ctx.q_str("orderBy") or "Newest").strip().lower()
     if order not in ("newest", "oldest"):
         raise ApiError("orderBy must be Newest or Oldest", "BadRequestInvalid")
-    return skip, take, order == "oldest"
+    return skip, take, Order.Oldest if order == "oldest" else Order.Newest
 
 
 def _list_images(ctx: Ctx, project_id: str, tagged: bool | None, tag_ids: list[str] | None,
-                 skip: int, take: int, oldest: bool) -> list[dict]:
-    """One page of images; the store lists newest first, so Oldest pages are read from the far end."""
-    ctx.project(project_id)
-    if oldest:
-        n = ctx.service.count_images(project_id, tagged=tagged, tag_ids=tag_ids)
-        end = max(0, n - skip)
-        start = max(0, end - take)
-        images = ctx.service.list_images(project_id, tagged=tagged, tag_ids=tag_ids, skip=start, take=end - start)[::-1]
-    else:
-        images = ctx.service.list_images(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take)
+                 skip: int, take: int, order: Order) -> list[dict]:
+    images = ctx.cv.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take, order=order)
     names = _tag_names(ctx, project_id)
     return [render.image(i, names) for i in images]
 
@@ -81,26 +75,10 @@ def _tagging_status(ctx: Ctx) -> bool | None:
     return {"all": None, "tagged": True, "untagged": False}[status]
 
 
-def _add_images(ctx: Ctx, project_id: str, items: list[tuple[str, bytes | None, list[str], str]]) -> dict:
-    """Store a batch: items are (name, data or None, tag ids, status when data is None). Returns ImageCreateSummary."""
-    ctx.project(project_id)
-    tags = {t.id: t for t in ctx.service.list_tags(project_id)}
-    results: list[ImageResult | None] = [None] * len(items)
-    uploads, where = [], []
-    for i, (name, data, tag_ids, status) in enumerate(items):
-        if data is None:
-            results[i] = ImageResult(name, status or "ErrorSource", "the image could not be read")
-        elif any(t not in tags for t in tag_ids):
-            results[i] = ImageResult(name, "ErrorInvalidTag", "unknown tag id " + next(t for t in tag_ids if t not in tags))
-        elif len(tag_ids) > MAX_TAGS_PER_IMAGE:
-            results[i] = ImageResult(name, "ErrorTagLimitExceed", f"an image can carry at most {MAX_TAGS_PER_IMAGE} tags")
-        else:
-            uploads.append(ImageUpload(data, name, tag_ids))
-            where.append(i)
-    if uploads:
-        for i, r in zip(where, ctx.service.add_images(project_id, uploads, source="api")):
-            results[i] = r
-    return render.image_results(results, {t.id: t.name for t in tags.values()})
+def _add_images(ctx: Ctx, project_id: str, uploads: list[ImageUpload]) -> dict:
+    """Store a batch and answer Custom Vision's ImageCreateSummary."""
+    results = ctx.cv.images.add(project_id, uploads, source="api")
+    return render.image_results(results, _tag_names(ctx, project_id))
 
 
 def _summary_response(summary: dict):
@@ -137,14 +115,14 @@ async def _json_batch(ctx: Ctx, required_field: str) -> tuple[str, list[dict], l
 @training("GET", "/domains", "get_domains", result="[Domain]")
 async def get_domains(ctx: Ctx):
     """The six domains; Compact is exportable (ONNX)."""
-    return json_response([domain_json(parse_domain(d["name"]), d) for d in ctx.service.domains()])
+    return json_response([domain_json(parse_domain(str(d["name"])), d) for d in domain_catalogue()])
 
 
 @training("GET", "/domains/{domainId}", "get_domain", result="Domain")
 async def get_domain(ctx: Ctx):
     """One domain by id."""
     domain = parse_domain(ctx.path("domainId"), not_found=True)
-    entry = next(d for d in ctx.service.domains() if d["name"] == domain.value)
+    entry = next(d for d in domain_catalogue() if d["name"] == domain.value)
     return json_response(domain_json(domain, entry))
 
 
@@ -152,7 +130,7 @@ async def get_domain(ctx: Ctx):
 @training("GET", "/projects", "get_projects", result="[Project]")
 async def get_projects(ctx: Ctx):
     """The projects of the key's workspace."""
-    projects = await ctx.run(ctx.service.list_projects, ctx.workspace)
+    projects = await ctx.run(ctx.cv.projects.list)
     return json_response([render.project(p) for p in projects])
 
 
@@ -165,22 +143,20 @@ async def create_project(ctx: Ctx):
     raw_domain = ctx.q_str("domainId")
     domain = parse_domain(raw_domain) if raw_domain else ctx.settings.default_domain
     ctype = _ctype(ctx.q_str("classificationType")) or ClassificationType.Multiclass
-    p = await ctx.run(ctx.service.create_project, name, domain, ctype, ctx.q_str("description", ""),
-                      workspace=ctx.workspace, created_by="api")
+    p = await ctx.run(ctx.cv.projects.create, name, domain, ctype, ctx.q_str("description", ""), created_by="api")
     return json_response(render.project(p))
 
 
 @training("GET", "/projects/{projectId}", "get_project", result="Project")
 async def get_project(ctx: Ctx):
     """One project."""
-    return json_response(render.project(await ctx.run(ctx.project, ctx.path("projectId"))))
+    return json_response(render.project(await ctx.run(ctx.cv.projects.get, ctx.path("projectId"))))
 
 
 @training("DELETE", "/projects/{projectId}", "delete_project", statuses=(204,))
 async def delete_project(ctx: Ctx):
     """Delete a project with its images, iterations and predictions."""
-    pid = ctx.path("projectId")
-    await ctx.run(lambda: (ctx.project(pid), ctx.service.delete_project(pid)))
+    await ctx.run(ctx.cv.projects.delete, ctx.path("projectId"))
     return no_content()
 
 
@@ -196,78 +172,49 @@ async def update_project(ctx: Ctx):
     domain = parse_domain(raw_domain) if raw_domain else None
     ctype = _ctype(field_str(settings, "classificationType"))
     name, description = field_str(body, "name"), field_str(body, "description")
-
-    def update():
-        ctx.project(pid)
-        return ctx.service.update_project(pid, name=name, description=description, domain=domain,
-                                          classification_type=ctype)
-
-    return json_response(render.project(await ctx.run(update)))
+    p = await ctx.run(ctx.cv.projects.update, pid, name=name, description=description, domain=domain,
+                      classification_type=ctype)
+    return json_response(render.project(p))
 
 
 # =========================================================================== tags
 @training("GET", "/projects/{projectId}/tags", "get_tags", result="[Tag]", query=(ITERATION_ID,))
 async def get_tags(ctx: Ctx):
     """The project's tags with their image counts (with iterationId: the tags that iteration was trained on)."""
-    pid, iteration_id = ctx.path("projectId"), ctx.q_str("iterationId")
-
-    def tags():
-        ctx.project(pid)
-        found = ctx.service.list_tags(pid)
-        if iteration_id:
-            trained = set(ctx.service.get_iteration(iteration_id, pid).tag_ids)
-            found = [t for t in found if t.id in trained]
-        return found
-
-    return json_response([tag_json(t) for t in await ctx.run(tags)])
+    tags = await ctx.run(ctx.cv.tags.list, ctx.path("projectId"), ctx.q_str("iterationId"))
+    return json_response([tag_json(t) for t in tags])
 
 
 @training("POST", "/projects/{projectId}/tags", "create_tag", result="Tag", query=(
     Param("name", required=True), Param("description"), Param("type", enum=("Regular", "Negative"))))
 async def create_tag(ctx: Ctx):
     """Create a tag (type Regular or Negative)."""
-    pid = ctx.path("projectId")
     name, description = ctx.q_str("name", required=True), ctx.q_str("description", "")
     tag_type = _tag_type(ctx.q_str("type")) or TagType.Regular
-    tag = await ctx.run(lambda: (ctx.project(pid), ctx.service.create_tag(pid, name, tag_type, description))[1])
+    tag = await ctx.run(ctx.cv.tags.create, ctx.path("projectId"), name, tag_type, description)
     return json_response(tag_json(tag))
 
 
 @training("GET", "/projects/{projectId}/tags/{tagId}", "get_tag", result="Tag", query=(ITERATION_ID,))
 async def get_tag(ctx: Ctx):
     """One tag."""
-    pid, tid = ctx.path("projectId"), ctx.path("tagId")
-
-    def tag():
-        ctx.project(pid)
-        found = next((t for t in ctx.service.list_tags(pid) if t.id == tid), None)
-        if found is None:
-            raise errors.NotFound(f"no tag {tid} in this project", "NotFoundTag")
-        return found
-
-    return json_response(tag_json(await ctx.run(tag)))
+    return json_response(tag_json(await ctx.run(ctx.cv.tags.get, ctx.path("projectId"), ctx.path("tagId"))))
 
 
 @training("PATCH", "/projects/{projectId}/tags/{tagId}", "update_tag", body="Tag", result="Tag")
 async def update_tag(ctx: Ctx):
     """Rename a tag, change its description or type."""
-    pid, tid = ctx.path("projectId"), ctx.path("tagId")
     body = await ctx.json_body()
     name, description, tag_type = field_str(body, "name"), field_str(body, "description"), _tag_type(body.get("type"))
-
-    def update():
-        ctx.project(pid)
-        ctx.service.update_tag(pid, tid, name=name, description=description, type=tag_type)
-        return next(t for t in ctx.service.list_tags(pid) if t.id == tid)
-
-    return json_response(tag_json(await ctx.run(update)))
+    tag = await ctx.run(ctx.cv.tags.update, ctx.path("projectId"), ctx.path("tagId"), name=name,
+                        description=description, type=tag_type)
+    return json_response(tag_json(tag))
 
 
 @training("DELETE", "/projects/{projectId}/tags/{tagId}", "delete_tag", statuses=(204,))
 async def delete_tag(ctx: Ctx):
     """Delete a tag (its images stay, untagged from it)."""
-    pid, tid = ctx.path("projectId"), ctx.path("tagId")
-    await ctx.run(lambda: (ctx.project(pid), ctx.service.delete_tag(pid, tid)))
+    await ctx.run(ctx.cv.tags.delete, ctx.path("projectId"), ctx.path("tagId"))
     return no_content()
 
 
@@ -279,8 +226,8 @@ async def get_images(ctx: Ctx):
     """A page of the project's images (newest first by default)."""
     pid = ctx.path("projectId")
     tagged, tag_ids = _tagging_status(ctx), ctx.q_ids("tagIds", 20, "tag id")
-    skip, take, oldest = _page(ctx)
-    return json_response(await ctx.run(_list_images, ctx, pid, tagged, tag_ids, skip, take, oldest))
+    skip, take, order = _page(ctx)
+    return json_response(await ctx.run(_list_images, ctx, pid, tagged, tag_ids, skip, take, order))
 
 
 @training("POST", "/projects/{projectId}/images", "create_images_from_data", body="images", result="ImageCreateSummary",
@@ -289,11 +236,11 @@ async def create_images_from_data(ctx: Ctx):
     """Upload images as multipart/form-data (up to 64, 6 MB each) or one raw image body; tagIds apply to all."""
     pid = ctx.path("projectId")
     tag_ids = ctx.q_ids("tagIds", MAX_TAGS_PER_IMAGE, "tag id") or []
-    await ctx.run(ctx.project, pid)
+    await ctx.run(ctx.cv.projects.get, pid)
     files = await read_images(ctx.request, REQUEST_MAX_BYTES)
     _check_batch(files)
-    items = [(f.name, f.data, tag_ids, "") for f in files]
-    return _summary_response(await ctx.run(_add_images, ctx, pid, items))
+    uploads = [ImageUpload(f.data, f.name, tag_ids) for f in files]
+    return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
 @training("POST", "/projects/{projectId}/images/files", "create_images_from_files", body="ImageFileCreateBatch",
@@ -301,9 +248,12 @@ async def create_images_from_data(ctx: Ctx):
 async def create_images_from_files(ctx: Ctx):
     """Upload a JSON batch of base64 images (up to 64), each with its own tagIds."""
     pid, entries, batch_tags = await _json_batch(ctx, "contents")
-    items = [(field_str(e, "name") or f"image {n + 1}", b64decode(e["contents"]), _entry_tags(e, batch_tags),
-              "ErrorImageFormat") for n, e in enumerate(entries)]
-    return _summary_response(await ctx.run(_add_images, ctx, pid, items))
+    uploads = []
+    for n, e in enumerate(entries):
+        data = b64decode(e["contents"])
+        uploads.append(ImageUpload(data, field_str(e, "name") or f"image {n + 1}", _entry_tags(e, batch_tags),
+                                   None if data is not None else ("ErrorImageFormat", "the contents are not base64")))
+    return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
 @training("POST", "/projects/{projectId}/images/urls", "create_images_from_urls", body="ImageUrlCreateBatch",
@@ -311,17 +261,17 @@ async def create_images_from_files(ctx: Ctx):
 async def create_images_from_urls(ctx: Ctx):
     """Upload images by URL; only hosts allowed by CVBOT_ALLOWED_URL_HOSTS are fetched."""
     pid, entries, batch_tags = await _json_batch(ctx, "url")
-    await ctx.run(ctx.project, pid)
-    items = []
+    await ctx.run(ctx.cv.projects.get, pid)
+    uploads = []
     for e in entries:
         if not isinstance(e["url"], str):
             raise ApiError("each image must be an object with a url", "BadRequestImageBatch")
         try:
-            data = await fetch_image(e["url"], ctx.settings.allowed_url_hosts, TRAINING_MAX_BYTES)
+            data, problem = await fetch_image(e["url"], ctx.settings.allowed_url_hosts, TRAINING_MAX_BYTES), None
         except errors.CvError:
-            data = None
-        items.append((e["url"], data, _entry_tags(e, batch_tags), "ErrorSource"))
-    return _summary_response(await ctx.run(_add_images, ctx, pid, items))
+            data, problem = None, ("ErrorSource", "the image could not be read")
+        uploads.append(ImageUpload(data, e["url"], _entry_tags(e, batch_tags), problem))
+    return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
 @training("DELETE", "/projects/{projectId}/images", "delete_images", statuses=(204,), query=(
@@ -332,7 +282,7 @@ async def delete_images(ctx: Ctx):
     ids, all_images = ctx.q_ids("imageIds", 256, "image id"), ctx.q_bool("allImages", False)
     if not ids and not all_images:
         raise ApiError("give imageIds or allImages=true", "BadRequestRequiredParamIsNull")
-    await ctx.run(lambda: (ctx.project(pid), ctx.service.delete_images(pid, ids, all_images=bool(all_images))))
+    await ctx.run(ctx.cv.images.delete, pid, ids, all_images=bool(all_images))
     return no_content()
 
 
@@ -340,10 +290,8 @@ async def delete_images(ctx: Ctx):
     ITERATION_ID, Param("taggingStatus", enum=("All", "Tagged", "Untagged")), Param("$filter"), TAG_IDS))
 async def get_image_count(ctx: Ctx):
     """How many images match."""
-    pid = ctx.path("projectId")
     tagged, tag_ids = _tagging_status(ctx), ctx.q_ids("tagIds", None, "tag id")
-    n = await ctx.run(lambda: (ctx.project(pid), ctx.service.count_images(pid, tagged=tagged, tag_ids=tag_ids))[1])
-    return json_response(n)
+    return json_response(await ctx.run(ctx.cv.images.count, ctx.path("projectId"), tagged=tagged, tag_ids=tag_ids))
 
 
 @training("GET", "/projects/{projectId}/images/id", "get_images_by_ids", result="[Image]", query=(
@@ -354,9 +302,9 @@ async def get_images_by_ids(ctx: Ctx):
     ids = ctx.q_ids("imageIds", 256, "image id") or []
 
     def images():
-        ctx.project(pid)
+        found = ctx.cv.images.get_many(pid, ids)
         names = _tag_names(ctx, pid)
-        return [render.image(i, names) for i in ctx.service.get_images(pid, ids)]
+        return [render.image(i, names) for i in found]
 
     return json_response(await ctx.run(images))
 
@@ -366,42 +314,37 @@ async def get_images_by_ids(ctx: Ctx):
 async def get_tagged_images(ctx: Ctx):
     """A page of tagged images (with tagIds: those carrying any of the tags)."""
     pid, tag_ids = ctx.path("projectId"), ctx.q_ids("tagIds", 20, "tag id")
-    skip, take, oldest = _page(ctx)
-    return json_response(await ctx.run(_list_images, ctx, pid, True, tag_ids, skip, take, oldest))
+    skip, take, order = _page(ctx)
+    return json_response(await ctx.run(_list_images, ctx, pid, True, tag_ids, skip, take, order))
 
 
 @training("GET", "/projects/{projectId}/images/tagged/count", "get_tagged_image_count", result="integer",
           query=(ITERATION_ID, TAG_IDS))
 async def get_tagged_image_count(ctx: Ctx):
     """How many tagged images (with tagIds: carrying any of the tags)."""
-    pid, tag_ids = ctx.path("projectId"), ctx.q_ids("tagIds", None, "tag id")
-    n = await ctx.run(lambda: (ctx.project(pid), ctx.service.count_images(pid, tagged=True, tag_ids=tag_ids))[1])
-    return json_response(n)
+    tag_ids = ctx.q_ids("tagIds", None, "tag id")
+    return json_response(await ctx.run(ctx.cv.images.count, ctx.path("projectId"), tagged=True, tag_ids=tag_ids))
 
 
 @training("GET", "/projects/{projectId}/images/untagged", "get_untagged_images", result="[Image]", query=(
     ITERATION_ID, ORDER_BY, TAKE, SKIP))
 async def get_untagged_images(ctx: Ctx):
     """A page of untagged images."""
-    pid = ctx.path("projectId")
-    skip, take, oldest = _page(ctx)
-    return json_response(await ctx.run(_list_images, ctx, pid, False, None, skip, take, oldest))
+    skip, take, order = _page(ctx)
+    return json_response(await ctx.run(_list_images, ctx, ctx.path("projectId"), False, None, skip, take, order))
 
 
 @training("GET", "/projects/{projectId}/images/untagged/count", "get_untagged_image_count", result="integer",
           query=(ITERATION_ID,))
 async def get_untagged_image_count(ctx: Ctx):
     """How many untagged images."""
-    pid = ctx.path("projectId")
-    n = await ctx.run(lambda: (ctx.project(pid), ctx.service.count_images(pid, tagged=False))[1])
-    return json_response(n)
+    return json_response(await ctx.run(ctx.cv.images.count, ctx.path("projectId"), tagged=False))
 
 
 @training("POST", "/projects/{projectId}/images/tags", "create_image_tags", body="ImageTagCreateBatch",
           result="ImageTagCreateSummary")
 async def create_image_tags(ctx: Ctx):
     """Add tags to images: {"tags": [{"imageId", "tagId"}]}."""
-    pid = ctx.path("projectId")
     body = await ctx.json_body()
     pairs = field_list(body, "tags")
     if not pairs:
@@ -412,41 +355,26 @@ async def create_image_tags(ctx: Ctx):
     for e in pairs:
         if not isinstance(e, dict) or not is_guid(e.get("imageId", "")) or not is_guid(e.get("tagId", "")):
             raise ApiError("each entry needs an imageId and a tagId", "BadRequestInvalidIds")
-        clean.append({"imageId": e["imageId"], "tagId": e["tagId"]})
-
-    def tag():
-        ctx.project(pid)
-        current = {i.id: set(i.tag_ids) for i in ctx.service.get_images(pid, [e["imageId"] for e in clean])}
-        created, duplicated = [], []
-        by_image: dict[str, list[str]] = {}
-        for e in clean:
-            if e["tagId"] in current.get(e["imageId"], set()) or e["tagId"] in by_image.get(e["imageId"], []):
-                duplicated.append(e)
-            else:
-                by_image.setdefault(e["imageId"], []).append(e["tagId"])
-                created.append(e)
-        for image_id, tag_ids in by_image.items():
-            ctx.service.add_image_tags(pid, [image_id], tag_ids)
-        return {"created": created, "duplicated": duplicated, "exceeded": []}
-
-    return json_response(await ctx.run(tag))
+        clean.append((e["imageId"], e["tagId"]))
+    done = await ctx.run(ctx.cv.images.tag_images, ctx.path("projectId"), clean)
+    return json_response({"created": [{"imageId": i, "tagId": t} for i, t in done.created],
+                          "duplicated": [{"imageId": i, "tagId": t} for i, t in done.duplicated], "exceeded": []})
 
 
 @training("DELETE", "/projects/{projectId}/images/tags", "delete_image_tags", statuses=(204,), query=(
     Param("imageIds", "array", required=True, max_items=64), Param("tagIds", "array", required=True, max_items=20)))
 async def delete_image_tags(ctx: Ctx):
     """Remove tags from images."""
-    pid = ctx.path("projectId")
     image_ids, tag_ids = ctx.q_ids("imageIds", 64, "image id"), ctx.q_ids("tagIds", 20, "tag id")
     if not image_ids or not tag_ids:
         raise ApiError("imageIds and tagIds are required", "BadRequestRequiredParamIsNull")
-    await ctx.run(lambda: (ctx.project(pid), ctx.service.remove_image_tags(pid, image_ids, tag_ids)))
+    await ctx.run(ctx.cv.images.remove_tags, ctx.path("projectId"), image_ids, tag_ids)
     return no_content()
 
 
 # =========================================================================== training and iterations
-def _default_id(ctx: Ctx, pid: str) -> str | None:
-    return ctx.project(pid).default_iteration_id
+def _iteration_json(ctx: Ctx, pid: str, iteration) -> dict:
+    return render.iteration(iteration, ctx.cv.projects.get(pid).default_iteration_id)
 
 
 @training("POST", "/projects/{projectId}/train", "train_project", body="TrainingParameters", result="Iteration", query=(
@@ -461,8 +389,8 @@ async def train_project(ctx: Ctx):
     ctx.q_int("reservedBudgetInHours", 0, 0)
 
     def train():
-        p = ctx.project(pid)
-        return render.iteration(ctx.service.train(pid, force=bool(force)), p.default_iteration_id)
+        default = ctx.cv.projects.get(pid).default_iteration_id
+        return render.iteration(ctx.cv.training.train(pid, force=bool(force)), default)
 
     return json_response(await ctx.run(train))
 
@@ -473,8 +401,8 @@ async def get_iterations(ctx: Ctx):
     pid = ctx.path("projectId")
 
     def iterations():
-        default = _default_id(ctx, pid)
-        return [render.iteration(it, default) for it in ctx.service.list_iterations(pid)]
+        default = ctx.cv.projects.get(pid).default_iteration_id
+        return [render.iteration(it, default) for it in ctx.cv.iterations.list(pid)]
 
     return json_response(await ctx.run(iterations))
 
@@ -483,12 +411,7 @@ async def get_iterations(ctx: Ctx):
 async def get_iteration(ctx: Ctx):
     """One iteration; status Training, then Completed or Failed (trainingErrorDetails says why)."""
     pid, iid = ctx.path("projectId"), ctx.path("iterationId")
-
-    def iteration():
-        default = _default_id(ctx, pid)
-        return render.iteration(ctx.service.get_iteration(iid, pid), default)
-
-    return json_response(await ctx.run(iteration))
+    return json_response(await ctx.run(lambda: _iteration_json(ctx, pid, ctx.cv.iterations.get(pid, iid))))
 
 
 @training("PATCH", "/projects/{projectId}/iterations/{iterationId}", "update_iteration", body="Iteration",
@@ -500,13 +423,12 @@ async def update_iteration(ctx: Ctx):
     name, make_default = field_str(body, "name"), body.get("isDefault")
 
     def update():
-        ctx.project(pid)
-        it = ctx.service.get_iteration(iid, pid)
+        it = ctx.cv.iterations.get(pid, iid)
         if name is not None and name.strip() != it.name:
-            it = ctx.service.rename_iteration(pid, iid, name)
+            it = ctx.cv.iterations.rename(pid, iid, name)
         if make_default is True:
-            ctx.service.set_default_iteration(pid, iid)
-        return render.iteration(it, _default_id(ctx, pid))
+            ctx.cv.iterations.set_default(pid, iid)
+        return _iteration_json(ctx, pid, it)
 
     return json_response(await ctx.run(update))
 
@@ -514,20 +436,7 @@ async def update_iteration(ctx: Ctx):
 @training("DELETE", "/projects/{projectId}/iterations/{iterationId}", "delete_iteration", statuses=(204,))
 async def delete_iteration(ctx: Ctx):
     """Delete an iteration (unpublish it first); if it was the default, the newest other one takes over."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
-
-    def delete():
-        ctx.project(pid)
-        it = ctx.service.get_iteration(iid, pid)
-        if it.publish_name:
-            raise errors.CvError(f"iteration '{it.name}' is published as '{it.publish_name}'; unpublish it first",
-                                 "BadRequestIterationIsPublished")
-        if it.status in (IterationStatus.Queued, IterationStatus.Training):
-            raise errors.TrainingInProgress(f"iteration '{it.name}' is still training")
-        ctx.service.release_default_iteration(pid, iid)
-        ctx.service.delete_iteration(pid, iid)
-
-    await ctx.run(delete)
+    await ctx.run(ctx.cv.iterations.delete, ctx.path("projectId"), ctx.path("iterationId"), release_default=True)
     return no_content()
 
 
@@ -536,27 +445,10 @@ async def delete_iteration(ctx: Ctx):
                                                 Param("overlapThreshold", "number")))
 async def get_iteration_performance(ctx: Ctx):
     """Precision, recall and average precision, overall and per tag, from k-fold out-of-fold predictions."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
     threshold = ctx.q_float("threshold")
     ctx.q_float("overlapThreshold")
-
-    def perf():
-        ctx.project(pid)
-        return ctx.service.iteration_performance(iid, threshold, project_id=pid)
-
-    return json_response(await ctx.run(perf))
-
-
-def _image_performances(ctx: Ctx, pid: str, iid: str, tag_ids: list[str] | None):
-    """[(image, out-of-fold predictions)] of the iteration's images still in the project, oldest first."""
-    ctx.project(pid)
-    rows = ctx.service.image_performances(iid, project_id=pid)
-    images = {i.id: i for i in ctx.service.get_images(pid, [r[0] for r in rows])}
-    out = [(images[image_id], preds) for image_id, preds in rows if image_id in images]
-    if tag_ids:
-        wanted = set(tag_ids)
-        out = [(img, preds) for img, preds in out if wanted & set(img.tag_ids)]
-    return sorted(out, key=lambda r: (r[0].created_at, r[0].id))
+    perf = await ctx.run(ctx.cv.iterations.performance, ctx.path("projectId"), ctx.path("iterationId"), threshold)
+    return json_response(perf)
 
 
 @training("GET", "/projects/{projectId}/iterations/{iterationId}/performance/images", "get_image_performances",
@@ -565,11 +457,10 @@ async def get_image_performances(ctx: Ctx):
     """Each training image with its out-of-fold predictions (what the model said when it had not seen it)."""
     pid, iid = ctx.path("projectId"), ctx.path("iterationId")
     tag_ids = ctx.q_ids("tagIds", 20, "tag id")
-    skip, take, oldest = _page(ctx)
+    skip, take, order = _page(ctx)
 
     def page():
-        rows = _image_performances(ctx, pid, iid, tag_ids)
-        rows = (rows if oldest else rows[::-1])[skip:skip + take]
+        rows = ctx.cv.iterations.image_performances(pid, iid, tag_ids, order, skip, take)
         names = _tag_names(ctx, pid)
         return [render.image_performance(img, preds, names) for img, preds in rows]
 
@@ -580,44 +471,25 @@ async def get_image_performances(ctx: Ctx):
           "get_image_performance_count", result="integer", query=(TAG_IDS,))
 async def get_image_performance_count(ctx: Ctx):
     """How many images the iteration was evaluated on (with tagIds: carrying any of the tags)."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
     tag_ids = ctx.q_ids("tagIds", None, "tag id")
-    return json_response(len(await ctx.run(_image_performances, ctx, pid, iid, tag_ids)))
+    rows = await ctx.run(ctx.cv.iterations.image_performances, ctx.path("projectId"), ctx.path("iterationId"), tag_ids)
+    return json_response(len(rows))
 
 
 @training("POST", "/projects/{projectId}/iterations/{iterationId}/publish", "publish_iteration", result="boolean",
           query=(Param("publishName", required=True), Param("predictionId"), Param("overwrite", "boolean")))
 async def publish_iteration(ctx: Ctx):
     """Publish a Completed iteration under a name; the Prediction API classifies with it by that name."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
     name = ctx.q_str("publishName", required=True)
-    overwrite = ctx.q_bool("overwrite")
-
-    def publish():
-        ctx.project(pid)
-        if overwrite is False:
-            taken = next((i for i in ctx.service.list_iterations(pid) if i.publish_name == name and i.id != iid), None)
-            if taken is not None:
-                raise errors.CvError(f"'{name}' is already the publish name of '{taken.name}'; pass overwrite=true",
-                                     "BadRequestInvalidPublishName")
-        ctx.service.publish_iteration(pid, iid, name)
-
-    await ctx.run(publish)
+    overwrite = ctx.q_bool("overwrite") is not False
+    await ctx.run(ctx.cv.iterations.publish, ctx.path("projectId"), ctx.path("iterationId"), name, overwrite)
     return json_response(True)
 
 
 @training("DELETE", "/projects/{projectId}/iterations/{iterationId}/publish", "unpublish_iteration", statuses=(204,))
 async def unpublish_iteration(ctx: Ctx):
     """Unpublish an iteration."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
-
-    def unpublish():
-        ctx.project(pid)
-        if not ctx.service.get_iteration(iid, pid).publish_name:
-            raise errors.CvError("this iteration is not published", "BadRequestIterationNotPublished")
-        ctx.service.unpublish_iteration(pid, iid)
-
-    await ctx.run(unpublish)
+    await ctx.run(ctx.cv.iterations.unpublish, ctx.path("projectId"), ctx.path("iterationId"))
     return no_content()
 
 
@@ -636,8 +508,7 @@ def download_uri(ctx: Ctx, export) -> str:
 @training("GET", "/projects/{projectId}/iterations/{iterationId}/export", "get_exports", result="[Export]")
 async def get_exports(ctx: Ctx):
     """The iteration's exports; poll until status is Done, then download downloadUri."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
-    exports = await ctx.run(lambda: (ctx.project(pid), ctx.service.list_exports(pid, iid))[1])
+    exports = await ctx.run(ctx.cv.exports.list, ctx.path("projectId"), ctx.path("iterationId"))
     return json_response([render.export(e, download_uri(ctx, e)) for e in exports])
 
 
@@ -645,9 +516,8 @@ async def get_exports(ctx: Ctx):
           query=(Param("platform", required=True, enum=("ONNX",)), Param("flavor")))
 async def export_iteration(ctx: Ctx):
     """Export a Compact iteration as ONNX (features, probe and softmax/sigmoid in one graph, zipped with labels)."""
-    pid, iid = ctx.path("projectId"), ctx.path("iterationId")
     platform, flavor = ctx.q_str("platform", required=True), ctx.q_str("flavor")
-    export = await ctx.run(lambda: (ctx.project(pid), ctx.service.export_iteration(pid, iid, platform, flavor))[1])
+    export = await ctx.run(ctx.cv.exports.start, ctx.path("projectId"), ctx.path("iterationId"), platform, flavor)
     return json_response(render.export(export, download_uri(ctx, export)))
 
 
@@ -657,7 +527,7 @@ async def download_export(request: web.Request, container) -> web.Response:
         raise web.HTTPNotFound()
     loop = asyncio.get_running_loop()
     try:
-        data = await loop.run_in_executor(None, container.service.export_file, iid, eid)
+        data = await loop.run_in_executor(None, export_file, container.deps, iid, eid)
     except errors.NotFound:
         raise web.HTTPNotFound() from None
     return web.Response(body=data, content_type="application/zip",

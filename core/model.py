@@ -54,6 +54,16 @@ class IterationStatus(str, Enum):
     Completed = "Completed"
     Failed = "Failed"
 
+    @property
+    def running(self) -> bool:
+        return self in (IterationStatus.Queued, IterationStatus.Training)
+
+
+class ExportStatus(str, Enum):
+    Exporting = "Exporting"
+    Done = "Done"
+    Failed = "Failed"
+
 
 DEFAULT_WORKSPACE = "default"
 
@@ -120,6 +130,7 @@ class Iteration:
     # tag ids in the column order of the probe, with their names at training time
     tag_ids: list[str] = field(default_factory=list)
     tag_names: list[str] = field(default_factory=list)
+    tag_types: list[TagType] = field(default_factory=list)
     probe_key: str | None = None
     evaluation_key: str | None = None
     performance: dict | None = None
@@ -182,7 +193,7 @@ class WorkspaceKeys:
 class Export:
     iteration_id: str
     platform: str
-    status: str = "Exporting"  # Exporting | Done | Failed
+    status: ExportStatus = ExportStatus.Exporting
     blob_key: str | None = None
     flavor: str | None = None
     failure_reason: str | None = None

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .model import (
-    ChannelBinding, Export, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag, WorkspaceKeys,
+    ChannelBinding, Export, ExportStatus, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag, WorkspaceKeys,
 )
 
 
@@ -91,7 +91,8 @@ class ImageRepository(ABC):
 
     @abstractmethod
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
-             skip: int = 0, take: int | None = None) -> list[Image]: ...
+             skip: int = 0, take: int | None = None, oldest: bool = False) -> list[Image]:
+        """Newest first (ties by id), or exactly the reverse with `oldest`."""
 
     @abstractmethod
     def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int: ...
@@ -227,7 +228,7 @@ class ExportRepository(ABC):
     def list(self, iteration_id: str) -> list[Export]: ...
 
     @abstractmethod
-    def in_status(self, status: str) -> list[Export]: ...
+    def in_status(self, status: ExportStatus) -> list[Export]: ...
 
 
 class UnitOfWork(ABC):

@@ -7,6 +7,7 @@ from typing import Callable
 
 from core import BackboneProvider, CvService
 from core.ports import JobRunner
+from core.usecases import Deps, Scope, UseCases
 from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
 from .config import Settings
@@ -37,6 +38,13 @@ class Container:
     settings: Settings
     service: CvService
     runner: JobRunner
+
+    @property
+    def deps(self) -> Deps:
+        return self.service.deps
+
+    def usecases(self, scope: Scope) -> UseCases:
+        return UseCases(self.service.deps, scope)
 
     def close(self) -> None:
         if isinstance(self.runner, SchedulerRunner):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core import ports
 from core.model import (
-    ChannelBinding, Export, WorkspaceKeys, ClassificationType, Domain, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag,
+    ChannelBinding, Export, ExportStatus, WorkspaceKeys, ClassificationType, Domain, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag,
     TagPrediction, TagType,
 )
 
@@ -206,9 +206,10 @@ class SqlImages(ports.ImageRepository):
         return q
 
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
-             skip: int = 0, take: int | None = None) -> list[Image]:
+             skip: int = 0, take: int | None = None, oldest: bool = False) -> list[Image]:
         q = self._filtered(select(t.images), project_id, tagged, tag_ids)
-        q = q.order_by(t.images.c.created_at.desc(), t.images.c.id).offset(skip)
+        order = (t.images.c.created_at, t.images.c.id.desc()) if oldest else (t.images.c.created_at.desc(), t.images.c.id)
+        q = q.order_by(*order).offset(skip)
         if take is not None:
             q = q.limit(take)
         return self._hydrate(self.s.execute(q))
@@ -245,7 +246,8 @@ class SqlIterations(ports.IterationRepository):
         return dict(id=it.id, project_id=it.project_id, number=it.number, name=it.name, status=it.status.value,
                     failure_reason=it.failure_reason, fingerprint=it.fingerprint, domain=it.domain.value,
                     classification_type=it.classification_type.value, backbone_id=it.backbone_id,
-                    tag_ids=list(it.tag_ids), tag_names=list(it.tag_names), probe_key=it.probe_key,
+                    tag_ids=list(it.tag_ids), tag_names=list(it.tag_names),
+                    tag_types=[tt.value for tt in it.tag_types], probe_key=it.probe_key,
                     evaluation_key=it.evaluation_key, performance=it.performance,
                     training_seconds=it.training_seconds, publish_name=it.publish_name, created_at=it.created_at,
                     trained_at=it.trained_at)
@@ -256,6 +258,7 @@ class SqlIterations(ports.IterationRepository):
                          status=IterationStatus(r.status), failure_reason=r.failure_reason, fingerprint=r.fingerprint,
                          domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
                          backbone_id=r.backbone_id, tag_ids=list(r.tag_ids), tag_names=list(r.tag_names),
+                         tag_types=[TagType(v) for v in (r.tag_types or [])] or [TagType.Regular] * len(r.tag_ids),
                          probe_key=r.probe_key, evaluation_key=r.evaluation_key, performance=r.performance,
                          training_seconds=r.training_seconds, publish_name=r.publish_name,
                          created_at=_utc(r.created_at), trained_at=_utc(r.trained_at),
@@ -480,7 +483,7 @@ class SqlExports(ports.ExportRepository):
 
     @staticmethod
     def _row(e: Export) -> dict:
-        return dict(id=e.id, iteration_id=e.iteration_id, platform=e.platform, flavor=e.flavor, status=e.status,
+        return dict(id=e.id, iteration_id=e.iteration_id, platform=e.platform, flavor=e.flavor, status=e.status.value,
                     blob_key=e.blob_key, failure_reason=e.failure_reason, created_at=e.created_at)
 
     def add(self, export: Export) -> None:
@@ -493,12 +496,12 @@ class SqlExports(ports.ExportRepository):
 
     @staticmethod
     def _obj(r) -> Export:
-        return Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=r.status,
+        return Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=ExportStatus(r.status),
                       blob_key=r.blob_key, failure_reason=r.failure_reason, created_at=_utc(r.created_at))
 
     def list(self, iteration_id: str) -> list[Export]:
         q = select(t.exports).where(t.exports.c.iteration_id == iteration_id).order_by(t.exports.c.created_at)
         return [self._obj(r) for r in self.s.execute(q)]
 
-    def in_status(self, status: str) -> list[Export]:
-        return [self._obj(r) for r in self.s.execute(select(t.exports).where(t.exports.c.status == status))]
+    def in_status(self, status: ExportStatus) -> list[Export]:
+        return [self._obj(r) for r in self.s.execute(select(t.exports).where(t.exports.c.status == status.value))]

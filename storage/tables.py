@@ -78,6 +78,7 @@ iterations = Table(
     Column("backbone_id", String(256), nullable=False, default=""),
     Column("tag_ids", JSON, nullable=False),
     Column("tag_names", JSON, nullable=False),
+    Column("tag_types", JSON),  # per probe column: "Regular" | "Negative"
     Column("probe_key", String(64)),
     Column("evaluation_key", String(64)),
     Column("performance", JSON),

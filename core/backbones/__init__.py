@@ -36,6 +36,17 @@ def registry_entry(domain: Domain | str) -> RegistryEntry:
         raise BackboneUnavailable(f"no backbone registered for domain {key}") from None
 
 
+def exportable(domain: Domain | str) -> bool:
+    """Whether a domain's iterations can be exported (the backbone's capability, decided here only)."""
+    return registry_entry(domain).exportable
+
+
+def domain_catalogue() -> list[dict[str, object]]:
+    """Every domain with its capabilities, as adapters list them."""
+    return [{"name": d.value, "exportable": registry_entry(d).exportable,
+             "description": registry_entry(d).description} for d in Domain]
+
+
 def registered_domains() -> list[str]:
     return list(_REGISTRY)
 

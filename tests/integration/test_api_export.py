@@ -66,8 +66,7 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(service):
 
     # The export's blob goes with its iteration.
     key = next(e.blob_key for e in service.list_exports(p.id, it.id))
-    service.release_default_iteration(p.id, it.id)
-    service.delete_iteration(p.id, it.id)
+    service.delete_iteration(p.id, it.id, release_default=True)
     assert not service.blobs.exists(key)
 
 

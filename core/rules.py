@@ -1,0 +1,87 @@
+"""Input rules shared by every use case: names, settings values, and the tags an image may carry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from . import errors
+from .model import ClassificationType, Domain, Tag, TagType
+
+MAX_NAME = 256
+MAX_TAGS_PER_PROJECT = 500
+MAX_TAGS_PER_IMAGE = 20
+
+
+def clean_name(name: str | None, what: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise errors.InvalidInput(f"the {what} name is empty")
+    if len(name) > MAX_NAME:
+        raise errors.InvalidInput(f"the {what} name is longer than {MAX_NAME} characters")
+    return name
+
+
+def parse_domain(value: Domain | str) -> Domain:
+    if isinstance(value, Domain):
+        return value
+    try:
+        return Domain.parse(value)
+    except ValueError as e:
+        raise errors.InvalidInput(str(e), "BadRequestDomainInvalid") from None
+
+
+def parse_classification_type(value: ClassificationType | str) -> ClassificationType:
+    if isinstance(value, ClassificationType):
+        return value
+    try:
+        return ClassificationType.parse(value)
+    except ValueError as e:
+        raise errors.InvalidInput(str(e)) from None
+
+
+def parse_tag_type(value: TagType | str) -> TagType:
+    if isinstance(value, TagType):
+        return value
+    for t in TagType:
+        if t.value.lower() == str(value).strip().lower():
+            return t
+    raise errors.InvalidInput(f"unknown tag type {value!r}; use Regular or Negative")
+
+
+def parse_threshold(value: float | str) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise errors.InvalidInput(f"threshold {value!r} is not a number") from None
+    if not 0.0 <= t <= 1.0:
+        raise errors.InvalidInput(f"threshold {t} is outside [0, 1]")
+    return t
+
+
+@dataclass(frozen=True)
+class TagProblem:
+    """Why an image cannot carry a set of tags: Custom Vision's per-image status and the matching error."""
+
+    status: str
+    message: str
+    error: type[errors.CvError]
+
+    def raise_(self) -> None:
+        raise self.error(self.message)
+
+
+def image_tag_problem(tags: Mapping[str, Tag], tag_ids: list[str]) -> TagProblem | None:
+    """Check the tags one image would carry (unknown ids, how many, Negative exclusivity); None when fine.
+
+    A Multiclass project's one-tag-per-image rule is checked when training starts (`plan_training`), not here:
+    a project's type can change after its images are tagged, and Custom Vision accepts such uploads too."""
+    unknown = [t for t in tag_ids if t not in tags]
+    if unknown:
+        return TagProblem("ErrorInvalidTag", f"no tag {unknown[0]} in this project", errors.NotFound)
+    if len(tag_ids) > MAX_TAGS_PER_IMAGE:
+        return TagProblem("ErrorTagLimitExceed", f"an image can carry at most {MAX_TAGS_PER_IMAGE} tags",
+                          errors.InvalidInput)
+    if len(tag_ids) > 1 and any(tags[t].type == TagType.Negative for t in tag_ids):
+        return TagProblem("ErrorNegativeAndRegularTagOnSameImage",
+                          "the Negative tag cannot be combined with other tags on an image", errors.NegativeAndRegularTag)
+    return None

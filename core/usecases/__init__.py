@@ -1,0 +1,41 @@
+"""The use cases, one module per area. Each area's class takes `Deps` and a `Scope`; `UseCases(deps, scope)` holds
+them all for one caller, so an adapter gets no way in without saying whose call it is."""
+from __future__ import annotations
+
+from .base import Deps, EmbeddingStats, InlineRunner
+from .channels import Channels, workspace_for_key
+from .exports import Exports, export_file
+from .images import ImageResult, Images, ImageUpload, Order, TagPairs
+from .iterations import Iterations
+from .maintenance import recover
+from .notifications import Notifications
+from .prediction import Predictions
+from .projects import Projects, ProjectSummary
+from .scope import Role, Scope
+from .tags import Tags
+from .training import Training
+from .training_job import TrainingJob, embed_blobs
+
+
+class UseCases:
+    """Every area's use cases for one scope."""
+
+    def __init__(self, deps: Deps, scope: Scope):
+        self.deps = deps
+        self.scope = scope
+        self.projects = Projects(deps, scope)
+        self.tags = Tags(deps, scope)
+        self.images = Images(deps, scope)
+        self.training = Training(deps, scope)
+        self.iterations = Iterations(deps, scope)
+        self.predictions = Predictions(deps, scope)
+        self.exports = Exports(deps, scope)
+        self.channels = Channels(deps, scope)
+        self.notifications = Notifications(deps, scope)
+
+
+__all__ = [
+    "Channels", "Deps", "EmbeddingStats", "Exports", "ImageResult", "ImageUpload", "Images", "InlineRunner",
+    "Iterations", "Notifications", "Order", "Predictions", "ProjectSummary", "Projects", "Role", "Scope", "TagPairs",
+    "Tags", "Training", "TrainingJob", "UseCases", "embed_blobs", "export_file", "recover", "workspace_for_key",
+]

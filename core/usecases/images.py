@@ -1,0 +1,198 @@
+"""Training images: validated uploads (each image its own status), listing, tagging, deletion."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+from .. import errors
+from ..images import TRAINING_MAX_BYTES, validate_image
+from ..model import Image
+from ..rules import image_tag_problem
+from .base import UseCase
+
+
+@dataclass
+class ImageUpload:
+    data: bytes | None
+    name: str = ""
+    tag_ids: list[str] = field(default_factory=list)
+    problem: tuple[str, str] | None = None  # (status, message) when the adapter could not get the bytes
+
+
+@dataclass
+class ImageResult:
+    source_name: str
+    status: str  # Custom Vision's: OK, OKDuplicate, ErrorImageFormat, ErrorImageSize, ...
+    message: str = ""
+    image: Image | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("OK", "OKDuplicate")
+
+
+class Order(str, Enum):
+    Newest = "Newest"
+    Oldest = "Oldest"
+
+
+@dataclass
+class TagPairs:
+    """What `tag_images` did with (image id, tag id) pairs, in Custom Vision's terms."""
+
+    created: list[tuple[str, str]]
+    duplicated: list[tuple[str, str]]
+
+
+class Images(UseCase):
+    def add(self, project_id: str, uploads: list[ImageUpload], source: str = "", uploaded_by: str | None = None,
+            max_bytes: int = TRAINING_MAX_BYTES) -> list[ImageResult]:
+        """Validate and store a batch; every image gets its own status and one bad image fails only itself."""
+        self.scope.require_write("add images")
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            tags = {t.id: t for t in uow.tags.list(project_id)}
+        results: list[ImageResult | None] = [None] * len(uploads)
+        fresh: dict[str, tuple[int, Image]] = {}
+        for i, up in enumerate(uploads):
+            name = up.name or f"image {i + 1}"
+            tag_ids = list(dict.fromkeys(up.tag_ids or []))
+            problem = image_tag_problem(tags, tag_ids)
+            if up.data is None or up.problem:
+                status, message = up.problem or ("ErrorSource", "the image could not be read")
+                results[i] = ImageResult(name, status, message)
+                continue
+            if problem:
+                results[i] = ImageResult(name, problem.status, problem.message)
+                continue
+            try:
+                info = validate_image(up.data, max_bytes)
+            except errors.ImageRejected as e:
+                results[i] = ImageResult(name, e.status, e.message)
+                continue
+            if info.sha256 in fresh:
+                results[i] = ImageResult(name, "OKDuplicate", "same image earlier in this batch", fresh[info.sha256][1])
+                continue
+            image = Image(project_id=project_id, sha256=info.sha256, width=info.width, height=info.height,
+                          original_name=up.name or "", source=source, uploaded_by=uploaded_by, tag_ids=tag_ids)
+            fresh[info.sha256] = (i, image)
+        stored = self._store(project_id, uploads, fresh, results)
+        for r in results:
+            if r is not None and r.status == "OKDuplicate" and r.image is not None and r.image.sha256 in stored:
+                r.image = stored[r.image.sha256]
+        return [r for r in results if r is not None]
+
+    def _store(self, project_id: str, uploads: list[ImageUpload], fresh: dict[str, tuple[int, Image]],
+               results: list[ImageResult | None]) -> dict[str, Image]:
+        for attempt in (1, 2):  # a concurrent upload of the same image can win the race: re-check once
+            written: list[str] = []
+            stored: dict[str, Image] = {}
+            try:
+                with self.deps.uow() as uow:
+                    for sha, (i, image) in fresh.items():
+                        name = uploads[i].name or f"image {i + 1}"
+                        existing = uow.images.get_by_sha(project_id, sha)
+                        if existing:
+                            results[i] = ImageResult(name, "OKDuplicate", "this image is already in the project", existing)
+                            stored[sha] = existing
+                            continue
+                        self.deps.blobs.put(uploads[i].data)  # type: ignore[arg-type]
+                        written.append(sha)
+                        uow.images.add(image)
+                        results[i] = ImageResult(name, "OK", "", image)
+                        stored[sha] = image
+                    uow.commit()
+                return stored
+            except Exception:
+                self.collect(written)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None, skip: int = 0,
+             take: int | None = None, order: Order | str = Order.Newest) -> list[Image]:
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            return uow.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take,
+                                   oldest=Order(order) == Order.Oldest)
+
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int:
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            return uow.images.count(project_id, tagged=tagged, tag_ids=tag_ids)
+
+    def get_many(self, project_id: str, image_ids: list[str]) -> list[Image]:
+        """The project's images among `image_ids` (others are left out)."""
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            return [i for i in uow.images.get_many(image_ids) if i.project_id == project_id]
+
+    def data(self, project_id: str, image_id: str) -> bytes:
+        found = self.get_many(project_id, [image_id])
+        if not found:
+            raise errors.NotFound(f"no image {image_id} in this project")
+        return self.deps.blobs.get(found[0].sha256)
+
+    def set_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str]) -> list[Image]:
+        """Replace the tags of the given images (an empty list untags them)."""
+        return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(tag_ids)))
+
+    def add_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str]) -> list[Image]:
+        return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(current + tag_ids)))
+
+    def remove_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str] | None = None) -> list[Image]:
+        """Remove `tag_ids` from the images (all their tags when None)."""
+        drop = set(tag_ids or [])
+        return self._retag(project_id, image_ids,
+                           lambda current: [t for t in current if tag_ids is not None and t not in drop])
+
+    def tag_images(self, project_id: str, pairs: list[tuple[str, str]]) -> TagPairs:
+        """Add (image id, tag id) pairs; a pair the image already carries (or repeated) is reported duplicated."""
+        current = {i.id: set(i.tag_ids) for i in self.get_many(project_id, [image_id for image_id, _ in pairs])}
+        created: list[tuple[str, str]] = []
+        duplicated: list[tuple[str, str]] = []
+        by_image: dict[str, list[str]] = {}
+        for image_id, tag_id in pairs:
+            if tag_id in current.get(image_id, set()) or tag_id in by_image.get(image_id, []):
+                duplicated.append((image_id, tag_id))
+            else:
+                by_image.setdefault(image_id, []).append(tag_id)
+                created.append((image_id, tag_id))
+        for image_id, tag_ids in by_image.items():
+            self.add_tags(project_id, [image_id], tag_ids)
+        return TagPairs(created, duplicated)
+
+    def _retag(self, project_id: str, image_ids: list[str], change: Callable[[list[str]], list[str]]) -> list[Image]:
+        self.scope.require_write("tag images")
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            tags = {t.id: t for t in uow.tags.list(project_id)}
+            images = [i for i in uow.images.get_many(list(dict.fromkeys(image_ids))) if i.project_id == project_id]
+            found = {i.id for i in images}
+            missing = [i for i in image_ids if i not in found]
+            if missing:
+                raise errors.NotFound(f"no image {missing[0]} in this project")
+            for img in images:
+                new = change(list(img.tag_ids))
+                problem = image_tag_problem(tags, new)
+                if problem:
+                    problem.raise_()
+                uow.images.set_tags(img.id, new)
+                img.tag_ids = new
+            uow.commit()
+            return images
+
+    def delete(self, project_id: str, image_ids: list[str] | None = None, all_images: bool = False) -> int:
+        self.scope.require_write("delete images")
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            if all_images:
+                images = uow.images.list(project_id)
+            else:
+                images = [i for i in uow.images.get_many(image_ids or []) if i.project_id == project_id]
+            for img in images:
+                uow.images.delete(img.id)
+            uow.commit()
+        self.collect([i.sha256 for i in images])
+        return len(images)
