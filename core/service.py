@@ -14,14 +14,14 @@ import numpy as np
 from . import errors
 from .backbones import BackboneProvider, registry_entry
 from .embedding import Embedder
-from .evaluation import Evaluation, cross_validate, performance
+from .evaluation import Evaluation, performance
 from .images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES, validate_image
 from .model import (
     ChannelBinding, WorkspaceKeys, DEFAULT_WORKSPACE, ClassificationType, Domain, Export, Image, Iteration, IterationStatus, Prediction, Project,
     SnapshotEntry, Tag, TagPrediction, TagType, utcnow,
 )
 from .ports import BlobStore, JobRunner, UnitOfWork, UnitOfWorkFactory
-from .probe import LinearProbe
+from .probe import LinearProbe, LinearProbeCV
 from .training import ProgressBoard, label_matrix, plan_training
 
 log = logging.getLogger(__name__)
@@ -417,13 +417,13 @@ class CvService:
             Y = label_matrix(it.snapshot, it.tag_ids)
             multilabel = it.classification_type == ClassificationType.Multilabel
             self.progress.update(iteration_id, "evaluating")
-            cv = cross_validate(X, Y, multilabel, progress=lambda d, t: self.progress.update(iteration_id, "evaluating", d, t))
-            self.progress.update(iteration_id, "fitting")
-            probe = LinearProbe(multilabel=multilabel, C=cv.C).fit(X, Y)
+            cv = LinearProbeCV(multilabel=multilabel,
+                               progress=lambda stage, d, t: self.progress.update(iteration_id, stage, d, t)).fit(X, Y)
+            probe = cv.best_estimator_  # fitted on every image, after a "fitting" progress report
             self.progress.update(iteration_id, "saving")
             tag_types = (it.performance or {}).get("tagTypes") or ["Regular"] * len(it.tag_ids)
-            ev = Evaluation([e.image_id for e in it.snapshot], Y, cv.oof, cv.folds, it.tag_ids, it.tag_names,
-                            tag_types, multilabel, cv.C)
+            ev = Evaluation([e.image_id for e in it.snapshot], Y, cv.oof_, cv.folds_, it.tag_ids, it.tag_names,
+                            tag_types, multilabel, cv.C_)
             probe_key = self.blobs.put(probe.to_bytes())
             eval_key = self.blobs.put(ev.to_bytes())
             perf = performance(ev, project.threshold)
