@@ -41,31 +41,33 @@ def tuned_reference(X: np.ndarray, y: np.ndarray, folds: np.ndarray, Cs=REFERENC
 
 
 def cvbot_kfold(X: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    from core.evaluation import Evaluation, cross_validate, performance
+    from core.evaluation import Evaluation, performance
+    from core.probe import LinearProbeCV
 
     k = int(y.max()) + 1
     Y = onehot(y, k)
-    cv = cross_validate(X, Y, False)
-    ev = Evaluation([str(i) for i in range(len(y))], Y, cv.oof, cv.folds, [str(c) for c in range(k)],
-                    [str(c) for c in range(k)], ["Regular"] * k, False, cv.C)
+    cv = LinearProbeCV(refit=False).fit(X, Y)
+    ev = Evaluation([str(i) for i in range(len(y))], Y, cv.oof_, cv.folds_, [str(c) for c in range(k)],
+                    [str(c) for c in range(k)], ["Regular"] * k, False, cv.C_)
     perf = performance(ev, 0.5)
-    return {"accuracy": perf["accuracy"], "macro_ap": perf["averagePrecision"], "C": cv.C}, cv.folds
+    return {"accuracy": perf["accuracy"], "macro_ap": perf["averagePrecision"], "C": cv.C_}, cv.folds_
 
 
 def fold_spread(X: np.ndarray, y: np.ndarray, seeds: int) -> dict:
     """cvbot's k-fold accuracy under other fold assignments (seeds 1..n): how much the one figure moves with
     the split alone (the service shuffles its own image order, so its figure lands elsewhere in this range)."""
-    from core.evaluation import cross_validate
+    from core.probe import LinearProbeCV
 
     Y = onehot(y, int(y.max()) + 1)
-    accs = [float((cross_validate(X, Y, False, seed=s).oof.argmax(1) == y).mean()) for s in range(1, seeds + 1)]
+    accs = [float((LinearProbeCV(seed=s, refit=False).fit(X, Y).oof_.argmax(1) == y).mean())
+            for s in range(1, seeds + 1)]
     return {"seeds": seeds, "mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4),
             "min": round(min(accs), 4), "max": round(max(accs), 4)}
 
 
 def few_shot(X: np.ndarray, y: np.ndarray, shots=(5, 10, 20, 30), draws: int = 5, seed: int = 0) -> list[dict]:
     """Train on `m` random images per tag (C chosen by cvbot's own k-fold on those), test on the rest."""
-    from core.probe import LinearProbe
+    from core.probe import LinearProbeCV
 
     rng = np.random.default_rng(seed)
     k = int(y.max()) + 1
@@ -75,7 +77,7 @@ def few_shot(X: np.ndarray, y: np.ndarray, shots=(5, 10, 20, 30), draws: int = 5
         for _ in range(draws):
             train = np.concatenate([rng.choice(np.flatnonzero(y == c), m, replace=False) for c in range(k)])
             test = np.setdiff1d(np.arange(len(y)), train)
-            probe = LinearProbe().fit(X[train], onehot(y[train], k))
+            probe = LinearProbeCV().fit(X[train], onehot(y[train], k))
             accs.append(float((probe.predict(X[test]) == y[test]).mean()))
         rows.append({"per_tag": m, "accuracy": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4),
                      "draws": draws})

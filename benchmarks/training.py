@@ -17,21 +17,20 @@ from .common import ROOT, Config, interleaved, load_average, onehot, synthetic_e
 def cvbot_training(X: np.ndarray, Y: np.ndarray, multilabel: bool, blob_dir: Path) -> dict:
     """What a training job does once the embeddings are cached: k-fold evaluation with C selection, the
     final fit, performance at the default threshold, and storing the probe and the evaluation."""
-    from core.evaluation import Evaluation, cross_validate, performance
-    from core.probe import LinearProbe, clear_design_cache
+    from core.evaluation import Evaluation, performance
+    from core.probe import LinearProbeCV
     from storage import LocalBlobStore
 
-    clear_design_cache()  # as in a training job: nothing cached from an earlier run on these features
-    cv = cross_validate(X, Y, multilabel)
-    probe = LinearProbe(multilabel=multilabel, C=cv.C).fit(X, Y)
+    cv = LinearProbeCV(multilabel=multilabel).fit(X, Y)  # as in a training job: its own Design, nothing cached
+    probe = cv.best_estimator_
     k = Y.shape[1]
-    ev = Evaluation([f"i{i}" for i in range(len(Y))], Y, cv.oof, cv.folds, [f"t{j}" for j in range(k)],
-                    [f"tag {j}" for j in range(k)], ["Regular"] * k, multilabel, cv.C)
+    ev = Evaluation([f"i{i}" for i in range(len(Y))], Y, cv.oof_, cv.folds_, [f"t{j}" for j in range(k)],
+                    [f"tag {j}" for j in range(k)], ["Regular"] * k, multilabel, cv.C_)
     blobs = LocalBlobStore(blob_dir)
     blobs.put(probe.to_bytes())
     blobs.put(ev.to_bytes())
     perf = performance(ev, 0.5)
-    return {"accuracy": perf.get("accuracy"), "C": cv.C, "ap": perf["averagePrecision"]}
+    return {"accuracy": perf.get("accuracy"), "C": cv.C_, "ap": perf["averagePrecision"]}
 
 
 def sklearn_reference(X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:

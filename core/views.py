@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
-from .service import ImageResult
+from .usecases.images import ImageResult
 
 
 def iso(value: datetime | None) -> str | None:

@@ -11,9 +11,9 @@ import numpy as np
 from .. import errors
 from ..backbones import Backbone
 from ..embedding import Embedder
-from ..evaluation import Evaluation, cross_validate, performance
+from ..evaluation import Evaluation, performance
 from ..model import ClassificationType, IterationStatus, utcnow
-from ..probe import LinearProbe
+from ..probe import LinearProbeCV
 from ..training import label_matrix
 from .base import Deps
 
@@ -65,12 +65,11 @@ class TrainingJob:
         Y = label_matrix(it.snapshot, it.tag_ids)
         multilabel = it.classification_type == ClassificationType.Multilabel
         self._progress("evaluating")
-        cv = cross_validate(X, Y, multilabel, progress=lambda d, t: self._progress("evaluating", d, t))
-        self._progress("fitting")
-        probe = LinearProbe(multilabel=multilabel, C=cv.C).fit(X, Y)
+        cv = LinearProbeCV(multilabel=multilabel, progress=self._progress).fit(X, Y)
+        probe = cv.best_estimator_
         self._progress("saving")
-        ev = Evaluation([e.image_id for e in it.snapshot], Y, cv.oof, cv.folds, it.tag_ids, it.tag_names,
-                        [t.value for t in it.tag_types], multilabel, cv.C)
+        ev = Evaluation([e.image_id for e in it.snapshot], Y, cv.oof_, cv.folds_, it.tag_ids, it.tag_names,
+                        [t.value for t in it.tag_types], multilabel, cv.C_)
         probe_key = self.deps.blobs.put(probe.to_bytes())
         eval_key = self.deps.blobs.put(ev.to_bytes())
         perf = performance(ev, project.threshold)

@@ -1,6 +1,7 @@
 import numpy as np
 
-from core.evaluation import Evaluation, cross_validate, kfold_assignments, n_folds, performance
+from core.evaluation import Evaluation, performance
+from core.probe import LinearProbe, LinearProbeCV, kfold_assignments, n_folds
 
 
 def _ev(Y, P, folds=None, multilabel=False, types=None):
@@ -84,10 +85,10 @@ def test_cross_validation_oof_never_sees_its_own_label():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(120, 64)).astype(np.float32)
     y = rng.integers(0, 2, 120)
-    res = cross_validate(X, np.eye(2)[y], multilabel=False)
-    acc = (res.oof.argmax(1) == y).mean()
+    res = LinearProbeCV(multilabel=False, refit=False).fit(X, np.eye(2)[y])
+    acc = (res.oof_.argmax(1) == y).mean()
     assert 0.3 < acc < 0.7
-    assert set(res.scores) == {1.0, 3.0, 10.0, 30.0, 100.0}
+    assert set(res.scores_) == {1.0, 3.0, 10.0, 30.0, 100.0}
 
 
 def test_average_precision_matches_scikit_learn_with_ties():
@@ -107,22 +108,23 @@ def test_multilabel_cross_validation_oof_never_sees_its_own_labels():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(150, 64)).astype(np.float32)
     Y = (rng.random((150, 3)) < 0.5).astype(np.float32)  # pure noise
-    res = cross_validate(X, Y, multilabel=True)
-    agreement = ((res.oof >= 0.5) == (Y > 0)).mean()
+    res = LinearProbeCV(multilabel=True, refit=False).fit(X, Y)
+    agreement = ((res.oof_ >= 0.5) == (Y > 0)).mean()
     assert 0.35 < agreement < 0.65
-    assert res.oof.shape == Y.shape and set(res.scores) == {1.0, 3.0, 10.0, 30.0, 100.0}
+    assert res.oof_.shape == Y.shape and set(res.scores_) == {1.0, 3.0, 10.0, 30.0, 100.0}
 
 
 def test_selected_C_out_of_fold_predictions_match_plain_per_fold_fits():
     # the lock-step, warm-started, rotated solver gives each fold the model fitted on that fold's rows alone
-    from core.probe import fit_linear, predict_proba_linear
-
     rng = np.random.default_rng(8)
     y = rng.integers(0, 3, 90)
     X = (rng.normal(size=(90, 12)) + np.eye(3, 12)[y] * 2).astype(np.float32)
     Y = np.eye(3, dtype=np.float32)[y]
-    res = cross_validate(X, Y, multilabel=False)
-    for f in range(res.folds.max() + 1):
-        train, test = res.folds != f, res.folds == f
-        alone = predict_proba_linear(fit_linear(X[train].copy(), Y[train], res.C, False, tol=1e-9), X[test], False)
-        assert np.abs(alone - res.oof[test]).max() < 0.02
+    res = LinearProbeCV(multilabel=False).fit(X, Y)
+    assert res.folds_.max() + 1 == 5
+    for f in range(res.folds_.max() + 1):
+        train, test = res.folds_ != f, res.folds_ == f
+        alone = LinearProbe(C=res.C_, tol=1e-9).fit(X[train], Y[train]).predict_proba(X[test])
+        assert np.abs(alone - res.oof_[test]).max() < 0.02
+        # ... and not the final model, which has seen the held-out rows
+        assert np.abs(res.predict_proba(X[test]) - res.oof_[test]).max() > 0.02

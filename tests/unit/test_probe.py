@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.probe import LinearProbe, sample_weights
+from core.probe import LinearProbe, LinearProbeCV, sample_weights
 
 
 def blobs(n_per=30, k=3, d=16, seed=0, sep=3.0):
@@ -36,10 +36,11 @@ def test_regularisation_strength_changes_confidence():
     assert weak > strong + 0.2
 
 
-def test_auto_C_is_chosen_from_grid():
+def test_cv_chooses_C_from_grid():
     X, y = blobs()
-    probe = LinearProbe(Cs=(0.01, 10.0)).fit(X, y)
+    probe = LinearProbeCV(Cs=(0.01, 10.0)).fit(X, y)
     assert probe.C_ == 10.0  # separable data: the weakly regularised model has the lower held-out loss
+    assert probe.best_estimator_.C_ == 10.0
 
 
 def test_multilabel_columns_are_independent_sigmoids():
@@ -79,11 +80,78 @@ def test_serialisation_round_trip_gives_identical_probabilities():
 
 
 @pytest.mark.parametrize("multilabel", [False, True])
-def test_sklearn_clone_compatible(multilabel):
+@pytest.mark.parametrize("cls", [LinearProbe, LinearProbeCV])
+def test_sklearn_clone_compatible(cls, multilabel):
     from sklearn.base import clone
 
-    p = LinearProbe(multilabel=multilabel, C=2.0)
+    p = cls(multilabel=multilabel, tol=1e-6)
     assert clone(p).get_params() == p.get_params()
+    assert p.get_params()["tol"] == 1e-6 and p.get_params()["multilabel"] is multilabel
+
+
+@pytest.mark.parametrize("cls", [LinearProbe, LinearProbeCV])
+def test_set_params_sets_known_names_and_rejects_unknown_ones(cls):
+    p = cls()
+    assert p.set_params(tol=1e-3) is p and p.tol == 1e-3
+    with pytest.raises(ValueError, match="Cz"):
+        p.set_params(tol=1e-4, Cz=3.0)
+    assert p.tol == 1e-3 and not hasattr(p, "Cz")  # nothing set when one name is wrong
+    assert sorted(p.get_params()) == sorted(__import__("inspect").signature(cls).parameters)
+
+
+def test_coef_init_is_the_starting_point_and_fit_reaches_the_same_optimum():
+    X, y = blobs()
+    start = LinearProbe(C=0.1).fit(X, y).coef_
+    # with no iteration allowed, the start comes back (through the rotation and back)
+    assert np.allclose(LinearProbe(C=10.0, max_iter=0).fit(X, y, coef_init=start).coef_, start, atol=1e-5)
+    cold = LinearProbe(C=10.0, tol=1e-9).fit(X, y).coef_
+    warm = LinearProbe(C=10.0, tol=1e-9).fit(X, y, coef_init=start).coef_
+    assert np.abs(cold - start).max() > 0.5  # a start far from the optimum
+    P_cold, P_warm = (X @ W[:-1] + W[-1] for W in (cold, warm))
+    assert np.abs(P_cold - P_warm).max() < 1e-2
+
+
+def _balanced_log_loss(Y, P, multilabel):
+    w = sample_weights(Y, multilabel)
+    P = np.clip(P, 1e-7, 1 - 1e-7)
+    cell = -(Y * np.log(P) + (1 - Y) * np.log(1 - P)) if multilabel else -np.log((P * Y).sum(1))
+    return float((w * cell).sum() / w.sum())
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_cv_chooses_the_C_with_the_lowest_kfold_log_loss(multilabel):
+    X, y = blobs(n_per=40, d=32, sep=0.5, seed=5)
+    Y = np.eye(3, dtype=np.float32)[y]
+    if multilabel:
+        Y = np.clip(Y + (np.random.default_rng(1).random(Y.shape) < 0.2), 0, 1).astype(np.float32)
+    Cs = (0.1, 1.0, 10.0, 100.0)
+    cv = LinearProbeCV(multilabel=multilabel, Cs=Cs, refit=False).fit(X, Y)
+    losses = {}
+    for C in Cs:  # plain per-fold fits, one C at a time
+        oof = np.zeros_like(Y)
+        for f in range(cv.folds_.max() + 1):
+            train, test = cv.folds_ != f, cv.folds_ == f
+            oof[test] = LinearProbe(multilabel=multilabel, C=C, tol=1e-9).fit(X[train], Y[train]).predict_proba(X[test])
+        losses[C] = _balanced_log_loss(Y, oof, multilabel)
+    assert cv.C_ == min(Cs, key=losses.get)
+    assert cv.C_ not in (Cs[0], Cs[-1])  # an inner optimum: the test tells min from either end of the grid
+    # the path's scores (looser tolerance) rank the Cs as the plain fits do; the chosen one's is refined
+    assert sorted(Cs, key=cv.scores_.get) == sorted(Cs, key=losses.get)
+    assert abs(cv.scores_[cv.C_] - losses[cv.C_]) < 2e-3
+    assert not hasattr(cv, "best_estimator_")  # refit=False
+
+
+def test_cv_refits_on_every_image_at_the_chosen_C_and_reports_progress():
+    X, y = blobs()
+    seen = []
+    folds = np.arange(len(y)) % 3
+    cv = LinearProbeCV(Cs=(0.1, 1.0), progress=lambda *a: seen.append(a)).fit(X, y, folds=folds)
+    assert np.array_equal(cv.folds_, folds) and cv.n_features_in_ == 16
+    assert seen[-1] == ("fitting", 0, 0) and seen[-2] == ("evaluating", 3, 3)
+    assert [d for stage, d, t in seen[:-1]] == sorted(d for stage, d, t in seen[:-1])
+    alone = LinearProbe(C=cv.C_).fit(X, y)
+    assert np.abs(cv.predict_proba(X) - alone.predict_proba(X)).max() < 1e-2
+    assert np.array_equal(cv.predict(X), cv.best_estimator_.predict(X))
 
 
 def _objective(Wb, X, Y, C, multilabel):
@@ -105,8 +173,6 @@ def _objective(Wb, X, Y, C, multilabel):
 def test_fit_reaches_the_optimum_of_the_documented_objective(multilabel, n, d):
     from scipy.optimize import minimize
 
-    from core.probe import fit_linear
-
     rng = np.random.default_rng(7)
     X = rng.normal(size=(n, d)).astype(np.float32) + 0.3
     X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -117,7 +183,7 @@ def test_fit_reaches_the_optimum_of_the_documented_objective(multilabel, n, d):
     else:
         Y = np.eye(k, dtype=np.float32)[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.2)]
     C = 10.0
-    ours = _objective(fit_linear(X, Y, C, multilabel), X, Y, C, multilabel)
+    ours = _objective(LinearProbe(multilabel=multilabel, C=C).fit(X, Y).coef_, X, Y, C, multilabel)
 
     def f(theta):
         return _objective(theta.reshape(d + 1, k), X, Y, C, multilabel)

@@ -1,16 +1,9 @@
-"""The linear probe: softmax (Multiclass) or one-vs-rest sigmoid (Multilabel) on L2-normalised embeddings.
-
-Follows scikit-learn's estimator contract: `fit` returns self, learned attributes end in `_`.
+"""The probe's optimiser: L-BFGS for the class-balanced, L2-regularised logistic objective.
 
 The objective is scikit-learn's (class-balanced sample weights, L2 penalty ||W||² / 2C, averaged by the
-total sample weight; the bias is not penalised). How it is minimised, for speed:
+total sample weight; the bias is not penalised): softmax for Multiclass, one sigmoid per tag for
+Multilabel. It is minimised in the coordinates of a `Design` (core.probe.design), for speed:
 
-* The features are centred and rotated onto their principal axes once per data set (`Design`). That is an
-  exact reparametrisation: X W + b = (X - mu) V (Vᵀ W) + (b + mu W), and the penalty is rotation invariant.
-  Directions without variance are dropped, which does not change the optimum (the penalty keeps their
-  weights at 0): with fewer images than dimensions the problem shrinks from d to n columns (the
-  representer / SVD trick). The rotation uses no labels, so a k-fold model fitted in these coordinates
-  is the model fitted on its training rows alone.
 * L-BFGS runs in coordinates scaled by a diagonal estimate of the Hessian in that basis (feature variance
   times the softmax curvature, plus the penalty), so weak regularisation (large C) costs about as much as
   strong; along a path of Cs the curvature pairs are carried over (exactly re-expressed for the new C).
@@ -25,161 +18,84 @@ total sample weight; the bias is not penalised). How it is minimised, for speed:
 """
 from __future__ import annotations
 
-import io
 import math
 import os
-import threading
-import weakref
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
-from scipy.special import expit, log_softmax
+import numpy.typing as npt
+from scipy.special import expit
 
-DEFAULT_CS = (1.0, 3.0, 10.0, 30.0, 100.0)
+F32: TypeAlias = npt.NDArray[np.float32]
+Rows: TypeAlias = npt.NDArray[np.intp]
+Tick: TypeAlias = Callable[[], None]  # called once per finished stage (one C of one task)
+_Map: TypeAlias = Callable[..., Iterable[Any]]  # map, or a thread pool's map
+_Pair: TypeAlias = tuple[F32, F32, float]  # an L-BFGS curvature pair (s, y, 1 / sᵀy)
+# a line search's outcome: step length, objective, data loss, residuals and logits at the new point
+_Searched: TypeAlias = tuple[float, float, float, F32, F32]
+
 # Stop when the estimated distance to the optimum (half the squared preconditioned gradient, in units of
 # the mean log-loss) falls below this. 1e-5 is far below the C-to-C differences the selection looks at.
 DEFAULT_TOL = 1e-5
-_DROP_REL = 1e-9  # principal directions with variance below this fraction of the largest are dropped
-_CHUNK = 8192
 
 
-def sample_weights(Y: np.ndarray, multilabel: bool) -> np.ndarray:
+def sample_weights(Y: npt.NDArray[np.floating[Any]], multilabel: bool) -> F32:
     """Class-balanced weights: per row (multiclass) or per cell (multilabel), as scikit-learn's 'balanced'."""
     n, k = Y.shape
     if not multilabel:
         counts = Y.sum(0)
         per_class = n / (k * np.maximum(counts, 1))
-        return (Y @ per_class).astype(np.float32)
+        per_row: F32 = (Y @ per_class).astype(np.float32)
+        return per_row
     pos = Y.sum(0)
     neg = n - pos
     wpos = n / (2 * np.maximum(pos, 1))
     wneg = n / (2 * np.maximum(neg, 1))
-    return np.where(Y > 0, wpos, wneg).astype(np.float32)
+    per_cell: F32 = np.where(Y > 0, wpos, wneg).astype(np.float32)
+    return per_cell
 
 
-class Design:
-    """Centred features on their principal axes: Z = (X - mu) V, with the variance of each column.
+class StageResult(NamedTuple):
+    """A task's model at one C of its path, and its logits (m, k) on the task's kept rows."""
 
-    Built once per feature matrix and shared by every fit on its rows (k-fold, C path, final model).
-    """
-
-    def __init__(self, X: np.ndarray):
-        X = np.ascontiguousarray(X, np.float32)
-        n, d = X.shape
-        self.n, self.d = n, d
-        self.mu = X.mean(0, dtype=np.float64).astype(np.float32) if n else np.zeros(d, np.float32)
-        if n == 0:
-            self.V = np.zeros((d, 0), np.float32)
-            self.Z = np.zeros((0, 0), np.float32)
-            self.var = np.zeros(0, np.float32)
-            return
-        if n >= d:
-            G = np.zeros((d, d), np.float64)
-            for i in range(0, n, _CHUNK):
-                c = X[i:i + _CHUNK] - self.mu
-                G += c.T @ c
-            ev, V = _eigh(G.astype(np.float32))  # V is orthonormal to float32 precision: all the rotation needs
-            keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
-            ev, V = ev[keep], np.ascontiguousarray(V[:, keep], np.float32)
-            Z = np.empty((n, V.shape[1]), np.float32)
-            for i in range(0, n, _CHUNK):
-                np.matmul(X[i:i + _CHUNK] - self.mu, V, out=Z[i:i + _CHUNK])
-        else:  # fewer images than dimensions: work in the n-dimensional span of the rows
-            Xc = X - self.mu
-            ev, U = _eigh((Xc @ Xc.T).astype(np.float64))
-            keep = ev > max(float(ev[0]), 1e-30) * _DROP_REL
-            ev, U = ev[keep], U[:, keep]
-            root = np.sqrt(ev)
-            V = np.ascontiguousarray((Xc.T @ (U / root).astype(np.float32)), np.float32)  # orthonormal columns
-            Z = np.ascontiguousarray(U * root, np.float32)
-        self.V = V
-        self.Z = Z
-        self.var = (ev / n).astype(np.float32)
-
-    @property
-    def rank(self) -> int:
-        return int(self.V.shape[1])
-
-    def to_original(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Rotated (r, k) weights and bias -> (d + 1, k) weights on the original features, bias last."""
-        Wo = self.V @ np.asarray(W, np.float32)
-        bo = np.asarray(b, np.float32) - self.mu @ Wo
-        return np.concatenate([Wo, bo[None]]).astype(np.float32)
-
-    def from_original(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        Wb = np.asarray(Wb, np.float32)
-        Wo, bo = Wb[:-1], Wb[-1]
-        return (self.V.T @ Wo).astype(np.float32), (bo + self.mu @ Wo).astype(np.float32)
+    W: F32
+    b: F32
+    logits: F32 | None
 
 
-def _eigh(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending, clipped at 0) and eigenvectors of a symmetric matrix."""
-    from scipy.linalg import eigh
+class Task:
+    """One L-BFGS run over a path of Cs: the rows it trains on carry weight, held-out rows weigh 0.
 
-    ev, V = eigh(M, driver="evd", overwrite_a=True, check_finite=False)
-    return np.maximum(ev[::-1], 0.0), V[:, ::-1]
+    Made by `Solver.task`; its `results` hold one StageResult per C once the solver has run it."""
 
-
-_design_lock = threading.Lock()
-_design_cache: dict = {}
-
-
-def _fingerprint(X: np.ndarray) -> tuple:
-    flat = X.reshape(-1)
-    step = max(1, flat.size // 4096)
-    return X.shape, str(X.dtype), float(np.sum(X, dtype=np.float64)), flat[::step].tobytes()
-
-
-def design_for(X: np.ndarray) -> Design:
-    """The Design of X, reused while the same unchanged array is passed again (cross-validation, then the
-    final fit on the same features)."""
-    X = np.ascontiguousarray(X, np.float32)
-    fp = _fingerprint(X)
-    with _design_lock:
-        ref = _design_cache.get("ref")
-        if ref is not None and ref() is X and _design_cache.get("fp") == fp:
-            return _design_cache["design"]
-    design = Design(X)
-    with _design_lock:
-        _design_cache.clear()
-        _design_cache.update(ref=weakref.ref(X), fp=fp, design=design, warm={})
-    weakref.finalize(X, _forget, id(design))  # the cache never outlives the features
-    return design
-
-
-def clear_design_cache() -> None:
-    """Forget the cached Design (benchmarks time a training from scratch with it)."""
-    with _design_lock:
-        _design_cache.clear()
-
-
-def _forget(design_id: int) -> None:
-    with _design_lock:
-        if id(_design_cache.get("design")) == design_id:
-            _design_cache.clear()
-
-
-def _warm_starts(design: Design) -> dict:
-    with _design_lock:
-        if _design_cache.get("design") is design:
-            return _design_cache["warm"]
-    return {}
-
-
-class _Task:
-    """One L-BFGS run over a path of Cs: the rows it trains on carry weight, held-out rows weigh 0."""
-
-    def __init__(self, w: np.ndarray, sw: float, Cs, W0=None, b0=None, keep=None):
+    def __init__(self, w: F32, sw: float, Cs: Iterable[float], W0: F32 | None = None, b0: F32 | None = None,
+                 keep: Rows | None = None):
         self.w = w  # (n,) or, multilabel, (k, n) weights normalised to sum 1, zero on held-out rows
         self.sw = sw  # their sum before normalising: the penalty is relative to it
         self.Cs = list(Cs)
         self.keep = keep  # rows whose logits are recorded at each C (the held-out fold)
         self.W0, self.b0 = W0, b0
         self.stage = -1
-        self.results: list = []  # per C: (W, b, logits on the kept rows)
+        self.results: list[StageResult] = []  # per C
         self.iterations = 0
         self.done = False
         self.tol: float | None = None  # the solver's unless set
+        # the solver's state: the point (rotated W, b; scaled x), logits Zl (k, n), objective f and its
+        # data term, residuals R (k, n) and Zᵀ R, gradient g, the C's penalty lam and scaling s, sb, and
+        # the curvature pairs S
+        self.W, self.b, self.x, self.g = _empty(), _empty(), _empty(), _empty()
+        self.Zl, self.R, self.ZR, self.s = _empty(), _empty(), _empty(), _empty()
+        self.f = self.f_data = self.lam = 0.0
+        self.sb = np.float32(1.0)
+        self.S: list[_Pair] = []
+        self.stage_iter = 0
+        self.pending: tuple[float, F32, float, float, F32, F32, F32] | None = None  # a step to apply
+
+
+def _empty() -> F32:
+    return np.zeros(0, np.float32)
 
 
 class Solver:
@@ -192,8 +108,8 @@ class Solver:
     the tasks spread over a thread per core.
     """
 
-    def __init__(self, Z, Y: np.ndarray, multilabel: bool, var, tol: float = DEFAULT_TOL, max_iter: int = 500,
-                 history: int = 20):
+    def __init__(self, Z: F32, Y: npt.ArrayLike, multilabel: bool, var: npt.ArrayLike, tol: float = DEFAULT_TOL,
+                 max_iter: int = 500, history: int = 20):
         self.Z = Z  # (n, r)
         self.Y = np.ascontiguousarray(Y, np.float32)
         self.Yt = np.ascontiguousarray(self.Y.T)  # logits and residuals are class-major, (k, n): reductions
@@ -202,13 +118,14 @@ class Solver:
         self.tol, self.max_iter, self.history = tol, max_iter, history
         n, k = self.Y.shape
         one_hot = not multilabel and n > 0 and bool(((self.Y == 0) | (self.Y == 1)).all()) and bool((self.Y.sum(1) == 1).all())
-        self.labels = self.Y.argmax(1) if one_hot else None
+        self.labels: Rows | None = self.Y.argmax(1) if one_hot else None
         self.n, self.k, self.r = n, k, int(Z.shape[1])
         # curvature of the data loss per logit at the start: about 1/k for the softmax; 1/4 per sigmoid
         # cell, with the loss averaged over the k columns
         self.curv = (0.25 / k) if multilabel else (1.0 / k)
 
-    def task(self, rows: np.ndarray | None, Cs, W0=None, b0=None, keep: np.ndarray | None = None) -> _Task:
+    def task(self, rows: npt.ArrayLike | None, Cs: Sequence[float], W0: F32 | None = None, b0: F32 | None = None,
+             keep: Rows | None = None) -> Task:
         """A task training on `rows` (all when None) with class-balanced weights computed on those rows;
         its logits on the rows `keep` are recorded at each C."""
         n, k = self.Y.shape
@@ -218,10 +135,10 @@ class Solver:
         w[idx] = w_rows
         sw = float(w_rows.sum(dtype=np.float64))
         w = np.ascontiguousarray(w.T) / np.float32(sw)  # (n,) or (k, n)
-        return _Task(w, sw, Cs, W0, b0, keep)
+        return Task(w, sw, Cs, W0, b0, keep)
 
     # ---- products with the design
-    def _times(self, M: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    def _times(self, M: F32, bias: F32) -> F32:
         """(Z @ M + bias)ᵀ: (m, n) for M (r, m)."""
         out = np.empty((M.shape[1], self.n), np.float32)
         if self.r:
@@ -231,17 +148,17 @@ class Solver:
             out[:] = bias[:, None]
         return out
 
-    def _times_t(self, Rt: np.ndarray) -> np.ndarray:
+    def _times_t(self, Rt: F32) -> F32:
         """Zᵀ R for Rt = Rᵀ (m, n): (r, m)."""
         return (Rt @ self.Z).T if self.r else np.zeros((0, Rt.shape[0]), np.float32)
 
     # ---- the loss as a function of the logits
-    def _loss_grad(self, t: _Task, Zl: np.ndarray):
+    def _loss_grad(self, t: Task, Zl: F32) -> tuple[float, F32]:
         """Weighted mean data loss at class-major logits Zl (k, n) and its gradient dL/dZl (weights in)."""
         Yt = self.Yt
         if self.multilabel:
             loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Yt * Zl), dtype=np.float64))
-            R = expit(Zl)
+            R: F32 = expit(Zl)
             R -= Yt
             R *= t.w
             return loss, R
@@ -262,7 +179,7 @@ class Solver:
         E *= t.w
         return loss, E
 
-    def _begin(self, tasks: list[_Task]) -> None:
+    def _begin(self, tasks: list[Task]) -> None:
         """Start the tasks' first stages: logits and gradients at their initial points (shared products)."""
         r, k = self.r, self.k
         warm = []
@@ -284,13 +201,13 @@ class Solver:
             t.ZR = ZR_all[:, j * k:(j + 1) * k]
             self._next_stage(t)
 
-    def _next_stage(self, t: _Task) -> None:
+    def _next_stage(self, t: Task) -> None:
         t.stage += 1
         if t.stage >= len(t.Cs):
             t.done = True
             return
         C = t.Cs[t.stage]
-        old_s, old_lam = getattr(t, "s", None), getattr(t, "lam", None)
+        old_s, old_lam = t.s, t.lam  # the previous C's, when this is not the first stage
         t.lam = 1.0 / (C * t.sw)
         t.s = (1.0 / np.sqrt(self.curv * self.var + t.lam)).astype(np.float32)[:, None]  # W = s * B
         t.sb = np.float32(1.0 / math.sqrt(self.curv))  # b = sb * beta
@@ -299,9 +216,9 @@ class Solver:
         t.g = self._grad(t, t.W, t.ZR, t.R)
         # keep the curvature pairs: the data term's are unchanged, the penalty's change is known exactly
         S = []
-        if old_s is not None:
+        if t.stage > 0:
             rk = self.r * self.k
-            for sv, yv, _ in getattr(t, "S", []):
+            for sv, yv, _ in t.S:
                 dW = sv[:rk].reshape(self.r, self.k) * old_s
                 yW = yv[:rk].reshape(self.r, self.k) / old_s + np.float32(t.lam - old_lam) * dW
                 sv2 = np.concatenate([(dW / t.s).ravel(), sv[rk:]])
@@ -312,11 +229,11 @@ class Solver:
         t.S = S
         t.stage_iter = 0
 
-    def _grad(self, t: _Task, W: np.ndarray, ZR: np.ndarray, R: np.ndarray) -> np.ndarray:
+    def _grad(self, t: Task, W: F32, ZR: F32, R: F32) -> F32:
         gW = (ZR + np.float32(t.lam) * W) * t.s
         return np.concatenate([gW.ravel(), t.sb * R.sum(1)]).astype(np.float32)
 
-    def refine_last(self, tasks: list[_Task], tol: float, progress=None) -> None:
+    def refine_last(self, tasks: list[Task], tol: float, progress: Tick | None = None) -> None:
         """Continue every task's last C to a tighter tolerance, from where it stopped (state and curvature
         pairs intact); its recorded result for that C is replaced."""
         for t in tasks:
@@ -324,18 +241,18 @@ class Solver:
             t.done, t.stage, t.stage_iter, t.tol = False, len(t.Cs) - 1, 0, tol
         self.run(tasks, progress, resume=True)
 
-    def _finish_stage(self, t: _Task) -> None:
-        t.results.append((t.W.copy(), t.b.copy(), None if t.keep is None else t.Zl[:, t.keep].T))
+    def _finish_stage(self, t: Task) -> None:
+        t.results.append(StageResult(t.W.copy(), t.b.copy(), None if t.keep is None else t.Zl[:, t.keep].T))
         self._next_stage(t)
 
-    def _direction(self, t: _Task):
+    def _direction(self, t: Task) -> tuple[F32, float] | None:
         """L-BFGS two-loop recursion in the scaled coordinates; None when the stage has converged."""
         g = t.g
         gg = float(np.dot(g, g))
         if 0.5 * gg <= (t.tol or self.tol) or t.stage_iter >= self.max_iter:
             return None
         q = g.copy()
-        alphas = []
+        alphas: list[float] = []
         for sv, yv, rho in reversed(t.S):
             a = rho * float(np.dot(sv, q))
             q -= np.float32(a) * yv
@@ -353,11 +270,11 @@ class Solver:
             q, d0 = -g, -gg
         return q, d0
 
-    def _split(self, t: _Task, v: np.ndarray):
+    def _split(self, t: Task, v: F32) -> tuple[F32, F32]:
         rk = self.r * self.k
         return v[:rk].reshape(self.r, self.k) * t.s, v[rk:] * t.sb  # (W, b) of a scaled vector
 
-    def run(self, tasks: list[_Task], progress=None, resume: bool = False) -> None:
+    def run(self, tasks: list[Task], progress: Tick | None = None, resume: bool = False) -> None:
         """Advance every task through all of its Cs. The per-task work between the two shared products
         (directions, line searches, updates: numpy releases the GIL) runs on a thread per core."""
         workers = min(len(tasks), os.cpu_count() or 1)
@@ -367,12 +284,12 @@ class Solver:
         with ThreadPoolExecutor(workers, thread_name_prefix="probe") as pool:
             self._run(tasks, progress, pool.map, resume)
 
-    def _run(self, tasks: list[_Task], progress, pmap, resume: bool) -> None:
+    def _run(self, tasks: list[Task], progress: Tick | None, pmap: _Map, resume: bool) -> None:
         k = self.k
         if not resume:
             self._begin(tasks)
 
-        def advance(t: _Task):
+        def advance(t: Task) -> tuple[tuple[F32, float] | None, int]:
             """Apply the task's pending step, then find its next direction (None: all Cs done)."""
             if t.pending is not None:
                 self._apply(t, *t.pending)
@@ -386,13 +303,15 @@ class Solver:
                 finished += 1
             return None, finished
 
-        for t in tasks:
-            t.pending = getattr(t, "pending", None) if resume else None
+        if not resume:
+            for t in tasks:
+                t.pending = None
         while True:
-            steps = []
+            steps: list[tuple[Task, F32, float]] = []
             for t, (d, finished) in zip(tasks, list(pmap(advance, tasks))):
-                for _ in range(finished if progress else 0):
-                    progress()
+                if progress:
+                    for _ in range(finished):
+                        progress()
                 if d is not None:
                     steps.append((t, *d))
             if not steps:
@@ -401,7 +320,7 @@ class Solver:
             parts = [self._split(t, p) for t, p, _ in steps]
             U_all = self._times(np.concatenate([PW for PW, _ in parts], 1), np.concatenate([pb for _, pb in parts]))
 
-            def search(j: int):
+            def search(j: int) -> _Searched:
                 t, p, d0 = steps[j]
                 PW = parts[j][0]
                 U = U_all[j * k:(j + 1) * k]
@@ -422,7 +341,8 @@ class Solver:
                 for j, (t, a, p, f_new, fd_new, R_new, Zl_new) in enumerate(moved):
                     t.pending = (a, p, f_new, fd_new, R_new, Zl_new, ZR_all[:, j * k:(j + 1) * k])
 
-    def _apply(self, t: _Task, a, p, f_new, fd_new, R_new, Zl_new, ZR) -> None:
+    def _apply(self, t: Task, a: float, p: F32, f_new: float, fd_new: float, R_new: F32, Zl_new: F32,
+               ZR: F32) -> None:
         """Move the task to the accepted point and update its curvature pairs."""
         step = np.float32(a) * p
         x_new = t.x + step
@@ -440,14 +360,15 @@ class Solver:
         if decrease <= 1e-13 * max(1.0, abs(t.f)):
             t.stage_iter = self.max_iter  # stalled at float32 resolution
 
-    def _line_search(self, t: _Task, U, d0, pen0, wp, pp, c1=1e-4, c2=0.9, max_steps=40):
+    def _line_search(self, t: Task, U: F32, d0: float, pen0: float, wp: float, pp: float, c1: float = 1e-4,
+                     c2: float = 0.9, max_steps: int = 40) -> _Searched:
         """A strong-Wolfe step along the direction, whose image in logit space is U. The objective is convex
         along the line, so its derivative is monotone: bracket, then secant steps on the derivative.
         Trial steps cost only element-wise work on the (n, k) logits."""
         f0, lam = t.f, t.lam
         slack = 1e-7 * max(1.0, abs(f0))  # float32 round-off in the loss
 
-        def phi(a):
+        def phi(a: float) -> tuple[float, float, float, F32, F32]:
             Zt = U * np.float32(a)
             Zt += t.Zl
             fd, R = self._loss_grad(t, Zt)
@@ -457,7 +378,7 @@ class Solver:
 
         lo, flo, dlo = 0.0, f0, d0
         hi, dhi = math.inf, None
-        best = None
+        best: _Searched | None = None
         a = 1.0
         for _ in range(max_steps):
             fa, da, fd, R, Zt = phi(a)
@@ -484,107 +405,4 @@ class Solver:
             a = min(max(cand, lo + 0.1 * width), hi - 0.1 * width)
         if best is not None and best[1] < f0:
             return best
-        return 0.0, f0, t.f_data, None, t.Zl
-
-
-def _indicator(Y: np.ndarray) -> np.ndarray:
-    Y = np.asarray(Y)
-    if Y.ndim == 1:
-        k = int(Y.max()) + 1 if len(Y) else 1
-        out = np.zeros((len(Y), k), np.float32)
-        out[np.arange(len(Y)), Y.astype(int)] = 1
-        return out
-    return Y.astype(np.float32)
-
-
-def _label_key(Y: np.ndarray, multilabel: bool, C: float) -> tuple:
-    Y = np.ascontiguousarray(Y, np.float32)
-    return (Y.shape, bool(multilabel), float(C), hash(Y.tobytes()))
-
-
-def fit_linear(X: np.ndarray, Y: np.ndarray, C: float, multilabel: bool, init: np.ndarray | None = None,
-               max_iter: int = 500, tol: float = DEFAULT_TOL) -> np.ndarray:
-    """Minimise the class-balanced, L2-regularised loss (scikit-learn's C convention, averaged by the
-    total sample weight); returns the (d+1, k) weights on the original features with the bias last.
-
-    A warm start left by `core.evaluation.cross_validate` on the same features, labels and C is used
-    when there is one (the final model after the k-fold evaluation starts from the fold models' mean)."""
-    design = design_for(X)
-    Y = np.asarray(Y, np.float32)
-    W0 = b0 = None
-    if init is not None:
-        W0, b0 = design.from_original(init)
-    else:
-        warm = _warm_starts(design).pop(_label_key(Y, multilabel, C), None)
-        if warm is not None:
-            W0, b0 = warm
-    solver = Solver(design.Z, Y, multilabel, design.var, tol=tol, max_iter=max_iter)
-    task = solver.task(None, [C], W0, b0)
-    solver.run([task])
-    W, b, _ = task.results[0]
-    return design.to_original(W, b)
-
-
-def predict_proba_linear(Wb: np.ndarray, X: np.ndarray, multilabel: bool) -> np.ndarray:
-    Z = np.asarray(X, np.float32) @ Wb[:-1] + Wb[-1]
-    if multilabel:
-        return expit(Z)
-    return np.exp(log_softmax(Z, axis=1))
-
-
-class LinearProbe:
-    """Linear classifier on embeddings. `C` is the inverse regularisation strength; with `C=None`
-    it is chosen by stratified k-fold cross-validation over `Cs` (see core.evaluation)."""
-
-    def __init__(self, multilabel: bool = False, C: float | None = None, Cs: tuple[float, ...] = DEFAULT_CS,
-                 max_iter: int = 500, random_state: int = 0):
-        self.multilabel = multilabel
-        self.C = C
-        self.Cs = Cs
-        self.max_iter = max_iter
-        self.random_state = random_state
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"multilabel": self.multilabel, "C": self.C, "Cs": self.Cs, "max_iter": self.max_iter,
-                "random_state": self.random_state}
-
-    def set_params(self, **params) -> "LinearProbe":
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "LinearProbe":
-        """X: (n, d) embeddings. Y: (n, k) 0/1 indicator matrix, or (n,) class indices (multiclass)."""
-        Y = _indicator(Y)
-        C = self.C
-        if C is None:
-            from .evaluation import cross_validate
-
-            C = cross_validate(X, Y, self.multilabel, Cs=self.Cs, seed=self.random_state).C
-        self.C_ = float(C)
-        self.coef_ = fit_linear(X, Y, self.C_, self.multilabel, max_iter=self.max_iter)
-        self.n_features_in_ = X.shape[1]
-        self.classes_ = np.arange(Y.shape[1])
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return predict_proba_linear(self.coef_, X, self.multilabel)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        P = self.predict_proba(X)
-        return (P >= 0.5).astype(int) if self.multilabel else P.argmax(1)
-
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, coef=self.coef_, C=np.float64(self.C_), multilabel=np.bool_(self.multilabel))
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "LinearProbe":
-        z = np.load(io.BytesIO(data))
-        probe = cls(multilabel=bool(z["multilabel"]), C=float(z["C"]))
-        probe.coef_ = z["coef"].astype(np.float32)
-        probe.C_ = float(z["C"])
-        probe.n_features_in_ = probe.coef_.shape[0] - 1
-        probe.classes_ = np.arange(probe.coef_.shape[1])
-        return probe
+        return 0.0, f0, t.f_data, t.R, t.Zl  # no step: the caller keeps the task where it is
