@@ -23,6 +23,15 @@ class CvService:
         self.progress = self.deps.progress
         self._system = UseCases(self.deps, Scope.system())
 
+    @classmethod
+    def over(cls, deps: Deps) -> CvService:
+        service = cls.__new__(cls)
+        service.deps = deps
+        service.uow, service.blobs, service.backbones, service.runner = deps.uow, deps.blobs, deps.backbones, deps.runner
+        service.progress = deps.progress
+        service._system = UseCases(deps, Scope.system())
+        return service
+
     @property
     def images_embedded(self) -> int:
         return self.deps.stats.images

@@ -8,6 +8,7 @@ from typing import Callable
 from core import BackboneProvider, CvService
 from core.ports import JobRunner
 from core.usecases import Deps, Scope, UseCases
+from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
 from .config import Settings
@@ -36,15 +37,17 @@ class SchedulerRunner(JobRunner):
 @dataclass
 class Container:
     settings: Settings
-    service: CvService
+    deps: Deps
     runner: JobRunner
 
-    @property
-    def deps(self) -> Deps:
-        return self.service.deps
-
     def usecases(self, scope: Scope) -> UseCases:
-        return UseCases(self.service.deps, scope)
+        """The use cases for one caller (adapters build one per request, message or command)."""
+        return UseCases(self.deps, scope)
+
+    @property
+    def service(self) -> CvService:
+        """Transitional: the old facade, until every adapter calls `usecases`."""
+        return CvService.over(self.deps)
 
     def close(self) -> None:
         if isinstance(self.runner, SchedulerRunner):
@@ -58,14 +61,10 @@ def bootstrap(settings: Settings | None = None, recover: bool = True) -> Contain
     engine = make_engine(settings.database_url)
     migrate(engine)
     runner = SchedulerRunner()
-    service = CvService(
-        unit_of_work_factory(engine),
-        LocalBlobStore(settings.data_dir / "blobs"),
-        BackboneProvider(settings.backbone_settings()),
-        runner,
-    )
+    deps = Deps(unit_of_work_factory(engine), LocalBlobStore(settings.data_dir / "blobs"),
+                BackboneProvider(settings.backbone_settings()), runner)
     if recover:
-        report = service.recover()
+        report = recover_after_restart(deps)
         if any(report.values()):
             log.warning("recovered after restart: %s", report)
-    return Container(settings, service, runner)
+    return Container(settings, deps, runner)
