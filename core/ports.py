@@ -1,6 +1,8 @@
 """Ports the core needs; `storage/` implements them, tests may fake them."""
 from __future__ import annotations
 
+import builtins
+
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Callable, Iterable
@@ -91,20 +93,20 @@ class ImageRepository(ABC):
 
     @abstractmethod
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
-             skip: int = 0, take: int | None = None, oldest: bool = False) -> list[Image]:
+             skip: int = 0, take: int | None = None, oldest: bool = False) -> builtins.list[Image]:
         """Newest first (ties by id), or exactly the reverse with `oldest`."""
 
     @abstractmethod
-    def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int: ...
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: builtins.list[str] | None = None) -> int: ...
 
     @abstractmethod
-    def set_tags(self, image_id: str, tag_ids: list[str]) -> None: ...
+    def set_tags(self, image_id: str, tag_ids: builtins.list[str]) -> None: ...
 
     @abstractmethod
     def delete(self, image_id: str) -> None: ...
 
     @abstractmethod
-    def snapshot(self, project_id: str) -> list[SnapshotEntry]:
+    def snapshot(self, project_id: str) -> builtins.list[SnapshotEntry]:
         """Every tagged image of the project with its tags, ordered by image id."""
 
 
@@ -133,7 +135,7 @@ class IterationRepository(ABC):
     @abstractmethod
     def set_reported(self, iteration_id: str, reported_at: datetime | None) -> None: ...
 
-    def unreported(self, statuses: list[IterationStatus]) -> list[Iteration]:
+    def unreported(self, statuses: builtins.list[IterationStatus]) -> builtins.list[Iteration]:
         """Iterations in `statuses` with a notification target whose outcome is not reported yet."""
         return [i for i in self.in_status(statuses) if i.notify and i.reported_at is None]
 
@@ -141,7 +143,7 @@ class IterationRepository(ABC):
     def delete(self, iteration_id: str) -> None: ...
 
     @abstractmethod
-    def in_status(self, statuses: list[IterationStatus], project_id: str | None = None) -> list[Iteration]: ...
+    def in_status(self, statuses: builtins.list[IterationStatus], project_id: str | None = None) -> builtins.list[Iteration]: ...
 
     @abstractmethod
     def next_number(self, project_id: str) -> int: ...
@@ -228,7 +230,7 @@ class ExportRepository(ABC):
     def list(self, iteration_id: str) -> list[Export]: ...
 
     @abstractmethod
-    def in_status(self, status: ExportStatus) -> list[Export]: ...
+    def in_status(self, status: ExportStatus) -> builtins.list[Export]: ...
 
 
 class UnitOfWork(ABC):

@@ -1,6 +1,8 @@
 """Training images: validated uploads (each image its own status), listing, tagging, deletion."""
 from __future__ import annotations
 
+import builtins
+
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
@@ -111,18 +113,18 @@ class Images(UseCase):
         raise AssertionError("unreachable")
 
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None, skip: int = 0,
-             take: int | None = None, order: Order | str = Order.Newest) -> list[Image]:
+             take: int | None = None, order: Order | str = Order.Newest) -> builtins.list[Image]:
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             return uow.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take,
                                    oldest=Order(order) == Order.Oldest)
 
-    def count(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None) -> int:
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: builtins.list[str] | None = None) -> int:
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             return uow.images.count(project_id, tagged=tagged, tag_ids=tag_ids)
 
-    def get_many(self, project_id: str, image_ids: list[str]) -> list[Image]:
+    def get_many(self, project_id: str, image_ids: builtins.list[str]) -> builtins.list[Image]:
         """The project's images among `image_ids` (others are left out)."""
         with self.deps.uow() as uow:
             self.project(uow, project_id)
@@ -134,25 +136,25 @@ class Images(UseCase):
             raise errors.NotFound(f"no image {image_id} in this project")
         return self.deps.blobs.get(found[0].sha256)
 
-    def set_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str]) -> list[Image]:
+    def set_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str]) -> builtins.list[Image]:
         """Replace the tags of the given images (an empty list untags them)."""
         return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(tag_ids)))
 
-    def add_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str]) -> list[Image]:
+    def add_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str]) -> builtins.list[Image]:
         return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(current + tag_ids)))
 
-    def remove_tags(self, project_id: str, image_ids: list[str], tag_ids: list[str] | None = None) -> list[Image]:
+    def remove_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str] | None = None) -> builtins.list[Image]:
         """Remove `tag_ids` from the images (all their tags when None)."""
         drop = set(tag_ids or [])
         return self._retag(project_id, image_ids,
                            lambda current: [t for t in current if tag_ids is not None and t not in drop])
 
-    def tag_images(self, project_id: str, pairs: list[tuple[str, str]]) -> TagPairs:
+    def tag_images(self, project_id: str, pairs: builtins.list[tuple[str, str]]) -> TagPairs:
         """Add (image id, tag id) pairs; a pair the image already carries (or repeated) is reported duplicated."""
         current = {i.id: set(i.tag_ids) for i in self.get_many(project_id, [image_id for image_id, _ in pairs])}
-        created: list[tuple[str, str]] = []
-        duplicated: list[tuple[str, str]] = []
-        by_image: dict[str, list[str]] = {}
+        created: builtins.list[tuple[str, str]] = []
+        duplicated: builtins.list[tuple[str, str]] = []
+        by_image: dict[str, builtins.list[str]] = {}
         for image_id, tag_id in pairs:
             if tag_id in current.get(image_id, set()) or tag_id in by_image.get(image_id, []):
                 duplicated.append((image_id, tag_id))
@@ -163,7 +165,7 @@ class Images(UseCase):
             self.add_tags(project_id, [image_id], tag_ids)
         return TagPairs(created, duplicated)
 
-    def _retag(self, project_id: str, image_ids: list[str], change: Callable[[list[str]], list[str]]) -> list[Image]:
+    def _retag(self, project_id: str, image_ids: builtins.list[str], change: Callable[[builtins.list[str]], builtins.list[str]]) -> builtins.list[Image]:
         self.scope.require_write("tag images")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
@@ -183,7 +185,7 @@ class Images(UseCase):
             uow.commit()
             return images
 
-    def delete(self, project_id: str, image_ids: list[str] | None = None, all_images: bool = False) -> int:
+    def delete(self, project_id: str, image_ids: builtins.list[str] | None = None, all_images: bool = False) -> int:
         self.scope.require_write("delete images")
         with self.deps.uow() as uow:
             self.project(uow, project_id)

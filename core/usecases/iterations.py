@@ -1,6 +1,8 @@
 """Iterations: list, rename, make default, publish, delete, and their performance at any threshold."""
 from __future__ import annotations
 
+import builtins
+
 from typing import Any
 
 from .. import errors
@@ -118,9 +120,9 @@ class Iterations(UseCase):
         perf["trainingSeconds"] = it.training_seconds
         return perf
 
-    def image_performances(self, project_id: str, iteration_id: str, tag_ids: list[str] | None = None,
+    def image_performances(self, project_id: str, iteration_id: str, tag_ids: builtins.list[str] | None = None,
                            order: Order | str = Order.Oldest, skip: int = 0,
-                           take: int | None = None) -> list[tuple[Image, list[TagPrediction]]]:
+                           take: int | None = None) -> builtins.list[tuple[Image, builtins.list[TagPrediction]]]:
         """The iteration's training images still in the project, each with its out-of-fold predictions (what the
         model said when it had not seen it, most probable first); with `tag_ids`, those carrying any of them."""
         with self.deps.uow() as uow:

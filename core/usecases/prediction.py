@@ -1,6 +1,8 @@
 """Prediction: classify an image with the default, a given or a published iteration; stored predictions."""
 from __future__ import annotations
 
+import builtins
+
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -94,7 +96,7 @@ class Predictions(UseCase):
             return p
 
     def list(self, project_id: str, iteration_id: str | None = None, skip: int = 0,
-             take: int | None = None) -> list[Prediction]:
+             take: int | None = None) -> builtins.list[Prediction]:
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             return uow.predictions.list(project_id, iteration_id, skip, take)
@@ -115,7 +117,7 @@ class Predictions(UseCase):
         return PredictionPage([(p, domains.get(p.iteration_id, project.domain)) for p in page],
                               q.offset + q.max_count if more else None)
 
-    def delete(self, project_id: str, prediction_ids: list[str]) -> int:
+    def delete(self, project_id: str, prediction_ids: builtins.list[str]) -> int:
         self.scope.require_write("delete predictions")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
@@ -126,7 +128,7 @@ class Predictions(UseCase):
         self.collect([p.sha256 for p in preds if p.sha256])
         return len(preds)
 
-    def add_to_training(self, project_id: str, prediction_id: str, tag_ids: list[str],
+    def add_to_training(self, project_id: str, prediction_id: str, tag_ids: builtins.list[str],
                         uploaded_by: str | None = None) -> ImageResult:
         """Custom Vision's "test and retrain": the predicted image joins the training set with confirmed tags."""
         p = self.get(project_id, prediction_id)

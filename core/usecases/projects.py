@@ -1,6 +1,8 @@
 """Projects: create, find, summarise, change settings, delete."""
 from __future__ import annotations
 
+import builtins
+
 from dataclasses import dataclass
 
 from .. import errors
@@ -103,7 +105,7 @@ class Projects(UseCase):
         self.collect(keys)
 
 
-def project_blob_keys(uow: UnitOfWork, project_id: str) -> list[str]:
+def project_blob_keys(uow: UnitOfWork, project_id: str) -> builtins.list[str]:
     """Every blob a project's rows reference: images, iteration artifacts and snapshots, exports, predictions."""
     keys = [i.sha256 for i in uow.images.list(project_id)]
     for it in uow.iterations.list(project_id):

@@ -1,6 +1,8 @@
 """Tags: Regular and Negative, at most one Negative per project, names unique per project (any case)."""
 from __future__ import annotations
 
+import builtins
+
 from typing import Iterable
 
 from .. import errors
@@ -75,11 +77,11 @@ class Tags(UseCase):
             uow.tags.delete(tag_id)
             uow.commit()
 
-    def get_or_create(self, project_id: str, names: Iterable[str]) -> list[Tag]:
+    def get_or_create(self, project_id: str, names: Iterable[str]) -> builtins.list[Tag]:
         """Tags by case-insensitive name, created on first use; 'negative' means the project's Negative tag. Safe
         to race: callers creating the same new tag at once all get the one tag that was stored."""
         self.scope.require_write("create tags")
-        out: list[Tag] = []
+        out: builtins.list[Tag] = []
         existing = {t.name.lower(): t for t in self.list(project_id)}
         for raw in names:
             name = raw.strip()
@@ -113,7 +115,7 @@ def _duplicate(name: str) -> errors.Conflict:
     return errors.Conflict(f"a tag named '{name}' already exists in this project", "BadRequestDuplicateTag")
 
 
-def _check_new_name(others: list[Tag], name: str) -> None:
+def _check_new_name(others: builtins.list[Tag], name: str) -> None:
     if any(t.name.lower() == name.lower() for t in others):
         raise _duplicate(name)
 
@@ -123,6 +125,6 @@ def _check_tag_limit(count: int) -> None:
         raise errors.InvalidInput(f"a project can have at most {MAX_TAGS_PER_PROJECT} tags", "BadRequestTagLimitExceed")
 
 
-def _check_no_negative(tags: list[Tag]) -> None:
+def _check_no_negative(tags: builtins.list[Tag]) -> None:
     if any(t.type == TagType.Negative for t in tags):
         raise errors.InvalidInput("this project already has a Negative tag", "BadRequestTagTypeNegativeExists")
