@@ -21,9 +21,8 @@ def _tiny_png(i: int) -> bytes:
 
 
 def run(cfg: Config, tmp: Path) -> dict:
-    from core import CvService
     from core.backbones import BackboneProvider, BackboneSettings
-    from core.service import ImageUpload
+    from core.service import CvService, ImageUpload
     from core.training import label_matrix
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 

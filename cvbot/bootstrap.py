@@ -5,8 +5,9 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from core import BackboneProvider, CvService
+from core.backbones import BackboneProvider
 from core.ports import JobRunner
+from core.service import CvService
 from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
 from .config import Settings
