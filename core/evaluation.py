@@ -23,8 +23,6 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, softmax
-from sklearn.model_selection import StratifiedKFold
 
 from .probe import DEFAULT_CS, DEFAULT_TOL, Solver, _label_key, _warm_starts, design_for, sample_weights
 
@@ -51,6 +49,8 @@ def kfold_assignments(Y: np.ndarray, multilabel: bool, k: int = MAX_FOLDS, seed:
         splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(Y)), Y.astype(int))
     else:
+        from sklearn.model_selection import StratifiedKFold
+
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(Y)), Y.argmax(1))
     for i, (_, test) in enumerate(splits):
@@ -133,6 +133,8 @@ def _oof(shape, tests: list[np.ndarray], logits: list[np.ndarray], multilabel: b
 
 
 def _proba(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    from scipy.special import expit, softmax
+
     if multilabel:
         return expit(logits).astype(np.float32)
     return softmax(logits, axis=1).astype(np.float32)

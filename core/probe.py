@@ -33,7 +33,6 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.special import expit, log_softmax
 
 DEFAULT_CS = (1.0, 3.0, 10.0, 30.0, 100.0)
 # Stop when the estimated distance to the optimum (half the squared preconditioned gradient, in units of
@@ -238,6 +237,8 @@ class Solver:
     # ---- the loss as a function of the logits
     def _loss_grad(self, t: _Task, Zl: np.ndarray):
         """Weighted mean data loss at class-major logits Zl (k, n) and its gradient dL/dZl (weights in)."""
+        from scipy.special import expit
+
         Yt = self.Yt
         if self.multilabel:
             loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Yt * Zl), dtype=np.float64))
@@ -526,6 +527,8 @@ def fit_linear(X: np.ndarray, Y: np.ndarray, C: float, multilabel: bool, init: n
 
 
 def predict_proba_linear(Wb: np.ndarray, X: np.ndarray, multilabel: bool) -> np.ndarray:
+    from scipy.special import expit, log_softmax
+
     Z = np.asarray(X, np.float32) @ Wb[:-1] + Wb[-1]
     if multilabel:
         return expit(Z)

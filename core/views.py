@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
-from .service import ImageResult
+
+if TYPE_CHECKING:
+    from .service import ImageResult
 
 
 def iso(value: datetime | None) -> str | None:
