@@ -1,5 +1,6 @@
-"""The `cvbot` command runs Alembic only when the database is not at the newest revision (a new one, or one from
-an older release): both are brought to the head."""
+"""The `cvbot` command starts fast: no heavy library on the way to `cvbot --help` or `cvbot project list`, and
+Alembic only when the database is not at the newest revision (a new one, or one from an older release)."""
+import json
 import subprocess
 import sys
 
@@ -8,7 +9,32 @@ from sqlalchemy import inspect
 
 from storage import make_engine, migrate
 from storage.db import HEAD_REVISION, schema_revisions, upgrade
+from tests.e2e.test_cli import jrun
 from tests.helpers import env_with
+
+
+HEAVY = ("torch", "onnxruntime", "open_clip", "sklearn", "scipy", "PIL", "matplotlib", "aiohttp", "slack_bolt",
+         "slack_sdk", "alembic", "apscheduler", "tqdm")
+
+
+def _loaded_after(tmp_path, code: str) -> list[str]:
+    """The heavy top-level modules a fresh interpreter has loaded after running `code`."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], env=env_with(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_help_builds_the_parser_without_the_engine(tmp_path):
+    code = "import sys\nfrom cvbot.cli import build_parser\nbuild_parser()\nassert 'core.service' not in sys.modules"
+    assert _loaded_after(tmp_path, code) == []
+
+
+def test_project_list_on_an_up_to_date_database_loads_no_heavy_library(tmp_path):
+    assert jrun(tmp_path, "project", "list") == []  # a new database: migrated (Alembic runs this once)
+    code = "from cvbot.cli import main\nassert main(['project', 'list', '--json']) == 0"
+    assert _loaded_after(tmp_path, code) == []
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -19,13 +45,13 @@ def database_url(request, tmp_path):
     return f"sqlite:///{tmp_path / 'data' / 'cvbot.db'}"
 
 
-def _cli_env(tmp_path, database_url):
+def _cli_env(database_url):
     return {"DATABASE_URL": database_url} if database_url.startswith("postgresql") else {}
 
 
 def test_a_new_database_is_migrated_to_the_head(tmp_path, database_url):
     out = subprocess.run([sys.executable, "-m", "cvbot", "project", "list", "--json"], capture_output=True,
-                         text=True, env=env_with(tmp_path, **_cli_env(tmp_path, database_url)), timeout=120)
+                         text=True, env=env_with(tmp_path, **_cli_env(database_url)), timeout=120)
     assert out.returncode == 0, out.stderr
     assert schema_revisions(make_engine(database_url)) == {HEAD_REVISION}
 
@@ -36,7 +62,7 @@ def test_an_older_database_is_upgraded_by_the_cli(tmp_path, database_url):
     assert schema_revisions(engine) == {"0002"}
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("iterations")}
 
-    env = env_with(tmp_path, **_cli_env(tmp_path, database_url))
+    env = env_with(tmp_path, **_cli_env(database_url))
     out = subprocess.run([sys.executable, "-m", "cvbot", "project", "create", "after-upgrade", "--json"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
