@@ -24,11 +24,13 @@ BENCHMARKS = {
     5: ("server", "Memory and start-up"),
     6: ("accuracy", "Accuracy on real data"),
     7: ("scaling", "Scaling in images"),
+    8: ("startup", "CLI start-up"),
 }
 
 
 RUNNERS = {1: ("embedding", "run"), 2: ("training", "run_training"), 3: ("incremental", "run"),
-           4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling")}
+           4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling"),
+           8: ("startup", "run")}
 
 
 def _run_one(number: int, cfg: Config, tmp: Path):
