@@ -199,6 +199,9 @@ def render_markdown(results: dict) -> str:
         if "error" in b:
             out += [f"Failed: `{b['error']}`", ""]
             continue
+        if "skipped" in b:
+            out += [f"Skipped: {b['skipped']}.", ""]
+            continue
         render = _RENDER.get(key)
         out += render(b["results"]) if render else ["```", str(b["results"]), "```"]
         out.append("")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TUXPAINT, missing_debian_data
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
-                       reason="needs Debian's tuxpaint-stamps-default (installed by .ci/run)"),
+    pytest.mark.skipif(not TUXPAINT.is_dir(), reason=missing_debian_data("tuxpaint-stamps-default")),
 ]
 
 
