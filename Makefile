@@ -27,7 +27,7 @@ testdata:
 	@if dpkg -s $(DEBIAN_DATA) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_DATA) >/dev/null; \
-	else echo "note: $(DEBIAN_DATA) not installed (needs root on Debian); the real-data tests will be skipped"; fi
+	else echo "note: $(DEBIAN_DATA) not installed (needs root on Debian); the real-data tests and benchmarks will be skipped"; fi
 
 test: install testdata
 	$(BIN)/lint-imports

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from .common import OUT_DIR, ROOT, Config, machine
+from .common import OUT_DIR, ROOT, Config, MissingData, machine
 
 BENCHMARKS = {
     1: ("embedding", "Embedding throughput"),
@@ -24,11 +24,13 @@ BENCHMARKS = {
     5: ("server", "Memory and start-up"),
     6: ("accuracy", "Accuracy on real data"),
     7: ("scaling", "Scaling in images"),
+    8: ("startup", "CLI start-up"),
 }
 
 
 RUNNERS = {1: ("embedding", "run"), 2: ("training", "run_training"), 3: ("incremental", "run"),
-           4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling")}
+           4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling"),
+           8: ("startup", "run")}
 
 
 def _run_one(number: int, cfg: Config, tmp: Path):
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results: dict = {"machine": machine(), "quick": args.quick, "benchmarks": {}}
-    failed = []
+    failed, skipped = [], {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cvbot-bench-") as tmpdir:
         for number, (key, title) in BENCHMARKS.items():
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                 data = _run_one(number, cfg, tmp)
                 results["benchmarks"][key] = {"number": number, "title": title, "seconds": round(time.perf_counter() - t, 1),
                                               "results": data}
+            except MissingData as e:  # not a failure: this machine lacks the data; say what to install
+                skipped[number] = str(e)
+                results["benchmarks"][key] = {"number": number, "title": title, "skipped": str(e)}
+                print(f"[{number}] skipped: {e}", flush=True)
+                continue
             except Exception as e:  # noqa: BLE001 - recorded, and the run fails at the end
                 traceback.print_exc()
                 failed.append(number)
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             previous = json.loads(json_path.read_text())
             if previous.get("quick") == args.quick:
-                previous["benchmarks"].update(results["benchmarks"])
+                # a benchmark skipped for want of data keeps its previous figures
+                previous["benchmarks"].update({k: b for k, b in results["benchmarks"].items() if "skipped" not in b})
                 previous["machine_partial_update"] = results["machine"]
                 results = {**previous, "total_seconds": previous.get("total_seconds")}
         except (OSError, ValueError, KeyError):
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(md)
     print(f"wrote {json_path} and {md_path}")
+    for number, why in skipped.items():
+        print(f"benchmark {number} skipped: {why}", file=sys.stderr)
     if failed:
         print(f"benchmarks that failed: {failed}", file=sys.stderr)
         return 1

@@ -134,14 +134,21 @@ def rss_mb(pid: int | None = None) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- data
+class MissingData(RuntimeError):
+    """A Debian data package a benchmark needs is not installed: `python -m benchmarks` skips that benchmark and
+    says what to install."""
+
+
 def tuxpaint_dataset() -> tuple[list[bytes], np.ndarray, list[str]]:
     """The 8 stamp categories as (png bytes, labels, category names), one copy of each distinct image.
 
     A few stamps ship byte-identical in two categories: those are left out (their label is ambiguous and
     a copy in another fold would leak); byte-identical copies within one category are kept once."""
-    from tests.helpers import tuxpaint_categories
+    from tests.helpers import missing_debian_data, tuxpaint_categories
 
     cats = tuxpaint_categories(min_images=30)
+    if not cats:
+        raise MissingData(missing_debian_data("tuxpaint-stamps-default"))
     names = list(cats)
     by_hash: dict[str, tuple[bytes, set[int]]] = {}
     for i, name in enumerate(names):
@@ -192,6 +199,10 @@ def fashion_mnist_test(per_class: int = 100) -> tuple[list[bytes], np.ndarray, l
     """The test split of Fashion-MNIST, the first `per_class` images of each class, as PNG bytes."""
     from PIL import Image
 
+    from tests.helpers import missing_debian_data
+
+    if not have_fashion_mnist():
+        raise MissingData(missing_debian_data("dataset-fashion-mnist"))
     images = _idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz")
     labels = _idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")
     picked: list[int] = []

@@ -116,7 +116,7 @@ def _end_to_end(backbone, items: list[bytes], batch_sizes, repeats: int) -> dict
 
 def _service_path(backbone_provider, items: list[bytes], tmp) -> float:
     """Images/s through CvService.embeddings: blob store reads, embedding, SQLite cache writes."""
-    from core import CvService
+    from core.service import CvService
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     engine = make_engine(f"sqlite:///{tmp / 'embed.db'}")

@@ -21,12 +21,12 @@ def _tiny_png(i: int) -> bytes:
 
 
 def run(cfg: Config, tmp: Path) -> dict:
-    from core import CvService
     from core.backbones import BackboneProvider, BackboneSettings
-    from core.service import ImageUpload
+    from core.service import CvService, ImageUpload
     from core.training import label_matrix
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
+    stamps, _, _ = tuxpaint_dataset()  # the real images added in each round (first: MissingData before any work)
     n, k = cfg.pick((5000, 50), (1000, 8))
     engine = make_engine(f"sqlite:///{tmp / 'incremental.db'}")
     migrate(engine)
@@ -67,7 +67,6 @@ def run(cfg: Config, tmp: Path) -> dict:
     first_s, first = train()
     embedded_first = service.images_embedded - before
 
-    stamps, _, _ = tuxpaint_dataset()
     rounds = []
     for r in range(cfg.pick(3, 1)):  # each round adds 10 new real images and retrains
         new = [ImageUpload(stamps[10 * r + i], f"new{10 * r + i}.png", [tags[(10 * r + i) % k].id]) for i in range(10)]

@@ -141,6 +141,15 @@ def evaluate_targets(results: dict) -> list[dict]:
         e = scal["time_exponent"]
         rows.append(_row("7-exponent", 7, "training time near-linear in images (exponent ≤ 1.15)", f"exponent {e:.2f}",
                          e <= 1.15, f"{e - 1.15:.2f}"))
+    start = _get(results, "startup")
+    if start:
+        ref = start["commands"]['python -c "import sqlalchemy"']["median_s"]
+        for i, (name, ratio) in enumerate(start["ratio_to_import_sqlalchemy"].items(), 1):
+            s, limit = start["commands"][name]["median_s"], start["target_s"]
+            rows.append(_row(f"8-command-{i}", 8,
+                             f"`{name}` starts in ≤ {limit:g} s", f"{s:.2f} s ({ratio:.2f}× `import sqlalchemy`, "
+                             f"{ref:.2f} s)", s <= limit, f"{s - limit:.2f} s",
+                             f"load average {start.get('load_average')} on 2 shared cores during the run"))
     return rows
 
 
@@ -189,6 +198,9 @@ def render_markdown(results: dict) -> str:
             gpu_lines = _render_gpu()
         if "error" in b:
             out += [f"Failed: `{b['error']}`", ""]
+            continue
+        if "skipped" in b:
+            out += [f"Skipped: {b['skipped']}.", ""]
             continue
         render = _RENDER.get(key)
         out += render(b["results"]) if render else ["```", str(b["results"]), "```"]
@@ -397,9 +409,24 @@ def _render_scaling(r: dict) -> list[str]:
     return out
 
 
+def _render_startup(r: dict) -> list[str]:
+    out = [f"Wall time of a command in a fresh process (the console script, a temporary data directory whose database "
+           f"is up to date), median of {r['runs']} runs taken in turns with two references: `python -c \"import "
+           f"sqlalchemy\"`, and `python -c \"import numpy, sqlalchemy.orm\"` (what a command that opens the database "
+           f"cannot do without).", "",
+           "| command | median | best | × import sqlalchemy | all times |", "|---|---|---|---|---|"]
+    for name, c in r["commands"].items():
+        ratio = r["ratio_to_import_sqlalchemy"].get(name)
+        out.append(f"| `{name}` | **{c['median_s']:.3f} s** | {c['best_s']:.3f} s | "
+                   f"{'—' if ratio is None else f'{ratio:.2f}×'} | {c['times_s']} |")
+    out += ["", f"Load average {r['load_average']}. `tests/e2e/test_cli_startup.py` checks, without timing, that "
+                "`cvbot project list` loads no heavy library and runs no migration on an up-to-date database."]
+    return out
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
-           "scaling": _render_scaling}
+           "scaling": _render_scaling, "startup": _render_startup}
 
 
 def rerender() -> None:

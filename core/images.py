@@ -1,15 +1,17 @@
 """Image validation (Custom Vision's limits) and decoding to RGB for the models."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image as PILImage
-from PIL import ImageFile, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 from .errors import ImageRejected
 
@@ -21,8 +23,15 @@ ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "WEBP", "MPO"}
 # Far above 10,240 x 10,240 would already fail the edge check; this catches bombs before decoding.
 MAX_PIXELS = MAX_EDGE * MAX_EDGE
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+@functools.cache
+def _pil():
+    """PIL.Image with cvbot's limits, imported when an image is first read (starting the CLI does not need it)."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    return Image
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,16 @@ def sha256_of(data: bytes) -> str:
 
 
 def _open(data: bytes) -> PILImage.Image:
+    Image = _pil()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            img = PILImage.open(io.BytesIO(data))
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
             return img
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected("ErrorImageDimensions", f"image rejected as a decompression bomb: {e}",
                             "BadRequestImageDimensions") from e
-    except UnidentifiedImageError as e:
+    except Image.UnidentifiedImageError as e:
         raise ImageRejected("ErrorImageFormat", "not an image in a supported format (JPEG, PNG, BMP, GIF, WebP)") from e
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for garbage input
         raise ImageRejected("ErrorImageFormat", f"unreadable image: {e}") from e
@@ -149,7 +159,8 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
     With `min_side`, JPEGs are decoded in draft mode at the smallest scale whose shorter side is
     still at least `min_side` (much faster for photos far larger than the model's input).
     """
-    img = PILImage.open(io.BytesIO(data))
+    Image = _pil()
+    img = Image.open(io.BytesIO(data))
     request = _draft_request(img, min_side)
     decoded = _recall(data, request) if _decoded else None
     if decoded is not None:  # decoded (identically) by validate_image just before
@@ -159,6 +170,8 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
     img.seek(0)
     try:
         if img.getexif().get(ORIENTATION, 1) != 1:  # (exif_transpose would copy even an upright image)
+            from PIL import ImageOps
+
             img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block: keep the pixels as stored (validate_image accepts it)
         pass
@@ -166,7 +179,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
         img = img.convert("RGBA")
         # pasting through the alpha channel onto white gives the same pixels as alpha_composite over an
         # opaque white image (checked on every Tux Paint stamp), in one pass
-        background = PILImage.new("RGB", img.size, (255, 255, 255))
+        background = Image.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
     return img if img.mode == "RGB" else img.convert("RGB")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
-from .usecases.images import ImageResult
+
+if TYPE_CHECKING:
+    from .usecases.images import ImageResult
 
 
 def iso(value: datetime | None) -> str | None:

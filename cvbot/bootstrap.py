@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from core import BackboneProvider, CvService
+from core.backbones import BackboneProvider
 from core.ports import JobRunner
+from core.service import CvService
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
@@ -17,21 +19,34 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerRunner(JobRunner):
-    """Training jobs on APScheduler's background scheduler, one at a time (the CPU is the limit)."""
+    """Training jobs on APScheduler's background scheduler, one at a time (the CPU is the limit).
+
+    The scheduler (and APScheduler's import, about 0.2 s) starts with the first job: most CLI commands
+    submit none."""
 
     def __init__(self, workers: int = 1):
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
+        self.workers = workers
+        self.scheduler = None
+        self._lock = threading.Lock()
 
-        self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)},
-                                             job_defaults={"misfire_grace_time": None, "coalesce": False})
-        self.scheduler.start()
+    def _started(self):
+        with self._lock:
+            if self.scheduler is None:
+                from apscheduler.executors.pool import ThreadPoolExecutor
+                from apscheduler.schedulers.background import BackgroundScheduler
+
+                self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(self.workers)},
+                                                     job_defaults={"misfire_grace_time": None, "coalesce": False})
+                self.scheduler.start()
+            return self.scheduler
 
     def submit(self, job_id: str, fn: Callable[[], None]) -> None:
-        self.scheduler.add_job(fn, id=job_id, name=f"train {job_id}")
+        self._started().add_job(fn, id=job_id, name=f"train {job_id}")
 
     def shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        with self._lock:
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=False)
 
 
 @dataclass

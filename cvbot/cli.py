@@ -7,13 +7,18 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Only light modules here: `cvbot --help` builds its parser without the engine, and each command imports what
+# it needs (tests/e2e/test_cli_startup.py checks that `cvbot project list` loads no heavy library).
 from core import errors
 from core.model import IterationStatus
-from core.service import CvService, ImageUpload
 from core.views import image_result_json, iteration_json, prediction_json, project_json, tag_json
 
-from .config import Settings
+if TYPE_CHECKING:
+    from core.service import CvService
+
+    from .config import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".jfif"}
 IMPORT_BATCH = 64
@@ -97,6 +102,8 @@ class Cli:
         import hashlib
 
         from tqdm import tqdm
+
+        from core.service import ImageUpload
 
         root = Path(self.args.dir)
         if not root.is_dir():
@@ -348,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
+    from .config import Settings
+
     settings = Settings.from_env()
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO) if args.command == "serve"
                         else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

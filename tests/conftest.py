@@ -28,7 +28,7 @@ def fake_backbone():
 
 
 def make_service(tmp_path: Path, provider, runner=None, database_url: str | None = None):
-    from core import CvService
+    from core.service import CvService
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     engine = make_engine(database_url or f"sqlite:///{tmp_path / 'cvbot.db'}")

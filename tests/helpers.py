@@ -12,6 +12,13 @@ from PIL import Image
 from core.backbones.base import Backbone, Preprocessing
 
 TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+DEBIAN_DATA = ("tuxpaint-stamps-default", "dataset-fashion-mnist")
+
+
+def missing_debian_data(package: str) -> str:
+    """Why a test or benchmark that needs one of Debian's data packages cannot run, and how to install it."""
+    return (f"needs Debian's {package}, which is not installed: apt-get install {' '.join(DEBIAN_DATA)} "
+            f"(or `make testdata` as root)")
 
 
 def png_bytes(color=(200, 30, 30), size=(64, 48), mode="RGB", seed: int | None = None) -> bytes:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 
 @dataclass(frozen=True)
@@ -13,7 +16,7 @@ class Preprocessing:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resample: int = PILImage.BICUBIC
+    resample: int = 3  # PIL.Image.Resampling.BICUBIC (Pillow is imported when an image is first read)
 
     def crop(self, img: PILImage.Image) -> np.ndarray:
         """The shorter side resized to `size`, centre-cropped: (size, size, 3) uint8.

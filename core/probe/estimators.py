@@ -25,7 +25,6 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import expit, log_softmax, softmax
 
 from .design import Design, Rotated
 from .folds import MAX_FOLDS, kfold_assignments
@@ -77,6 +76,8 @@ def indicator(Y: npt.ArrayLike) -> F32:
 def predict_proba(coef: F32, X: npt.ArrayLike, multilabel: bool) -> F32:
     """Probabilities of (d + 1, k) weights (bias last) on features X: softmax, or a sigmoid per tag."""
     Z = np.asarray(X, np.float32) @ coef[:-1] + coef[-1]
+    from scipy.special import expit, log_softmax  # SciPy loads on first use, not when a CLI command starts
+
     P: F32 = expit(Z) if multilabel else np.exp(log_softmax(Z, axis=1))
     return P
 
@@ -254,6 +255,8 @@ def _oof(shape: tuple[int, ...], tests: list[Rows], results: list[StageResult], 
 
 
 def _proba(logits: F32, multilabel: bool) -> F32:
+    from scipy.special import expit, softmax
+
     P: F32 = (expit(logits) if multilabel else softmax(logits, axis=1)).astype(np.float32)
     return P
 

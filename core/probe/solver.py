@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import expit
 
 F32: TypeAlias = npt.NDArray[np.float32]
 Rows: TypeAlias = npt.NDArray[np.intp]
@@ -158,6 +157,8 @@ class Solver:
         Yt = self.Yt
         if self.multilabel:
             loss = float(np.sum(t.w * (np.logaddexp(np.float32(0), Zl) - Yt * Zl), dtype=np.float64))
+            from scipy.special import expit  # loaded on first use, not at import
+
             R: F32 = expit(Zl)
             R -= Yt
             R *= t.w

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TUXPAINT, missing_debian_data
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path("/usr/share/tuxpaint/stamps").is_dir(),
-                       reason="needs Debian's tuxpaint-stamps-default (installed by .ci/run)"),
+    pytest.mark.skipif(not TUXPAINT.is_dir(), reason=missing_debian_data("tuxpaint-stamps-default")),
 ]
 
 
@@ -37,7 +38,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8}
     for key, b in benchmarks.items():
         assert "error" not in b, (key, b.get("error"))
         values = list(_numbers(b["results"]))
@@ -54,8 +55,11 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     assert server["Compact"]["peak_rss_mb"] > 0 and server["CLIP ViT-B-32"]["healthy_s"] > 0
     assert all(a["cvbot"]["accuracy"] > 0.5 for a in benchmarks["accuracy"]["results"].values())
     assert len(benchmarks["scaling"]["results"]["rows"]) >= 2
+    startup = benchmarks["startup"]["results"]
+    assert set(startup["ratio_to_import_sqlalchemy"]) == {"cvbot --help", "cvbot project list --json"}
+    assert all(c["median_s"] > 0 for c in startup["commands"].values())
     assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
-                  "Memory and start-up", "Accuracy on real data", "Scaling in images", "## Targets"):
+                  "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up", "## Targets"):
         assert title in md

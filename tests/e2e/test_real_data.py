@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TUXPAINT, env_with, tuxpaint_categories
+from tests.helpers import TUXPAINT, env_with, missing_debian_data, tuxpaint_categories
 
 CVBOT = str(Path(sys.executable).parent / "cvbot")
 CATEGORIES = tuxpaint_categories(min_images=30)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(len(CATEGORIES) < 8, reason="needs Debian's tuxpaint-stamps-default (installed by .ci/run)"),
+    pytest.mark.skipif(len(CATEGORIES) < 8, reason=missing_debian_data("tuxpaint-stamps-default")),
 ]
 
 

@@ -142,7 +142,7 @@ def test_migration_0003_keeps_existing_iterations(database_url, tmp_path, provid
                          .order_by(t.iterations.c.number)).all()
     assert [tuple(r) for r in rows] == [("i1", "Completed", None, None, ["red"]), ("i2", "Failed", None, None, ["red"])]
 
-    from core import CvService
+    from core.service import CvService
     from storage import LocalBlobStore, unit_of_work_factory
 
     service = CvService(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider)
