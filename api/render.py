@@ -33,7 +33,7 @@ def image_results(results, tag_names: dict[str, str]) -> dict:
 
 def iteration(it: Iteration, default_id: str | None) -> dict:
     out = views.iteration_json(it, default_id)
-    exportable = it.domain == Domain.Compact
+    exportable = bool(out["exportable"])
     out.update({
         # Custom Vision has no "Queued": a queued iteration is "Training" until it completes or fails.
         "status": IterationStatus.Training.value if it.status == IterationStatus.Queued else it.status.value,

@@ -5,6 +5,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -133,7 +134,7 @@ class Iteration:
     tag_types: list[TagType] = field(default_factory=list)
     probe_key: str | None = None
     evaluation_key: str | None = None
-    performance: dict | None = None
+    performance: dict[str, Any] | None = None
     training_seconds: float | None = None
     publish_name: str | None = None
     id: str = field(default_factory=new_id)
@@ -141,7 +142,7 @@ class Iteration:
     trained_at: datetime | None = None
     # where adapters announce the outcome, as opaque data per adapter (e.g. {"slack": {"channel": …, "ts": …}}),
     # and when the final outcome was reported there; kept across restarts so no announcement is lost
-    notify: dict | None = None
+    notify: dict[str, Any] | None = None
     reported_at: datetime | None = None
 
 

@@ -5,7 +5,7 @@ import builtins
 
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class IterationRepository(ABC):
         only by `set_notify` / `set_reported`, so a training thread's update cannot overwrite them)."""
 
     @abstractmethod
-    def set_notify(self, iteration_id: str, notify: dict | None) -> None: ...
+    def set_notify(self, iteration_id: str, notify: dict[str, Any] | None) -> None: ...
 
     @abstractmethod
     def set_reported(self, iteration_id: str, reported_at: datetime | None) -> None: ...
@@ -250,7 +250,7 @@ class UnitOfWork(ABC):
     def __enter__(self) -> "UnitOfWork":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.rollback()
 
     @abstractmethod

@@ -111,7 +111,7 @@ ProgressListener = Callable[[TrainingProgress], None]
 class ProgressBoard:
     """In-memory progress of running trainings, with listeners (CLI bars, Slack message updates)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._items: dict[str, TrainingProgress] = {}
         self._done: dict[str, threading.Event] = {}
         self._listeners: list[ProgressListener] = []

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
 
@@ -14,7 +14,7 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def project_json(p: Project, domain_id: str | None = None) -> dict:
+def project_json(p: Project, domain_id: str | None = None) -> dict[str, Any]:
     return {
         "id": p.id, "name": p.name, "description": p.description,
         "settings": {"domainId": domain_id or p.domain.value, "domain": p.domain.value,
@@ -24,11 +24,11 @@ def project_json(p: Project, domain_id: str | None = None) -> dict:
     }
 
 
-def tag_json(t: Tag) -> dict:
+def tag_json(t: Tag) -> dict[str, Any]:
     return {"id": t.id, "name": t.name, "description": t.description, "type": t.type.value, "imageCount": t.image_count}
 
 
-def image_json(i: Image, tag_names: dict[str, str] | None = None) -> dict:
+def image_json(i: Image, tag_names: dict[str, str] | None = None) -> dict[str, Any]:
     tag_names = tag_names or {}
     return {
         "id": i.id, "created": iso(i.created_at), "width": i.width, "height": i.height, "originalName": i.original_name,
@@ -37,28 +37,30 @@ def image_json(i: Image, tag_names: dict[str, str] | None = None) -> dict:
     }
 
 
-def image_result_json(r: ImageResult, tag_names: dict[str, str] | None = None) -> dict:
+def image_result_json(r: ImageResult, tag_names: dict[str, str] | None = None) -> dict[str, Any]:
     return {"sourceUrl": r.source_name, "status": r.status, "message": r.message,
             "image": image_json(r.image, tag_names) if r.image else None}
 
 
-def iteration_json(it: Iteration, default_id: str | None = None) -> dict:
+def iteration_json(it: Iteration, default_id: str | None = None) -> dict[str, Any]:
+    from .backbones import exportable  # the registry (and numpy) load only when an iteration is shown
+
     return {
         "id": it.id, "name": it.name, "number": it.number, "status": it.status.value, "failureReason": it.failure_reason,
         "created": iso(it.created_at), "lastModified": iso(it.trained_at or it.created_at),
         "trainedAt": iso(it.trained_at), "trainingTimeInMinutes": round((it.training_seconds or 0) / 60, 4),
         "trainingSeconds": it.training_seconds, "projectId": it.project_id, "domain": it.domain.value,
         "classificationType": it.classification_type.value, "backboneId": it.backbone_id,
-        "isDefault": it.id == default_id, "publishName": it.publish_name, "exportable": it.domain.value == "Compact",
+        "isDefault": it.id == default_id, "publishName": it.publish_name, "exportable": exportable(it.domain),
         "imageCount": len(it.snapshot) if it.snapshot else None,
     }
 
 
-def tag_prediction_json(p: TagPrediction) -> dict:
+def tag_prediction_json(p: TagPrediction) -> dict[str, Any]:
     return {"tagId": p.tag_id, "tagName": p.tag_name, "probability": p.probability, "tagType": p.tag_type.value}
 
 
-def prediction_json(p: Prediction) -> dict:
+def prediction_json(p: Prediction) -> dict[str, Any]:
     return {
         "id": p.id, "project": p.project_id, "iteration": p.iteration_id, "created": iso(p.created_at),
         "threshold": p.threshold, "predictions": [tag_prediction_json(x) for x in p.predictions],

@@ -2,6 +2,7 @@
 (or, later, a worker process): it needs only `Deps` and the iteration id, no state of the process that queued it."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable
@@ -118,7 +119,7 @@ def embed_blobs(deps: Deps, backbone: Backbone, sha256s: list[str],
                 flush()
 
         embedder = Embedder(backbone, batch_size=deps.embed_batch_size)
-        embedder.embed([(lambda s=s: deps.blobs.get(s)) for s in missing], progress=progress, on_batch=on_batch)
+        embedder.embed([functools.partial(deps.blobs.get, s) for s in missing], progress=progress, on_batch=on_batch)
         flush()
         deps.stats.add(len(missing))
     elif progress:
