@@ -19,14 +19,12 @@ from core.images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES
 from core.model import Domain, Project
 from core.usecases import Deps, Scope, UseCases
 
+from .errors import NoProject
+
 log = logging.getLogger("bot")
 T = TypeVar("T")
 
 IMAGE_FILETYPES = {"jpg", "jpeg", "png", "gif", "bmp", "webp", "jfif", "mpo"}
-
-
-class NoProject(errors.CvError):
-    """The channel has no bound project (the reply says how to create or bind one)."""
 
 
 class Seen:

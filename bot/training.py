@@ -20,14 +20,16 @@ NOTIFY_KEY = "slack"  # this adapter's key in Iteration.notify
 
 
 async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user: str, project: Project, force: bool,
-                         respond=None) -> Iteration:
+                         respond=None, logger: logging.Logger | None = None) -> Iteration:
     """Queue a training (errors raise, so the caller answers them ephemerally) and follow it in the channel, with
-    the use cases `uc` of the workspace that asked."""
+    the use cases `uc` of the workspace that asked. `logger` is the calling listener's; the follow-up in the
+    background logs on the module's."""
+    logger = logger or log
     it = await cv.call(uc.training.train, project.id, force)
     try:
         posted = await client.chat_postMessage(channel=channel, **blocks.training_progress_message(project, it, "queued", user))
     except SlackApiError as e:
-        log.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
+        logger.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
         if respond is not None:
             await respond(**blocks.info_message(
                 f"Training iteration {it.number} of *{blocks.esc(project.name)}* is queued, but I cannot post in this "
@@ -39,7 +41,7 @@ async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user:
         await cv.call(uc.notifications.set_target, project.id, it.id, NOTIFY_KEY,
                       {"channel": channel, "ts": posted["ts"], "user": user})
     except Exception:  # noqa: BLE001 - without it the in-memory follow-up below still reports the outcome
-        log.exception("could not store the Slack message of iteration %s", it.id)
+        logger.exception("could not store the Slack message of iteration %s", it.id)
     cv.spawn(follow_training(cv, uc, client, channel, posted["ts"], project, it, user))
     return it
 

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.errors import SlackApiError
-
 from core import errors
 from core.model import Project
 from core.usecases import UseCases
 
 from .. import blocks
-from ..runtime import NoProject, SlackBot
+from ..errors import Reply, answering
+from ..runtime import SlackBot
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -37,23 +36,11 @@ async def _project_here(cv: SlackBot, uc: UseCases, channel: str, project_id: st
     return project
 
 
-async def _fail(respond, text: str) -> None:
-    await respond(**blocks.error_message(text), response_type="ephemeral", replace_original=False)
-
-
-async def _run(respond, coro) -> None:
-    try:
-        await coro
-    except NoProject:
-        await respond(**blocks.no_project_message(), response_type="ephemeral", replace_original=False)
-    except errors.CvError as e:
-        await _fail(respond, e.message)
-    except SlackApiError as e:
-        log.warning("action: Slack said %s", e.response.get("error"))
-        await _fail(respond, f"Slack refused the request: {e.response.get('error')}")
-    except Exception as e:  # noqa: BLE001
-        log.exception("action failed")
-        await _fail(respond, f"something went wrong ({type(e).__name__}); the server log has the details")
+def _to_presser(respond) -> Reply:
+    """Answers only the person who pressed, leaving the message with the button as it is."""
+    async def reply(msg: dict) -> None:
+        await respond(**msg, response_type="ephemeral", replace_original=False)
+    return reply
 
 
 async def _refresh_source(cv: SlackBot, uc: UseCases, client, respond, body: dict, project: Project,
@@ -71,7 +58,7 @@ async def _refresh_source(cv: SlackBot, uc: UseCases, client, respond, body: dic
                                  text=(body.get("message") or {}).get("text") or note, blocks=kept)
 
 
-async def _iteration_action(ack, body, action, respond, client, context, change) -> None:
+async def _iteration_action(ack, body, action, respond, client, context, logger, change) -> None:
     """A button on an iteration: `change(cv, uc, client, workspace, user, project, iteration)` does the work and returns
     the note that replaces the button and is announced in the channel."""
     await ack()
@@ -87,7 +74,8 @@ async def _iteration_action(ack, body, action, respond, client, context, change)
         await _refresh_source(cv, uc, client, respond, body, project, note)
         await respond(**blocks.info_message(note), response_type="in_channel", replace_original=False)
 
-    await _run(respond, work())
+    async with answering(_to_presser(respond), logger or log, f"button {action.get('action_id')}"):
+        await work()
 
 
 async def handle_make_default(ack, body, action, respond, client, context, logger=None):
@@ -96,7 +84,7 @@ async def handle_make_default(ack, body, action, respond, client, context, logge
         return (f":star: Iteration {it.number} is now the default of *{blocks.esc(project.name)}* (<@{user}>); "
                 "predictions come from it.")
 
-    await _iteration_action(ack, body, action, respond, client, context, make_default)
+    await _iteration_action(ack, body, action, respond, client, context, logger, make_default)
 
 
 async def handle_delete_iteration(ack, body, action, respond, client, context, logger=None):
@@ -105,7 +93,7 @@ async def handle_delete_iteration(ack, body, action, respond, client, context, l
         await cv.call(uc.iterations.delete, project.id, it.id)
         return f":wastebasket: <@{user}> deleted iteration {it.number} of *{blocks.esc(project.name)}*."
 
-    await _iteration_action(ack, body, action, respond, client, context, delete)
+    await _iteration_action(ack, body, action, respond, client, context, logger, delete)
 
 
 async def handle_prediction_feedback(ack, body, action, respond, client, context, logger=None):
@@ -136,4 +124,5 @@ async def handle_prediction_feedback(ack, body, action, respond, client, context
         await client.chat_update(channel=container.get("channel_id") or channel, ts=container.get("message_ts"),
                                  text=message.get("text") or "classified", blocks=new_blocks)
 
-    await _run(respond, work())
+    async with answering(_to_presser(respond), logger or log, f"button {action.get('action_id')}"):
+        await work()

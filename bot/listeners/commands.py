@@ -5,17 +5,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from slack_sdk.errors import SlackApiError
-
 from core import errors
 from core.model import IterationStatus
 from core.usecases import UseCases
 
 from .. import blocks, grammar
-from ..runtime import NoProject, SlackBot
+from ..errors import answering
+from ..runtime import SlackBot
 from ..training import start_training
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -33,6 +32,7 @@ class Request:
     trigger_id: str | None
     cmd: grammar.Command
     uc: UseCases  # scoped to the Slack workspace the command came from
+    logger: logging.Logger
 
     async def say(self, msg: dict, public: bool = False) -> None:
         await self.respond(**msg, response_type="in_channel" if public else "ephemeral")
@@ -54,25 +54,13 @@ async def handle_cv(ack, command, respond, client, context, logger=None):
     await ack()
     workspace = command.get("team_id") or context.get("team_id") or ""
     req = Request(cv, client, respond, workspace, command.get("channel_id", ""), command.get("user_id", ""),
-                  command.get("trigger_id"), cmd, cv.scoped(workspace))
+                  command.get("trigger_id"), cmd, cv.scoped(workspace), logger or log)
     await run(req)
 
 
 async def run(req: Request) -> None:
-    try:
+    async with answering(req.say, req.logger, f"/cv {req.cmd.name}"):
         await HANDLERS[req.cmd.name](req)
-    except NoProject:
-        await req.say(blocks.no_project_message())
-    except grammar.GrammarError as e:
-        await req.say(blocks.error_message(str(e)))
-    except errors.CvError as e:
-        await req.say(blocks.error_message(e.message))
-    except SlackApiError as e:
-        log.warning("/cv %s: Slack said %s", req.cmd.name, e.response.get("error"))
-        await req.say(blocks.error_message(f"Slack refused the request: {e.response.get('error')}"))
-    except Exception as e:  # noqa: BLE001 - the user gets an answer, the log gets the trace
-        log.exception("/cv %s failed", req.cmd.name)
-        await req.say(blocks.error_message(f"something went wrong ({type(e).__name__}); the server log has the details"))
 
 
 # ------------------------------------------------------------------ projects
@@ -180,7 +168,7 @@ async def cmd_collect(req: Request) -> None:
 async def cmd_train(req: Request) -> None:
     p = await req.project()
     force = any(a.lower() in ("force", "--force", "-f") for a in req.cmd.args)
-    await start_training(req.cv, req.uc, req.client, req.channel, req.user, p, force, req.respond)
+    await start_training(req.cv, req.uc, req.client, req.channel, req.user, p, force, req.respond, req.logger)
 
 
 async def cmd_iterations(req: Request) -> None:

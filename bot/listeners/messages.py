@@ -9,9 +9,10 @@ from core import errors
 from core.usecases import ImageUpload, UseCases
 
 from .. import blocks, grammar
-from ..runtime import NoProject, SlackBot, is_image_file
+from ..errors import Reply, answering
+from ..runtime import SlackBot, is_image_file
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 MAX_CLASSIFY = 10
 
@@ -50,33 +51,29 @@ async def handle_message(event, body, client, context, logger=None):
         return
     if not cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
         return
-    reply_ts = thread_ts or ts
-    try:
+    logger = logger or log
+    reply = in_thread(client, channel, thread_ts or ts, logger)
+    async with answering(reply, logger, f"message {ts} in {channel}"):
         if intent.action in ("tag", "collect"):
-            await ingest(cv, uc, client, channel, ts, reply_ts, event.get("user"), files, intent.tags,
+            await ingest(cv, uc, client, reply, channel, ts, event.get("user"), files, intent.tags,
                          collect=intent.action == "collect")
         elif intent.action == "classify":
-            await classify(cv, uc, client, channel, reply_ts, files)
+            await classify(cv, uc, client, reply, channel, files)
         elif intent.action == "retag":
-            await retag(cv, uc, client, workspace, channel, thread_ts, event.get("user"), intent.thread)
-    except NoProject:
-        await _reply(client, channel, reply_ts, blocks.no_project_message())
-    except errors.CvError as e:
-        await _reply(client, channel, reply_ts, blocks.error_message(e.message))
-    except Exception as e:  # noqa: BLE001
-        log.exception("handling message %s in %s failed", ts, channel)
-        await _reply(client, channel, reply_ts, blocks.error_message(
-            f"something went wrong ({type(e).__name__}); the server log has the details"))
+            await retag(cv, uc, client, reply, workspace, channel, thread_ts, event.get("user"), intent.thread)
 
 
-async def _reply(client, channel: str, thread_ts: str, msg: dict) -> None:
-    try:
-        await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **msg)
-    except SlackApiError as e:
-        log.warning("cannot reply in %s: %s", channel, e.response.get("error"))
+def in_thread(client, channel: str, thread_ts: str, logger: logging.Logger) -> Reply:
+    """Replies in the message's thread; one Slack refuses is logged and dropped (nobody else to tell)."""
+    async def reply(msg: dict) -> None:
+        try:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **msg)
+        except SlackApiError as e:
+            logger.warning("cannot reply in %s: %s", channel, e.response.get("error"))
+    return reply
 
 
-async def ingest(cv: SlackBot, uc: UseCases, client, channel: str, ts: str, reply_ts: str, user: str | None,
+async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, ts: str, user: str | None,
                  files: list[dict], tag_names: list[str], collect: bool = False) -> None:
     project = await cv.bound_project(uc, channel)
     tags = await cv.call(uc.tags.get_or_create, project.id, tag_names)
@@ -99,10 +96,10 @@ async def ingest(cv: SlackBot, uc: UseCases, client, channel: str, ts: str, repl
     if added_ids:
         await cv.call(uc.channels.link_message_images, channel, ts, added_ids)
     all_tags = await cv.call(uc.tags.list, project.id)
-    await _reply(client, channel, reply_ts, blocks.ingest_message(project, [t.name for t in tags], lines, all_tags, collect))
+    await reply(blocks.ingest_message(project, [t.name for t in tags], lines, all_tags, collect))
 
 
-async def classify(cv: SlackBot, uc: UseCases, client, channel: str, reply_ts: str, files: list[dict]) -> None:
+async def classify(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, files: list[dict]) -> None:
     project = await cv.bound_project(uc, channel)
     if not project.default_iteration_id:
         raise errors.NoDefaultIteration(f"*{project.name}* has no trained iteration yet; add tagged images and `/cv train`")
@@ -110,22 +107,22 @@ async def classify(cv: SlackBot, uc: UseCases, client, channel: str, reply_ts: s
     numbers = {}
     for d in await cv.download_all(client, files[:MAX_CLASSIFY], cv.prediction_max_bytes):
         if d.data is None:
-            await _reply(client, channel, reply_ts, blocks.error_message(f"`{d.name}`: {d.problem}"))
+            await reply(blocks.error_message(f"`{d.name}`: {d.problem}"))
             continue
         try:
             prediction = await cv.call(uc.predictions.predict, project.id, d.data, store=True)
         except errors.ImageRejected as e:
-            await _reply(client, channel, reply_ts, blocks.error_message(f"`{d.name}`: {e.message}"))
+            await reply(blocks.error_message(f"`{d.name}`: {e.message}"))
             continue
         if prediction.iteration_id not in numbers:
             it = await cv.call(uc.iterations.get, project.id, prediction.iteration_id)
             numbers[prediction.iteration_id] = it.number
-        await _reply(client, channel, reply_ts, blocks.classification_message(
+        await reply(blocks.classification_message(
             project, prediction, numbers[prediction.iteration_id], tags, d.name if len(files) > 1 else ""))
 
 
-async def retag(cv: SlackBot, uc: UseCases, client, workspace: str, channel: str, parent_ts: str, user: str | None,
-                cmd: grammar.ThreadCommand) -> None:
+async def retag(cv: SlackBot, uc: UseCases, client, reply: Reply, workspace: str, channel: str, parent_ts: str,
+                user: str | None, cmd: grammar.ThreadCommand) -> None:
     image_ids = await cv.call(uc.channels.message_image_ids, channel, parent_ts)
     if not image_ids:
         return  # a thread about something else
@@ -145,4 +142,4 @@ async def retag(cv: SlackBot, uc: UseCases, client, workspace: str, channel: str
         await cv.require_admin(client, workspace, user or "", project, "remove images")
         await cv.call(uc.images.delete, project.id, ids)
     all_tags = await cv.call(uc.tags.list, project.id)
-    await _reply(client, channel, parent_ts, blocks.retag_message(cmd.action, len(ids), names, all_tags, user))
+    await reply(blocks.retag_message(cmd.action, len(ids), names, all_tags, user))

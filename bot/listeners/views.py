@@ -10,7 +10,7 @@ from core import errors
 from .. import blocks, grammar
 from ..runtime import SlackBot
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -44,5 +44,5 @@ async def handle_new_project(ack, body, view, client, context, logger=None):
             await client.chat_postMessage(channel=channel, **msg)
             return
         except SlackApiError as e:
-            log.info("cannot post in %s (%s); telling the user directly", channel, e.response.get("error"))
+            (logger or log).info("cannot post in %s (%s); telling the user directly", channel, e.response.get("error"))
     await client.chat_postMessage(channel=user, **msg)
