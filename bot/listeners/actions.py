@@ -81,8 +81,7 @@ async def _iteration_action(ack, body, action, respond, client, context, logger,
 async def handle_make_default(ack, body, action, respond, client, context, logger=None):
     async def make_default(cv: SlackBot, uc: UseCases, client, workspace, user, project, it) -> str:
         project = await cv.call(uc.iterations.set_default, project.id, it.id)
-        return (f":star: Iteration {it.number} is now the default of *{blocks.esc(project.name)}* (<@{user}>); "
-                "predictions come from it.")
+        return blocks.new_default_text(project, it, user)
 
     await _iteration_action(ack, body, action, respond, client, context, logger, make_default)
 

@@ -185,8 +185,7 @@ async def cmd_default(req: Request) -> None:
         raise grammar.GrammarError("which iteration? `/cv default N` (`/cv iterations` lists them)")
     it = await cv.call(req.uc.iterations.by_number, p.id, grammar.parse_iteration_number(req.cmd.args[0]))
     p = await cv.call(req.uc.iterations.set_default, p.id, it.id)
-    await req.say(blocks.info_message(f":star: Iteration {it.number} is now the default of *{blocks.esc(p.name)}* "
-                                      f"(<@{req.user}>); predictions come from it."), public=True)
+    await req.say(blocks.info_message(blocks.new_default_text(p, it, req.user)), public=True)
 
 
 async def cmd_performance(req: Request) -> None:
