@@ -1,4 +1,4 @@
-"""Slack adapter (Bolt for Python): a thin layer over `core.CvService`.
+"""Slack adapter (Bolt for Python): a thin layer over the use cases (`core.usecases`), scoped to each workspace.
 
 `cvbot serve` calls `setup(app, container)`: with SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET the bot answers
 Slack at POST /slack/events; with SLACK_APP_TOKEN it also (or only) connects over Socket Mode. Without tokens it
@@ -32,7 +32,7 @@ def setup(app, container) -> None:
 
     from .runtime import SlackBot
 
-    cv = SlackBot(container.service, settings.slack_bot_token, settings.default_domain)
+    cv = SlackBot(container.deps, settings.slack_bot_token, settings.default_domain)
     bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
     if mode.http:
         async def slack_events(request: web.Request) -> web.Response:

@@ -108,7 +108,7 @@ def build_bolt_app(cv: SlackBot, token: str, signing_secret: str | None, api_url
         context["cv"] = cv
         event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
         if event_id and not cv.seen.claim(f"event:{event_id}"):
-            log.info("ignoring redelivered event %s", event_id)
+            logger.info("ignoring redelivered event %s", event_id)
             return BoltResponse(status=200, body="")
         await next()
 

@@ -100,6 +100,11 @@ def info_message(text: str) -> dict:
     return message(text)
 
 
+def new_default_text(p: Project, it: Iteration, user: str | None) -> str:
+    """Announced in the channel when someone makes an iteration the default (`/cv default N` or the button)."""
+    return f":star: Iteration {it.number} is now the default of *{esc(p.name)}* (<@{user}>); predictions come from it."
+
+
 # ------------------------------------------------------------------ projects
 def project_line(p: Project) -> str:
     return f"*{esc(p.name)}* ({p.domain.value}, {p.classification_type.value}, threshold {p.threshold:g})"

@@ -1,4 +1,5 @@
-"""What the listeners share: the service, event deduplication, file downloads, permission checks.
+"""What the listeners share: the use cases (scoped to the Slack workspace), event deduplication, file downloads,
+permission checks.
 
 Listeners find it as `context["cv"]` (a global middleware puts it there)."""
 from __future__ import annotations
@@ -16,16 +17,14 @@ from slack_sdk.errors import SlackApiError
 from core import errors
 from core.images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES
 from core.model import Domain, Project
-from core.service import CvService
+from core.usecases import Deps, Scope, UseCases
+
+from .errors import NoProject
 
 log = logging.getLogger("bot")
 T = TypeVar("T")
 
 IMAGE_FILETYPES = {"jpg", "jpeg", "png", "gif", "bmp", "webp", "jfif", "mpo"}
-
-
-class NoProject(errors.CvError):
-    """The channel has no bound project (the reply says how to create or bind one)."""
 
 
 class Seen:
@@ -78,10 +77,10 @@ def is_image_file(f: dict) -> bool:
 
 
 class SlackBot:
-    def __init__(self, service: CvService, token: str, default_domain: Domain = Domain.Compact, *,
+    def __init__(self, deps: Deps, token: str, default_domain: Domain = Domain.Compact, *,
                  training_max_bytes: int = TRAINING_MAX_BYTES, prediction_max_bytes: int = PREDICTION_MAX_BYTES,
                  progress_interval: float = 1.5, download_timeout: float = 60.0):
-        self.service = service
+        self.deps = deps
         self._token = token
         self.default_domain = default_domain or Domain.Compact
         self.training_max_bytes = training_max_bytes
@@ -97,8 +96,16 @@ class SlackBot:
         self.following: set[str] = set()
 
     # ------------------------------------------------------------- plumbing
+    def scoped(self, workspace: str) -> UseCases:
+        """The use cases for a caller in one Slack workspace (team id): they see that workspace's projects only."""
+        return UseCases(self.deps, Scope.of(workspace))
+
+    def system(self) -> UseCases:
+        """The use cases across every workspace, for background work that no Slack workspace asked for."""
+        return UseCases(self.deps, Scope.system())
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a (blocking) service call off the event loop."""
+        """Run a (blocking) use case off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def spawn(self, coro) -> asyncio.Task:
@@ -121,18 +128,15 @@ class SlackBot:
             self._session = None
 
     # ------------------------------------------------------------- projects and permissions
-    async def bound_project(self, workspace: str, channel: str) -> Project:
-        """The channel's project; raises NoProject when the channel has none (or it belongs elsewhere)."""
-        binding = await self.call(self.service.channel_binding, workspace, channel)
+    async def bound_project(self, uc: UseCases, channel: str) -> Project:
+        """The channel's project; raises NoProject when the channel has none (or the scope no longer finds it)."""
+        binding = await self.call(uc.channels.binding, channel)
         if binding is None:
             raise NoProject("this channel has no project")
         try:
-            project = await self.call(self.service.get_project, binding.project_id)
+            return await self.call(uc.projects.get, binding.project_id)
         except errors.NotFound:
             raise NoProject("this channel's project was deleted") from None
-        if project.workspace != workspace:
-            raise NoProject("this channel's project belongs to another workspace")
-        return project
 
     async def is_admin(self, client, workspace: str, user: str) -> bool:
         key = (workspace, user)

@@ -8,6 +8,7 @@ from slack_sdk.errors import SlackApiError
 
 from core import errors
 from core.model import Iteration, IterationStatus, Project
+from core.usecases import UseCases
 
 from . import blocks
 from .charts import performance_chart
@@ -18,14 +19,17 @@ FINAL_STAGES = ("done", "failed")
 NOTIFY_KEY = "slack"  # this adapter's key in Iteration.notify
 
 
-async def start_training(cv: SlackBot, client, channel: str, user: str, project: Project, force: bool,
-                         respond=None) -> Iteration:
-    """Queue a training (errors raise, so the caller answers them ephemerally) and follow it in the channel."""
-    it = await cv.call(cv.service.train, project.id, force)
+async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user: str, project: Project, force: bool,
+                         respond=None, logger: logging.Logger | None = None) -> Iteration:
+    """Queue a training (errors raise, so the caller answers them ephemerally) and follow it in the channel, with
+    the use cases `uc` of the workspace that asked. `logger` is the calling listener's; the follow-up in the
+    background logs on the module's."""
+    logger = logger or log
+    it = await cv.call(uc.training.train, project.id, force)
     try:
         posted = await client.chat_postMessage(channel=channel, **blocks.training_progress_message(project, it, "queued", user))
     except SlackApiError as e:
-        log.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
+        logger.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
         if respond is not None:
             await respond(**blocks.info_message(
                 f"Training iteration {it.number} of *{blocks.esc(project.name)}* is queued, but I cannot post in this "
@@ -34,15 +38,15 @@ async def start_training(cv: SlackBot, client, channel: str, user: str, project:
         return it
     cv.following.add(it.id)  # followed from here: the start-up catch-up must not report it a second time
     try:  # kept with the iteration, so that a restart still reports the outcome in this message
-        await cv.call(cv.service.set_iteration_notify, it.id, NOTIFY_KEY,
+        await cv.call(uc.notifications.set_target, project.id, it.id, NOTIFY_KEY,
                       {"channel": channel, "ts": posted["ts"], "user": user})
     except Exception:  # noqa: BLE001 - without it the in-memory follow-up below still reports the outcome
-        log.exception("could not store the Slack message of iteration %s", it.id)
-    cv.spawn(follow_training(cv, client, channel, posted["ts"], project, it, user))
+        logger.exception("could not store the Slack message of iteration %s", it.id)
+    cv.spawn(follow_training(cv, uc, client, channel, posted["ts"], project, it, user))
     return it
 
 
-async def follow_training(cv: SlackBot, client, channel: str, ts: str, project: Project, it: Iteration,
+async def follow_training(cv: SlackBot, uc: UseCases, client, channel: str, ts: str, project: Project, it: Iteration,
                           user: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -51,19 +55,20 @@ async def follow_training(cv: SlackBot, client, channel: str, ts: str, project: 
         if p.iteration_id == it.id:
             loop.call_soon_threadsafe(queue.put_nowait, (p.stage, p.describe()))
 
-    unsubscribe = cv.service.progress.subscribe(listener)
+    progress = uc.deps.progress
+    unsubscribe = progress.subscribe(listener)
     try:
-        current = cv.service.progress.get(it.id)
+        current = progress.get(it.id)
         stage = current.stage if current else "queued"
         last_text, last_at = "queued", loop.time()
         while stage not in FINAL_STAGES:
             try:
                 stage, text = await asyncio.wait_for(queue.get(), timeout=3.0)
             except asyncio.TimeoutError:
-                row = await cv.call(cv.service.get_iteration, it.id)
+                row = await cv.call(uc.iterations.get, project.id, it.id)
                 if row.status in (IterationStatus.Completed, IterationStatus.Failed):
                     break
-                current = cv.service.progress.get(it.id)
+                current = progress.get(it.id)
                 stage, text = (current.stage, current.describe()) if current else (stage, last_text)
             while not queue.empty():
                 stage, text = queue.get_nowait()
@@ -74,31 +79,32 @@ async def follow_training(cv: SlackBot, client, channel: str, ts: str, project: 
                 await _update(client, channel, ts, blocks.training_progress_message(project, it, text, user))
     finally:
         unsubscribe()
-    await post_results(cv, client, channel, ts, it.id)
+    await post_results(cv, uc, client, channel, ts, project.id, it.id)
 
 
-async def post_results(cv: SlackBot, client, channel: str, ts: str, iteration_id: str) -> None:
+async def post_results(cv: SlackBot, uc: UseCases, client, channel: str, ts: str, project_id: str,
+                       iteration_id: str) -> None:
     """Update the training message with the outcome and post the details in its thread; then mark the iteration
     reported. An error answer from Slack (message deleted, bot removed from the channel…) marks it too, since
     asking again would get the same answer; a Slack that cannot be reached at all (after the client's retries)
     leaves it unreported, so the next start-up tries again."""
-    final = await cv.call(cv.service.wait_for_training, iteration_id, 60)
+    final = await cv.call(uc.training.wait, project_id, iteration_id, 60)
     if final.status not in (IterationStatus.Completed, IterationStatus.Failed):
         log.warning("iteration %s is still %s; its result is not posted yet", final.id, final.status.value)
         return
     try:
-        await _post_outcome(cv, client, channel, ts, final)
+        await _post_outcome(cv, uc, client, channel, ts, final)
     except SlackApiError as e:
         log.warning("could not post the result of iteration %s in %s: %s", final.id, channel, e.response.get("error"))
-    await cv.call(cv.service.mark_reported, final.id)
+    await cv.call(uc.notifications.mark_reported, project_id, final.id)
 
 
-async def _post_outcome(cv: SlackBot, client, channel: str, ts: str, final: Iteration) -> None:
-    project = await cv.call(cv.service.get_project, final.project_id)
+async def _post_outcome(cv: SlackBot, uc: UseCases, client, channel: str, ts: str, final: Iteration) -> None:
+    project = await cv.call(uc.projects.get, final.project_id)
     perf = None
     if final.status == IterationStatus.Completed:
         try:
-            perf = await cv.call(cv.service.iteration_performance, final.id)
+            perf = await cv.call(uc.iterations.performance, project.id, final.id)
         except errors.CvError as e:
             log.warning("no performance for iteration %s: %s", final.id, e.message)
     await _update(client, channel, ts, blocks.training_finished_message(project, final, perf))
@@ -127,8 +133,9 @@ async def _update(client, channel: str, ts: str, msg: dict) -> None:
 async def report_unreported(cv: SlackBot, client) -> int:
     """At start-up: announce the outcome of trainings whose result never reached their Slack message (the server
     stopped meanwhile; start-up recovery marked them Failed). One still running is followed again. Returns how
-    many iterations were taken up."""
-    pending = await cv.call(cv.service.unreported_iterations, NOTIFY_KEY, True)
+    many iterations were taken up. The pending trainings span workspaces, so this runs in the system scope."""
+    uc = cv.system()
+    pending = await cv.call(uc.notifications.unreported, NOTIFY_KEY, True)
     taken = 0
     for it in pending:
         target = (it.notify or {}).get(NOTIFY_KEY) or {}
@@ -139,11 +146,11 @@ async def report_unreported(cv: SlackBot, client) -> int:
         taken += 1
         try:
             if it.status in (IterationStatus.Queued, IterationStatus.Training):
-                project = await cv.call(cv.service.get_project, it.project_id)
+                project = await cv.call(uc.projects.get, it.project_id)
                 # followed alongside, so that one still running does not hold up reporting the others
-                cv.spawn(follow_training(cv, client, channel, ts, project, it, target.get("user")))
+                cv.spawn(follow_training(cv, uc, client, channel, ts, project, it, target.get("user")))
             else:
-                await post_results(cv, client, channel, ts, it.id)
+                await post_results(cv, uc, client, channel, ts, it.project_id, it.id)
         except errors.NotFound:  # deleted meanwhile
             continue
         except Exception:  # noqa: BLE001 - Slack unreachable or the like: left unreported for the next start-up

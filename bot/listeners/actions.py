@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.errors import SlackApiError
-
 from core import errors
 from core.model import Project
+from core.usecases import UseCases
 
 from .. import blocks
-from ..runtime import NoProject, SlackBot
+from ..errors import Reply, answering
+from ..runtime import SlackBot
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -28,39 +28,28 @@ def _where(body: dict, context) -> tuple[str, str, str]:
     return workspace, channel, user
 
 
-async def _project_here(cv: SlackBot, workspace: str, channel: str, project_id: str) -> Project:
+async def _project_here(cv: SlackBot, uc: UseCases, channel: str, project_id: str) -> Project:
     """The action's project, which must still be the one bound to the channel the button is in."""
-    project = await cv.bound_project(workspace, channel)
+    project = await cv.bound_project(uc, channel)
     if project.id != project_id:
         raise errors.Forbidden("this button belongs to a project that is no longer bound to this channel")
     return project
 
 
-async def _fail(respond, text: str) -> None:
-    await respond(**blocks.error_message(text), response_type="ephemeral", replace_original=False)
+def _to_presser(respond) -> Reply:
+    """Answers only the person who pressed, leaving the message with the button as it is."""
+    async def reply(msg: dict) -> None:
+        await respond(**msg, response_type="ephemeral", replace_original=False)
+    return reply
 
 
-async def _run(respond, coro) -> None:
-    try:
-        await coro
-    except NoProject:
-        await respond(**blocks.no_project_message(), response_type="ephemeral", replace_original=False)
-    except errors.CvError as e:
-        await _fail(respond, e.message)
-    except SlackApiError as e:
-        log.warning("action: Slack said %s", e.response.get("error"))
-        await _fail(respond, f"Slack refused the request: {e.response.get('error')}")
-    except Exception as e:  # noqa: BLE001
-        log.exception("action failed")
-        await _fail(respond, f"something went wrong ({type(e).__name__}); the server log has the details")
-
-
-async def _refresh_source(cv: SlackBot, client, respond, body: dict, project: Project, note: str) -> None:
+async def _refresh_source(cv: SlackBot, uc: UseCases, client, respond, body: dict, project: Project,
+                          note: str) -> None:
     """Redraw the message the button was in: the iteration list (ephemeral) or a training summary."""
     container = body.get("container") or {}
     if container.get("is_ephemeral"):
-        project = await cv.call(cv.service.get_project, project.id)  # the default may have just changed
-        its = await cv.call(cv.service.list_iterations, project.id)
+        project = await cv.call(uc.projects.get, project.id)  # the default may have just changed
+        its = await cv.call(uc.iterations.list, project.id)
         await respond(**blocks.iterations_message(project, its), replace_original=True)
     elif container.get("message_ts"):
         old = (body.get("message") or {}).get("blocks") or []
@@ -69,40 +58,41 @@ async def _refresh_source(cv: SlackBot, client, respond, body: dict, project: Pr
                                  text=(body.get("message") or {}).get("text") or note, blocks=kept)
 
 
-async def _iteration_action(ack, body, action, respond, client, context, change) -> None:
-    """A button on an iteration: `change(cv, client, workspace, user, project, iteration)` does the work and returns the
-    note that replaces the button and is announced in the channel."""
+async def _iteration_action(ack, body, action, respond, client, context, logger, change) -> None:
+    """A button on an iteration: `change(cv, uc, client, workspace, user, project, iteration)` does the work and returns
+    the note that replaces the button and is announced in the channel."""
     await ack()
     cv: SlackBot = context["cv"]
     workspace, channel, user = _where(body, context)
+    uc = cv.scoped(workspace)
 
     async def work():
         project_id, iteration_id = action["value"].split("|", 1)
-        project = await _project_here(cv, workspace, channel, project_id)
-        it = await cv.call(cv.service.get_iteration, iteration_id, project.id)
-        note = await change(cv, client, workspace, user, project, it)
-        await _refresh_source(cv, client, respond, body, project, note)
+        project = await _project_here(cv, uc, channel, project_id)
+        it = await cv.call(uc.iterations.get, project.id, iteration_id)
+        note = await change(cv, uc, client, workspace, user, project, it)
+        await _refresh_source(cv, uc, client, respond, body, project, note)
         await respond(**blocks.info_message(note), response_type="in_channel", replace_original=False)
 
-    await _run(respond, work())
+    async with answering(_to_presser(respond), logger or log, f"button {action.get('action_id')}"):
+        await work()
 
 
 async def handle_make_default(ack, body, action, respond, client, context, logger=None):
-    async def make_default(cv: SlackBot, client, workspace, user, project, it) -> str:
-        project = await cv.call(cv.service.set_default_iteration, project.id, it.id)
-        return (f":star: Iteration {it.number} is now the default of *{blocks.esc(project.name)}* (<@{user}>); "
-                "predictions come from it.")
+    async def make_default(cv: SlackBot, uc: UseCases, client, workspace, user, project, it) -> str:
+        project = await cv.call(uc.iterations.set_default, project.id, it.id)
+        return blocks.new_default_text(project, it, user)
 
-    await _iteration_action(ack, body, action, respond, client, context, make_default)
+    await _iteration_action(ack, body, action, respond, client, context, logger, make_default)
 
 
 async def handle_delete_iteration(ack, body, action, respond, client, context, logger=None):
-    async def delete(cv: SlackBot, client, workspace, user, project, it) -> str:
+    async def delete(cv: SlackBot, uc: UseCases, client, workspace, user, project, it) -> str:
         await cv.require_admin(client, workspace, user, project, "delete iterations")
-        await cv.call(cv.service.delete_iteration, project.id, it.id)
+        await cv.call(uc.iterations.delete, project.id, it.id)
         return f":wastebasket: <@{user}> deleted iteration {it.number} of *{blocks.esc(project.name)}*."
 
-    await _iteration_action(ack, body, action, respond, client, context, delete)
+    await _iteration_action(ack, body, action, respond, client, context, logger, delete)
 
 
 async def handle_prediction_feedback(ack, body, action, respond, client, context, logger=None):
@@ -111,6 +101,7 @@ async def handle_prediction_feedback(ack, body, action, respond, client, context
     await ack()
     cv: SlackBot = context["cv"]
     workspace, channel, user = _where(body, context)
+    uc = cv.scoped(workspace)
 
     async def work():
         _, project_id, prediction_id = action["block_id"].split("|", 2)
@@ -118,11 +109,11 @@ async def handle_prediction_feedback(ack, body, action, respond, client, context
             tag_ids = [(action.get("selected_option") or {}).get("value", "")]
         else:
             tag_ids = [t for t in action.get("value", "").split(",") if t]
-        project = await _project_here(cv, workspace, channel, project_id)
-        tags = {t.id: t for t in await cv.call(cv.service.list_tags, project.id)}
+        project = await _project_here(cv, uc, channel, project_id)
+        tags = {t.id: t for t in await cv.call(uc.tags.list, project.id)}
         if not tag_ids or any(t not in tags for t in tag_ids):
             raise errors.NotFound("that tag no longer exists in the project")
-        result = await cv.call(cv.service.add_prediction_to_training, project.id, prediction_id, tag_ids, user)
+        result = await cv.call(uc.predictions.add_to_training, project.id, prediction_id, tag_ids, user)
         if not result.ok:
             raise errors.CvError(f"the image could not be added: {result.message or result.status}")
         message = body.get("message") or {}
@@ -132,4 +123,5 @@ async def handle_prediction_feedback(ack, body, action, respond, client, context
         await client.chat_update(channel=container.get("channel_id") or channel, ts=container.get("message_ts"),
                                  text=message.get("text") or "classified", blocks=new_blocks)
 
-    await _run(respond, work())
+    async with answering(_to_presser(respond), logger or log, f"button {action.get('action_id')}"):
+        await work()

@@ -1,20 +1,20 @@
-"""`/cv …`: ack at once, parse, call the service, answer through the response URL."""
+"""`/cv …`: ack at once, parse, call the workspace's use cases, answer through the response URL."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from slack_sdk.errors import SlackApiError
-
 from core import errors
 from core.model import IterationStatus
+from core.usecases import UseCases
 
 from .. import blocks, grammar
-from ..runtime import NoProject, SlackBot
+from ..errors import answering
+from ..runtime import SlackBot
 from ..training import start_training
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -31,12 +31,14 @@ class Request:
     user: str
     trigger_id: str | None
     cmd: grammar.Command
+    uc: UseCases  # scoped to the Slack workspace the command came from
+    logger: logging.Logger
 
     async def say(self, msg: dict, public: bool = False) -> None:
         await self.respond(**msg, response_type="in_channel" if public else "ephemeral")
 
     async def project(self):
-        return await self.cv.bound_project(self.workspace, self.channel)
+        return await self.cv.bound_project(self.uc, self.channel)
 
 
 async def handle_cv(ack, command, respond, client, context, logger=None):
@@ -50,26 +52,15 @@ async def handle_cv(ack, command, respond, client, context, logger=None):
         await ack(**blocks.help_message())
         return
     await ack()
-    req = Request(cv, client, respond, command.get("team_id") or context.get("team_id") or "",
-                  command.get("channel_id", ""), command.get("user_id", ""), command.get("trigger_id"), cmd)
+    workspace = command.get("team_id") or context.get("team_id") or ""
+    req = Request(cv, client, respond, workspace, command.get("channel_id", ""), command.get("user_id", ""),
+                  command.get("trigger_id"), cmd, cv.scoped(workspace), logger or log)
     await run(req)
 
 
 async def run(req: Request) -> None:
-    try:
+    async with answering(req.say, req.logger, f"/cv {req.cmd.name}"):
         await HANDLERS[req.cmd.name](req)
-    except NoProject:
-        await req.say(blocks.no_project_message())
-    except grammar.GrammarError as e:
-        await req.say(blocks.error_message(str(e)))
-    except errors.CvError as e:
-        await req.say(blocks.error_message(e.message))
-    except SlackApiError as e:
-        log.warning("/cv %s: Slack said %s", req.cmd.name, e.response.get("error"))
-        await req.say(blocks.error_message(f"Slack refused the request: {e.response.get('error')}"))
-    except Exception as e:  # noqa: BLE001 - the user gets an answer, the log gets the trace
-        log.exception("/cv %s failed", req.cmd.name)
-        await req.say(blocks.error_message(f"something went wrong ({type(e).__name__}); the server log has the details"))
 
 
 # ------------------------------------------------------------------ projects
@@ -81,9 +72,9 @@ async def cmd_new(req: Request) -> None:
             raise grammar.GrammarError("give the project a name: `/cv new NAME`")
         await req.client.views_open(trigger_id=req.trigger_id, view=blocks.new_project_modal(req.channel, cv.default_domain))
         return
-    p = await cv.call(cv.service.create_project, spec.name, spec.domain or cv.default_domain, spec.classification_type,
-                      spec.description, workspace=req.workspace, created_by=req.user)
-    await cv.call(cv.service.bind_channel, req.workspace, req.channel, p.id, req.user)
+    p = await cv.call(req.uc.projects.create, spec.name, spec.domain or cv.default_domain, spec.classification_type,
+                      spec.description, created_by=req.user)
+    await cv.call(req.uc.channels.bind, req.channel, p.id, req.user)
     await req.say(blocks.project_created_message(p, req.user), public=True)
 
 
@@ -92,21 +83,21 @@ async def cmd_use(req: Request) -> None:
     if not name:
         raise grammar.GrammarError("name the project: `/cv use NAME` (`/cv projects` lists them)")
     cv = req.cv
-    p = await cv.call(cv.service.find_project, name, req.workspace)
-    await cv.call(cv.service.bind_channel, req.workspace, req.channel, p.id, req.user)
-    s = await cv.call(cv.service.project_summary, p.id)
+    p = await cv.call(req.uc.projects.find, name)
+    await cv.call(req.uc.channels.bind, req.channel, p.id, req.user)
+    s = await cv.call(req.uc.projects.summary, p.id)
     await req.say(blocks.project_bound_message(p, req.user, s.image_count, s.iteration_count), public=True)
 
 
 async def cmd_projects(req: Request) -> None:
     cv = req.cv
-    projects = await cv.call(cv.service.list_projects, req.workspace)
+    projects = await cv.call(req.uc.projects.list)
     rows = []
     for p in projects:
-        s = await cv.call(cv.service.project_summary, p.id)
+        s = await cv.call(req.uc.projects.summary, p.id)
         rows.append(blocks.ProjectRow(p, s.image_count, s.iteration_count,
                                       s.default_iteration.number if s.default_iteration else None))
-    binding = await cv.call(cv.service.channel_binding, req.workspace, req.channel)
+    binding = await cv.call(req.uc.channels.binding, req.channel)
     await req.say(blocks.projects_message(rows, binding.project_id if binding else None))
 
 
@@ -126,7 +117,7 @@ async def cmd_settings(req: Request) -> None:
     ctype = grammar.parse_type(opts["type"]) if "type" in opts else None
     await cv.require_admin(req.client, req.workspace, req.user, p, "change the domain or classification type")
     changed = [w for w, v in (("domain", domain), ("type", ctype)) if v is not None]
-    p = await cv.call(cv.service.update_project, p.id, domain=domain, classification_type=ctype)
+    p = await cv.call(req.uc.projects.update, p.id, domain=domain, classification_type=ctype)
     await req.say(blocks.settings_message(p, changed), public=True)
 
 
@@ -138,7 +129,7 @@ async def cmd_threshold(req: Request) -> None:
         await req.say(blocks.info_message(f"*{blocks.esc(p.name)}* uses threshold *{p.threshold:g}*; "
                                           "`/cv threshold 0.7` changes it."))
         return
-    p = await cv.call(cv.service.update_project, p.id, threshold=grammar.parse_threshold(value))
+    p = await cv.call(req.uc.projects.update, p.id, threshold=grammar.parse_threshold(value))
     await req.say(blocks.threshold_message(p, req.user), public=True)
 
 
@@ -147,7 +138,7 @@ async def cmd_keys(req: Request) -> None:
     if not await cv.is_admin(req.client, req.workspace, req.user):
         raise errors.Forbidden("only workspace admins can see the API keys")
     regenerate = bool(req.cmd.args and req.cmd.args[0].lower() in ("regenerate", "new", "rotate"))
-    keys = await cv.call(cv.service.workspace_keys, req.workspace, regenerate)
+    keys = await cv.call(req.uc.channels.keys, regenerate)
     await req.say(blocks.keys_message(req.workspace, keys.training_key, keys.prediction_key))
 
 
@@ -155,7 +146,7 @@ async def cmd_keys(req: Request) -> None:
 async def cmd_tags(req: Request) -> None:
     cv = req.cv
     p = await req.project()
-    tags = await cv.call(cv.service.list_tags, p.id)
+    tags = await cv.call(req.uc.tags.list, p.id)
     await req.say(blocks.tags_message(p, tags))
 
 
@@ -163,7 +154,7 @@ async def cmd_collect(req: Request) -> None:
     cv = req.cv
     p = await req.project()
     tags = grammar.parse_collect(req.cmd)
-    binding = await cv.call(cv.service.set_collect_mode, req.workspace, req.channel, tags)
+    binding = await cv.call(req.uc.channels.set_collect_mode, req.channel, tags)
     if binding.collect_tags:
         names = ", ".join(f"*{blocks.esc(t)}*" for t in binding.collect_tags)
         text = (f":inbox_tray: Collect mode is on for *{blocks.esc(p.name)}*: every image posted here gets {names} "
@@ -177,13 +168,13 @@ async def cmd_collect(req: Request) -> None:
 async def cmd_train(req: Request) -> None:
     p = await req.project()
     force = any(a.lower() in ("force", "--force", "-f") for a in req.cmd.args)
-    await start_training(req.cv, req.client, req.channel, req.user, p, force, req.respond)
+    await start_training(req.cv, req.uc, req.client, req.channel, req.user, p, force, req.respond, req.logger)
 
 
 async def cmd_iterations(req: Request) -> None:
     cv = req.cv
     p = await req.project()
-    its = await cv.call(cv.service.list_iterations, p.id)
+    its = await cv.call(req.uc.iterations.list, p.id)
     await req.say(blocks.iterations_message(p, its))
 
 
@@ -192,10 +183,9 @@ async def cmd_default(req: Request) -> None:
     p = await req.project()
     if not req.cmd.args:
         raise grammar.GrammarError("which iteration? `/cv default N` (`/cv iterations` lists them)")
-    it = await cv.call(cv.service.iteration_by_number, p.id, grammar.parse_iteration_number(req.cmd.args[0]))
-    p = await cv.call(cv.service.set_default_iteration, p.id, it.id)
-    await req.say(blocks.info_message(f":star: Iteration {it.number} is now the default of *{blocks.esc(p.name)}* "
-                                      f"(<@{req.user}>); predictions come from it."), public=True)
+    it = await cv.call(req.uc.iterations.by_number, p.id, grammar.parse_iteration_number(req.cmd.args[0]))
+    p = await cv.call(req.uc.iterations.set_default, p.id, it.id)
+    await req.say(blocks.info_message(blocks.new_default_text(p, it, req.user)), public=True)
 
 
 async def cmd_performance(req: Request) -> None:
@@ -203,14 +193,14 @@ async def cmd_performance(req: Request) -> None:
     p = await req.project()
     q = grammar.parse_performance(req.cmd)
     if q.number is not None:
-        it = await cv.call(cv.service.iteration_by_number, p.id, q.number)
+        it = await cv.call(req.uc.iterations.by_number, p.id, q.number)
     else:
-        its = await cv.call(cv.service.list_iterations, p.id)
+        its = await cv.call(req.uc.iterations.list, p.id)
         done = [i for i in its if i.status == IterationStatus.Completed]
         it = next((i for i in done if i.id == p.default_iteration_id), done[-1] if done else None)
         if it is None:
             raise errors.NoDefaultIteration(f"*{p.name}* has no trained iteration yet; `/cv train` first")
-    perf = await cv.call(cv.service.iteration_performance, it.id, q.threshold)
+    perf = await cv.call(req.uc.iterations.performance, p.id, it.id, q.threshold)
     await req.say(blocks.performance_message(p, it, perf, is_default=p.default_iteration_id == it.id))
 
 

@@ -6,12 +6,13 @@ import logging
 from slack_sdk.errors import SlackApiError
 
 from core import errors
-from core.service import ImageUpload
+from core.usecases import ImageUpload, UseCases
 
 from .. import blocks, grammar
-from ..runtime import NoProject, SlackBot, is_image_file
+from ..errors import Reply, answering
+from ..runtime import SlackBot, is_image_file
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 MAX_CLASSIFY = 10
 
@@ -39,9 +40,10 @@ async def handle_message(event, body, client, context, logger=None):
     mentioned = event.get("type") == "app_mention" or bool(bot_user and f"<@{bot_user}>" in text)
     if not files and not (thread_ts and thread_ts != ts):
         return  # chatter (and non-image files) is ignored quietly
+    uc = cv.scoped(workspace)
     binding = None
     if files and not grammar.tag_instruction(text) and not (grammar.wants_classification(text) or mentioned or direct):
-        binding = await cv.call(cv.service.channel_binding, workspace, channel)
+        binding = await cv.call(uc.channels.binding, channel)
     intent = grammar.message_intent(text, bool(files), direct=direct, mentioned=mentioned,
                                     collect_tags=binding.collect_tags if binding else None,
                                     thread_parent=thread_ts if thread_ts != ts else None)
@@ -49,36 +51,32 @@ async def handle_message(event, body, client, context, logger=None):
         return
     if not cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
         return
-    reply_ts = thread_ts or ts
-    try:
+    logger = logger or log
+    reply = in_thread(client, channel, thread_ts or ts, logger)
+    async with answering(reply, logger, f"message {ts} in {channel}"):
         if intent.action in ("tag", "collect"):
-            await ingest(cv, client, workspace, channel, ts, reply_ts, event.get("user"), files, intent.tags,
+            await ingest(cv, uc, client, reply, channel, ts, event.get("user"), files, intent.tags,
                          collect=intent.action == "collect")
         elif intent.action == "classify":
-            await classify(cv, client, workspace, channel, reply_ts, files)
+            await classify(cv, uc, client, reply, channel, files)
         elif intent.action == "retag":
-            await retag(cv, client, workspace, channel, thread_ts, event.get("user"), intent.thread)
-    except NoProject:
-        await _reply(client, channel, reply_ts, blocks.no_project_message())
-    except errors.CvError as e:
-        await _reply(client, channel, reply_ts, blocks.error_message(e.message))
-    except Exception as e:  # noqa: BLE001
-        log.exception("handling message %s in %s failed", ts, channel)
-        await _reply(client, channel, reply_ts, blocks.error_message(
-            f"something went wrong ({type(e).__name__}); the server log has the details"))
+            await retag(cv, uc, client, reply, workspace, channel, thread_ts, event.get("user"), intent.thread)
 
 
-async def _reply(client, channel: str, thread_ts: str, msg: dict) -> None:
-    try:
-        await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **msg)
-    except SlackApiError as e:
-        log.warning("cannot reply in %s: %s", channel, e.response.get("error"))
+def in_thread(client, channel: str, thread_ts: str, logger: logging.Logger) -> Reply:
+    """Replies in the message's thread; one Slack refuses is logged and dropped (nobody else to tell)."""
+    async def reply(msg: dict) -> None:
+        try:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **msg)
+        except SlackApiError as e:
+            logger.warning("cannot reply in %s: %s", channel, e.response.get("error"))
+    return reply
 
 
-async def ingest(cv: SlackBot, client, workspace: str, channel: str, ts: str, reply_ts: str, user: str | None,
+async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, ts: str, user: str | None,
                  files: list[dict], tag_names: list[str], collect: bool = False) -> None:
-    project = await cv.bound_project(workspace, channel)
-    tags = await cv.call(cv.service.get_or_create_tags, project.id, tag_names)
+    project = await cv.bound_project(uc, channel)
+    tags = await cv.call(uc.tags.get_or_create, project.id, tag_names)
     tag_ids = [t.id for t in tags]
     downloads = await cv.download_all(client, files, cv.training_max_bytes)
     lines: list[blocks.ImageLine] = [blocks.ImageLine(d.name, "rejected", d.problem or "") for d in downloads]
@@ -86,7 +84,7 @@ async def ingest(cv: SlackBot, client, workspace: str, channel: str, ts: str, re
     added_ids: list[str] = []
     if ok:
         uploads = [ImageUpload(d.data, d.name, tag_ids) for _, d in ok]
-        results = await cv.call(cv.service.add_images, project.id, uploads, source="slack", uploaded_by=user)
+        results = await cv.call(uc.images.add, project.id, uploads, source="slack", uploaded_by=user)
         for (i, d), r in zip(ok, results):
             if r.status == "OK":
                 lines[i] = blocks.ImageLine(d.name, "added")
@@ -96,51 +94,52 @@ async def ingest(cv: SlackBot, client, workspace: str, channel: str, ts: str, re
             else:
                 lines[i] = blocks.ImageLine(d.name, "rejected", r.message or r.status)
     if added_ids:
-        await cv.call(cv.service.link_message_images, workspace, channel, ts, added_ids)
-    all_tags = await cv.call(cv.service.list_tags, project.id)
-    await _reply(client, channel, reply_ts, blocks.ingest_message(project, [t.name for t in tags], lines, all_tags, collect))
+        await cv.call(uc.channels.link_message_images, channel, ts, added_ids)
+    all_tags = await cv.call(uc.tags.list, project.id)
+    await reply(blocks.ingest_message(project, [t.name for t in tags], lines, all_tags, collect))
 
 
-async def classify(cv: SlackBot, client, workspace: str, channel: str, reply_ts: str, files: list[dict]) -> None:
-    project = await cv.bound_project(workspace, channel)
+async def classify(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, files: list[dict]) -> None:
+    project = await cv.bound_project(uc, channel)
     if not project.default_iteration_id:
         raise errors.NoDefaultIteration(f"*{project.name}* has no trained iteration yet; add tagged images and `/cv train`")
-    tags = await cv.call(cv.service.list_tags, project.id)
+    tags = await cv.call(uc.tags.list, project.id)
     numbers = {}
     for d in await cv.download_all(client, files[:MAX_CLASSIFY], cv.prediction_max_bytes):
         if d.data is None:
-            await _reply(client, channel, reply_ts, blocks.error_message(f"`{d.name}`: {d.problem}"))
+            await reply(blocks.error_message(f"`{d.name}`: {d.problem}"))
             continue
         try:
-            prediction = await cv.call(cv.service.predict, project.id, d.data, store=True, source="slack")
+            prediction = await cv.call(uc.predictions.predict, project.id, d.data, store=True)
         except errors.ImageRejected as e:
-            await _reply(client, channel, reply_ts, blocks.error_message(f"`{d.name}`: {e.message}"))
+            await reply(blocks.error_message(f"`{d.name}`: {e.message}"))
             continue
         if prediction.iteration_id not in numbers:
-            numbers[prediction.iteration_id] = (await cv.call(cv.service.get_iteration, prediction.iteration_id)).number
-        await _reply(client, channel, reply_ts, blocks.classification_message(
+            it = await cv.call(uc.iterations.get, project.id, prediction.iteration_id)
+            numbers[prediction.iteration_id] = it.number
+        await reply(blocks.classification_message(
             project, prediction, numbers[prediction.iteration_id], tags, d.name if len(files) > 1 else ""))
 
 
-async def retag(cv: SlackBot, client, workspace: str, channel: str, parent_ts: str, user: str | None,
-                cmd: grammar.ThreadCommand) -> None:
-    image_ids = await cv.call(cv.service.message_image_ids, workspace, channel, parent_ts)
+async def retag(cv: SlackBot, uc: UseCases, client, reply: Reply, workspace: str, channel: str, parent_ts: str,
+                user: str | None, cmd: grammar.ThreadCommand) -> None:
+    image_ids = await cv.call(uc.channels.message_image_ids, channel, parent_ts)
     if not image_ids:
         return  # a thread about something else
-    project = await cv.bound_project(workspace, channel)
-    existing = await cv.call(cv.service.get_images, project.id, image_ids)
+    project = await cv.bound_project(uc, channel)
+    existing = await cv.call(uc.images.get_many, project.id, image_ids)
     ids = [i.id for i in existing]
     if not ids:
         raise errors.NotFound("the images of this message are no longer in the channel's project")
     names: list[str] = []
     if cmd.action == "tag":
-        tags = await cv.call(cv.service.get_or_create_tags, project.id, cmd.tags)
-        await cv.call(cv.service.set_image_tags, project.id, ids, [t.id for t in tags])
+        tags = await cv.call(uc.tags.get_or_create, project.id, cmd.tags)
+        await cv.call(uc.images.set_tags, project.id, ids, [t.id for t in tags])
         names = [t.name for t in tags]
     elif cmd.action == "untag":
-        await cv.call(cv.service.remove_image_tags, project.id, ids)
+        await cv.call(uc.images.remove_tags, project.id, ids)
     else:
         await cv.require_admin(client, workspace, user or "", project, "remove images")
-        await cv.call(cv.service.delete_images, project.id, ids)
-    all_tags = await cv.call(cv.service.list_tags, project.id)
-    await _reply(client, channel, parent_ts, blocks.retag_message(cmd.action, len(ids), names, all_tags, user))
+        await cv.call(uc.images.delete, project.id, ids)
+    all_tags = await cv.call(uc.tags.list, project.id)
+    await reply(blocks.retag_message(cmd.action, len(ids), names, all_tags, user))

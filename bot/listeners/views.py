@@ -10,7 +10,7 @@ from core import errors
 from .. import blocks, grammar
 from ..runtime import SlackBot
 
-log = logging.getLogger("bot")
+log = logging.getLogger("bot")  # when a listener is called without Bolt's logger (tests)
 
 
 def register(app) -> None:
@@ -23,6 +23,7 @@ async def handle_new_project(ack, body, view, client, context, logger=None):
     channel = view.get("private_metadata") or ""
     workspace = context.get("team_id") or (body.get("team") or {}).get("id") or ""
     user = (body.get("user") or {}).get("id") or ""
+    uc = cv.scoped(workspace)
     name = (values.get("name") or "").strip()
     if not name:
         await ack(response_action="errors", errors={"name": "Give the project a name"})
@@ -30,18 +31,18 @@ async def handle_new_project(ack, body, view, client, context, logger=None):
     try:
         domain = grammar.parse_domain(values.get("domain") or cv.default_domain.value)
         ctype = grammar.parse_type(values.get("type") or "Multiclass")
-        project = await cv.call(cv.service.create_project, name, domain, ctype, values.get("description") or "",
-                                workspace=workspace, created_by=user)
+        project = await cv.call(uc.projects.create, name, domain, ctype, values.get("description") or "",
+                                created_by=user)
     except (errors.CvError, grammar.GrammarError) as e:
         await ack(response_action="errors", errors={"name": getattr(e, "message", str(e))})
         return
     await ack()
     msg = blocks.project_created_message(project, user)
     if channel:
-        await cv.call(cv.service.bind_channel, workspace, channel, project.id, user)
+        await cv.call(uc.channels.bind, channel, project.id, user)
         try:
             await client.chat_postMessage(channel=channel, **msg)
             return
         except SlackApiError as e:
-            log.info("cannot post in %s (%s); telling the user directly", channel, e.response.get("error"))
+            (logger or log).info("cannot post in %s (%s); telling the user directly", channel, e.response.get("error"))
     await client.chat_postMessage(channel=user, **msg)

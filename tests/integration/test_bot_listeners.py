@@ -1,5 +1,5 @@
 """Bolt listeners called directly with mocked ack/respond and a recording Web API client, over the real
-service (SQLite, blobs, the EfficientNet-Lite0 backbone)."""
+use cases (SQLite, blobs, the EfficientNet-Lite0 backbone)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,7 @@ from bot.listeners import actions, commands, messages
 from bot.runtime import Download, SlackBot
 from core.model import IterationStatus
 from core.ports import JobRunner
-from core.service import ImageUpload
+from core.usecases import ImageUpload, recover
 from tests.conftest import make_service
 from tests.helpers import colour_images, png_bytes
 
@@ -78,7 +78,7 @@ def runner():
 
 @pytest.fixture
 def cv(tmp_path, provider, runner):
-    bot = SlackBot(make_service(tmp_path, provider, runner), "xoxb-test", progress_interval=0)
+    bot = SlackBot(make_service(tmp_path, provider, runner).deps, "xoxb-test", progress_interval=0)
     served: dict[str, bytes] = {}
 
     async def fake_download(client, f, max_bytes):  # the HTTP download itself is covered end to end
@@ -89,6 +89,11 @@ def cv(tmp_path, provider, runner):
     bot.download = fake_download
     bot.served = served
     return bot
+
+
+def team(cv):
+    """The use cases of the test's workspace, for arranging and checking what the listeners did."""
+    return cv.scoped(TEAM)
 
 
 def ctx(cv):
@@ -119,8 +124,8 @@ def test_new_creates_and_binds_then_refuses_a_duplicate(cv):
     ack, respond = slash(cv, "new pets type=multilabel furry friends", RecordingClient())
     ack.assert_awaited_once_with()
     assert said(respond)["response_type"] == "in_channel"
-    binding = cv.service.channel_binding(TEAM, CH)
-    p = cv.service.get_project(binding.project_id)
+    binding = team(cv).channels.binding(CH)
+    p = team(cv).projects.get(binding.project_id)
     assert (p.name, p.classification_type.value, p.description, p.created_by, p.workspace) == \
         ("pets", "Multilabel", "furry friends", CREATOR, TEAM)
     _, respond = slash(cv, "new pets", RecordingClient())
@@ -133,7 +138,7 @@ def test_commands_in_an_unbound_channel_say_how_to_start(cv):
 
 
 def test_projects_of_another_workspace_stay_invisible(cv):
-    cv.service.create_project("secret", workspace="T-OTHER")
+    cv.scoped("T-OTHER").projects.create("secret")
     _, respond = slash(cv, "use secret", RecordingClient())
     assert "no project named 'secret'" in said(respond)["text"]
     _, respond = slash(cv, "projects", RecordingClient())
@@ -145,13 +150,13 @@ def test_settings_are_for_the_creator_and_admins(cv):
     slash(cv, "new pets", client)
     _, respond = slash(cv, "settings domain=Food", client, user=OTHER)
     assert "only the project's creator (<@UCREATOR>) or a workspace admin" in said(respond)["text"]
-    assert cv.service.find_project("pets", TEAM).domain.value == "Compact"
+    assert team(cv).projects.find("pets").domain.value == "Compact"
     _, respond = slash(cv, "settings domain=Food type=multilabel", client, user=ADMIN)
     assert said(respond)["response_type"] == "in_channel"
-    p = cv.service.find_project("pets", TEAM)
+    p = team(cv).projects.find("pets")
     assert (p.domain.value, p.classification_type.value) == ("Food", "Multilabel")
     _, respond = slash(cv, "settings type=multiclass", client, user=CREATOR)  # no admin check needed
-    assert cv.service.find_project("pets", TEAM).classification_type.value == "Multiclass"
+    assert team(cv).projects.find("pets").classification_type.value == "Multiclass"
     assert [c["user"] for c in client.of("users.info")] == [OTHER, ADMIN]
 
 
@@ -159,7 +164,7 @@ def test_keys_only_for_admins(cv):
     _, respond = slash(cv, "keys", RecordingClient())
     assert "only workspace admins" in said(respond)["text"]
     _, respond = slash(cv, "keys", RecordingClient(), user=ADMIN)
-    keys = cv.service.workspace_keys(TEAM)
+    keys = team(cv).channels.keys()
     assert keys.training_key in said(respond)["text"] and keys.prediction_key in said(respond)["text"]
 
 
@@ -194,11 +199,11 @@ def test_tagging_by_posting_links_the_images_and_ignores_a_repeat(cv):
     (reply,) = client.of("chat.postMessage")
     assert reply["thread_ts"] == "100.1" and "5 added, 0 duplicate, 0 rejected" in reply["text"]
     assert "a.pdf" not in reply["text"]
-    p = cv.service.find_project("pets", TEAM)
-    assert {t.name: t.image_count for t in cv.service.list_tags(p.id)} == {"Cat": 5, "cute": 5}
-    assert len(cv.service.message_image_ids(TEAM, CH, "100.1")) == 5
+    p = team(cv).projects.find("pets")
+    assert {t.name: t.image_count for t in team(cv).tags.list(p.id)} == {"Cat": 5, "cute": 5}
+    assert len(team(cv).channels.message_image_ids(CH, "100.1")) == 5
     on_message(cv, client, ev)  # the same message again (a redelivery): nothing new
-    assert len(client.of("chat.postMessage")) == 1 and cv.service.count_images(p.id) == 5
+    assert len(client.of("chat.postMessage")) == 1 and team(cv).images.count(p.id) == 5
 
 
 def test_bot_messages_and_edits_are_ignored(cv):
@@ -213,11 +218,11 @@ def test_bot_messages_and_edits_are_ignored(cv):
 
 def _train_ready_project(cv, client):
     slash(cv, "new colours", client)
-    p = cv.service.find_project("colours", TEAM)
-    red, blue = cv.service.get_or_create_tags(p.id, ["red", "blue"])
+    p = team(cv).projects.find("colours")
+    red, blue = team(cv).tags.get_or_create(p.id, ["red", "blue"])
     ups = [ImageUpload(d, f"r{i}", [red.id]) for i, d in enumerate(colour_images(6, RED, 3))]
     ups += [ImageUpload(d, f"b{i}", [blue.id]) for i, d in enumerate(colour_images(6, BLUE, 4))]
-    assert all(r.ok for r in cv.service.add_images(p.id, ups))
+    assert all(r.ok for r in team(cv).images.add(p.id, ups))
     return p
 
 
@@ -245,7 +250,7 @@ def test_train_follows_progress_and_posts_summary_and_chart(cv, runner):
     assert summary["thread_ts"] == "1.0001" and "Iteration 1 of colours: performance at threshold 0.5" in summary["text"]
     (chart,) = client.of("files.upload_v2")
     assert chart["thread_ts"] == "1.0001" and chart["file"].startswith(b"\x89PNG")
-    assert cv.service.get_project(p.id).default_iteration_id is not None
+    assert team(cv).projects.get(p.id).default_iteration_id is not None
 
     _, respond = slash(cv, "train", client)  # nothing changed since iteration 1
     assert "nothing changed since iteration 1" in said(respond)["text"]
@@ -261,9 +266,9 @@ def test_too_few_images_is_an_ephemeral_error(cv):
 
 def _trained(cv, runner, client):
     p = _train_ready_project(cv, client)
-    it = cv.service.train(p.id)
+    it = team(cv).training.train(p.id)
     runner.release()
-    assert cv.service.wait_for_training(it.id, 120).status == IterationStatus.Completed
+    assert team(cv).training.wait(p.id, it.id, 120).status == IterationStatus.Completed
     return p, it
 
 
@@ -275,7 +280,7 @@ def test_classify_then_correct_adds_the_image_to_training(cv, runner):
     assert answer["thread_ts"] == "200.1" and "*blue*" in answer["text"]
     actions_block = answer["blocks"][-1]
     correct = actions_block["elements"][0]
-    before = cv.service.count_images(p.id)
+    before = team(cv).images.count(p.id)
     body = {"team": {"id": TEAM}, "user": {"id": OTHER}, "channel": {"id": CH},
             "container": {"channel_id": CH, "message_ts": "5.0001", "is_ephemeral": False},
             "message": {"text": answer["text"], "blocks": answer["blocks"]}}
@@ -284,7 +289,7 @@ def test_classify_then_correct_adds_the_image_to_training(cv, runner):
                                                    action={**correct, "block_id": actions_block["block_id"]}))
     ack.assert_awaited_once()
     assert respond.await_count == 0
-    assert cv.service.count_images(p.id) == before + 1
+    assert team(cv).images.count(p.id) == before + 1
     update = client.of("chat.update")[-1]
     assert update["ts"] == "5.0001" and "Added to the training set as *blue* by <@UOTHER>" in str(update["blocks"])
 
@@ -292,9 +297,9 @@ def test_classify_then_correct_adds_the_image_to_training(cv, runner):
 def test_delete_iteration_is_refused_to_others_and_allowed_to_the_creator(cv, runner):
     client = RecordingClient()
     p, it1 = _trained(cv, runner, client)
-    it2 = cv.service.train(p.id, force=True)
+    it2 = team(cv).training.train(p.id, force=True)
     runner.release()
-    cv.service.wait_for_training(it2.id, 120)
+    team(cv).training.wait(p.id, it2.id, 120)
     body = {"team": {"id": TEAM}, "channel": {"id": CH}, "container": {"is_ephemeral": True}, "message": {}}
 
     def press(user):
@@ -306,9 +311,9 @@ def test_delete_iteration_is_refused_to_others_and_allowed_to_the_creator(cv, ru
 
     refused = press(OTHER)
     assert "only the project's creator" in said(refused)["text"] and said(refused)["replace_original"] is False
-    assert len(cv.service.list_iterations(p.id)) == 2
+    assert len(team(cv).iterations.list(p.id)) == 2
     done = press(CREATOR)
-    assert [i.number for i in cv.service.list_iterations(p.id)] == [1]
+    assert [i.number for i in team(cv).iterations.list(p.id)] == [1]
     redrawn, announced = [c.kwargs for c in done.await_args_list]
     assert redrawn["replace_original"] is True and "Iterations of colours" in redrawn["text"]
     assert "deleted iteration 2" in announced["text"] and announced["response_type"] == "in_channel"
@@ -352,8 +357,8 @@ def test_train_in_a_channel_the_bot_is_not_in_says_how_to_fix_it(cv, runner):
     text = said(respond)["text"]
     assert "Training iteration 1 of *colours* is queued" in text and "`/invite @cvbot`" in text
     runner.release()  # the training itself still runs
-    (it,) = cv.service.list_iterations(p.id)
-    assert cv.service.wait_for_training(it.id, 120).status == IterationStatus.Completed
+    (it,) = team(cv).iterations.list(p.id)
+    assert team(cv).training.wait(p.id, it.id, 120).status == IterationStatus.Completed
 
 
 def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
@@ -365,11 +370,11 @@ def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
     client = RecordingClient()
     p = _train_ready_project(cv, client)
     slash(cv, "train", client)  # the progress message is posted; its follower dies with the event loop
-    (it,) = cv.service.list_iterations(p.id)
+    (it,) = team(cv).iterations.list(p.id)
     assert it.notify == {"slack": {"channel": CH, "ts": "1.0001", "user": CREATOR}}
-    assert cv.service.recover()["failed_iterations"] == 1  # the job never ran: "restart"
+    assert recover(cv.deps)["failed_iterations"] == 1  # the job never ran: "restart"
 
-    following = SlackBot(cv.service, "xoxb-test")
+    following = SlackBot(cv.deps, "xoxb-test")
     following.following.add(it.id)  # an iteration this process already reports is left to its follower
     assert asyncio.run(report_unreported(following, RecordingClient())) == 0
 
@@ -381,13 +386,13 @@ def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
                 data={"ok": False, "error": "thread_not_found"}, headers={}, status_code=200))
 
     after = ThreadGone()
-    assert asyncio.run(report_unreported(SlackBot(cv.service, "xoxb-test"), after)) == 1
+    assert asyncio.run(report_unreported(SlackBot(cv.deps, "xoxb-test"), after)) == 1
     (update,) = after.of("chat.update")
     assert update["channel"] == CH and update["ts"] == "1.0001"
     assert update["text"].startswith(":x: Training *colours* iteration 1 failed: interrupted")
     (reply,) = after.of("chat.postMessage")
     assert reply["thread_ts"] == "1.0001" and reply["text"].startswith(":warning: Iteration 1 failed: interrupted")
-    assert cv.service.get_iteration(it.id).reported_at is not None
+    assert team(cv).iterations.get(p.id, it.id).reported_at is not None
 
     again = RecordingClient()
-    assert asyncio.run(report_unreported(SlackBot(cv.service, "xoxb-test"), again)) == 0 and again.calls == []
+    assert asyncio.run(report_unreported(SlackBot(cv.deps, "xoxb-test"), again)) == 0 and again.calls == []

@@ -156,3 +156,9 @@ def test_chart_is_a_png_with_bars_and_confusion_matrix():
     ml = {k: v for k, v in PERF.items() if k != "confusionMatrix"}
     narrow = PILImage.open(io.BytesIO(performance_chart(ml)))
     assert narrow.width < img.width
+
+
+def test_new_default_announcement_is_escaped_and_names_who():
+    p = _project()
+    assert blocks.new_default_text(p, _iteration(p, 3), "U1") == (
+        ":star: Iteration 3 is now the default of *pets &lt;&amp;&gt;* (<@U1>); predictions come from it.")

@@ -39,7 +39,7 @@ def _routes(app):
 def test_setup_without_tokens_logs_one_line_and_answers_503(caplog):
     app = web.Application()
     with caplog.at_level(logging.INFO, logger="bot"):
-        bot.setup(app, SimpleNamespace(settings=settings(), service=None))
+        bot.setup(app, SimpleNamespace(settings=settings(), deps=None))
     assert [r.getMessage() for r in caplog.records if r.name == "bot"] == [
         "Slack is off: SLACK_BOT_TOKEN is not set; set it with SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN "
         "(Socket Mode) to turn the bot on"]
@@ -50,7 +50,7 @@ def test_setup_with_tokens_mounts_the_events_endpoint_and_never_logs_tokens(capl
     app = web.Application()
     s = settings(slack_bot_token="xoxb-very-secret", slack_signing_secret="sig-very-secret", slack_api_url="http://x/api")
     with caplog.at_level(logging.DEBUG):
-        bot.setup(app, SimpleNamespace(settings=s, service=None))
+        bot.setup(app, SimpleNamespace(settings=s, deps=None))
     assert ("POST", "/slack/events") in _routes(app)
     assert "very-secret" not in caplog.text and "Slack is on: HTTP mode at POST /slack/events" in caplog.text
     assert not any(getattr(f, "__name__", "") == "start_socket" for f in app.on_startup)  # no SLACK_APP_TOKEN
@@ -59,7 +59,7 @@ def test_setup_with_tokens_mounts_the_events_endpoint_and_never_logs_tokens(capl
 def test_setup_with_an_app_token_starts_socket_mode_on_startup():
     app = web.Application()
     s = settings(slack_bot_token="xoxb-1", slack_app_token="xapp-1")
-    bot.setup(app, SimpleNamespace(settings=s, service=None))
+    bot.setup(app, SimpleNamespace(settings=s, deps=None))
     assert any(getattr(f, "__name__", "") == "start_socket" for f in app.on_startup)
     assert ("POST", "/slack/events") not in _routes(app)  # no signing secret, no HTTP endpoint
 
