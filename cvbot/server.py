@@ -19,7 +19,7 @@ ADAPTERS = ("api", "bot")  # packages beside core/ that expose setup(app, contai
 
 async def healthz(request: web.Request) -> web.Response:
     c = request.app[CONTAINER]
-    loaded = sorted(b.id for b in c.service.backbones.loaded().values())
+    loaded = sorted(b.id for b in c.deps.backbones.loaded().values())
     return web.json_response({"status": "ok", "backbones": loaded, "uptimeSeconds": round(time.monotonic() - request.app["started"], 1)})
 
 
@@ -50,7 +50,7 @@ def build_app(container: Container) -> web.Application:
 def warm_up(container: Container) -> None:
     """Load the default domain's backbone before answering health checks, so the first prediction is fast."""
     try:
-        container.service.backbones.for_domain(container.settings.default_domain)
+        container.deps.backbones.for_domain(container.settings.default_domain)
     except Exception as e:  # noqa: BLE001 - a missing model must not stop the server; the error is reported per request
         log.warning("could not preload the %s backbone: %s", container.settings.default_domain.value, e)
 
