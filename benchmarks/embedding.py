@@ -115,20 +115,20 @@ def _end_to_end(backbone, items: list[bytes], batch_sizes, repeats: int) -> dict
 
 
 def _service_path(backbone_provider, items: list[bytes], tmp) -> float:
-    """Images/s through CvService.embeddings: blob store reads, embedding, SQLite cache writes."""
-    from core.service import CvService
+    """Images/s through the training job's embed_blobs: blob store reads, embedding, SQLite cache writes."""
+    from core.usecases import Deps, embed_blobs
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     engine = make_engine(f"sqlite:///{tmp / 'embed.db'}")
     migrate(engine)
     blobs = LocalBlobStore(tmp / "blobs")
-    service = CvService(unit_of_work_factory(engine), blobs, backbone_provider)
+    deps = Deps(unit_of_work_factory(engine), blobs, backbone_provider)
     keys = [blobs.put(b) for b in items]
     backbone = backbone_provider.for_domain("Compact")
     t0 = time.perf_counter()
-    X = service.embeddings(backbone, keys)
+    X = embed_blobs(deps, backbone, keys)
     seconds = time.perf_counter() - t0
-    assert X.shape[0] == len(items) and service.images_embedded == len(set(keys))
+    assert X.shape[0] == len(items) and deps.stats.images == len(set(keys))
     engine.dispose()
     return rate(len(set(keys)), seconds)
 

@@ -22,8 +22,8 @@ def _tiny_png(i: int) -> bytes:
 
 def run(cfg: Config, tmp: Path) -> dict:
     from core.backbones import BackboneProvider, BackboneSettings
-    from core.service import CvService, ImageUpload
     from core.training import label_matrix
+    from core.usecases import Deps, ImageUpload, Scope, UseCases, embed_blobs
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     stamps, _, _ = tuxpaint_dataset()  # the real images added in each round (first: MissingData before any work)
@@ -31,51 +31,52 @@ def run(cfg: Config, tmp: Path) -> dict:
     engine = make_engine(f"sqlite:///{tmp / 'incremental.db'}")
     migrate(engine)
     provider = BackboneProvider(BackboneSettings(cache_dir=str(model_dir())))
-    service = CvService(unit_of_work_factory(engine), LocalBlobStore(tmp / "blobs3"), provider)
+    deps = Deps(unit_of_work_factory(engine), LocalBlobStore(tmp / "blobs3"), provider)
+    cv = UseCases(deps, Scope.of("default"))
     backbone = provider.for_domain("Compact")
-    project = service.create_project("incremental", domain="Compact")
-    tags = [service.create_tag(project.id, f"tag{j}") for j in range(k)]
+    project = cv.projects.create("incremental", domain="Compact")
+    tags = [cv.tags.create(project.id, f"tag{j}") for j in range(k)]
     X, y = synthetic_embeddings(n, k, backbone.dim, seed=cfg.seed)
 
     t0 = time.perf_counter()
     uploads = [ImageUpload(_tiny_png(i), f"img{i}.png", [tags[y[i]].id]) for i in range(n)]
     results = []
     for i in range(0, n, 500):
-        results += service.add_images(project.id, uploads[i:i + 500])
+        results += cv.images.add(project.id, uploads[i:i + 500])
     assert all(r.ok for r in results), [r.status for r in results if not r.ok][:3]
     # seed the embedding cache, as if the project had been trained before (the synthetic vectors stand in)
-    with service.uow() as uow:
+    with deps.uow() as uow:
         uow.embeddings.put_many(backbone.id, {r.image.sha256: X[i] for i, r in enumerate(results)})
         uow.commit()
     setup_s = time.perf_counter() - t0
 
     def train() -> tuple[float, object]:
         t = time.perf_counter()
-        it = service.wait_for_training(service.train(project.id).id, timeout=600)
+        it = cv.training.wait(project.id, cv.training.train(project.id).id, timeout=600)
         assert it.status.value == "Completed", it.failure_reason
         return time.perf_counter() - t, it
 
     def engine_time(it) -> float:
         """Benchmark 2's training (same function) on exactly the features and labels the job trained on."""
-        with service.uow() as uow:
+        with deps.uow() as uow:
             snap = uow.iterations.get(it.id, with_snapshot=True)
-        X2 = service.embeddings(backbone, [e.sha256 for e in snap.snapshot])
+        X2 = embed_blobs(deps, backbone, [e.sha256 for e in snap.snapshot])
         Y2 = label_matrix(snap.snapshot, snap.tag_ids)
         return min(timed(lambda: cvbot_training(X2, Y2, False, tmp / "blobs3-engine"))[0] for _ in range(2))
 
-    before = service.images_embedded
+    before = deps.stats.images
     first_s, first = train()
-    embedded_first = service.images_embedded - before
+    embedded_first = deps.stats.images - before
 
     rounds = []
     for r in range(cfg.pick(3, 1)):  # each round adds 10 new real images and retrains
         new = [ImageUpload(stamps[10 * r + i], f"new{10 * r + i}.png", [tags[(10 * r + i) % k].id]) for i in range(10)]
-        added = service.add_images(project.id, new)
+        added = cv.images.add(project.id, new)
         assert all(x.ok for x in added), [x.status for x in added]
-        before = service.images_embedded
+        before = deps.stats.images
         seconds, it = train()
         rounds.append({"retrain_s": round(seconds, 3), "job_training_seconds": it.training_seconds,
-                       "embedded": service.images_embedded - before,
+                       "embedded": deps.stats.images - before,
                        "engine_on_same_features_s": round(engine_time(it), 3),
                        "accuracy": (it.performance or {}).get("accuracy")})
     engine.dispose()
@@ -92,7 +93,7 @@ def run(cfg: Config, tmp: Path) -> dict:
         "accuracy": best["accuracy"],
         "note": "the project's images are small distinct PNGs whose cached embeddings are synthetic 1,280-d "
                 "vectors (benchmark 2's 5,000 x 50 x 1,280 set); each round adds 10 real stamps, embedded by "
-                "EfficientNet-Lite0, and retrains through CvService (best of the rounds); the reference is "
+                "EfficientNet-Lite0, and retrains through the use cases (best of the rounds); the reference is "
                 "benchmark 2's training function on exactly the features and labels of that iteration, "
                 "measured right after it",
     }

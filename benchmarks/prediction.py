@@ -32,6 +32,7 @@ def _raw_forward_bs1(backbone, seconds: float) -> float:
 
 
 def run(cfg: Config, tmp: Path) -> dict:
+    from core.usecases import Scope
     from cvbot.bootstrap import bootstrap
     from cvbot.config import Settings
 
@@ -45,23 +46,23 @@ def run(cfg: Config, tmp: Path) -> dict:
     # in-process: the service call the HTTP handler makes, without storing the prediction
     container = bootstrap(Settings.from_env(env), recover=False)
     try:
-        service = container.service
+        predictions = container.usecases(Scope.of("default")).predictions
         for _ in range(5):
-            service.predict(project_id, jpeg, store=False)
+            predictions.predict(project_id, jpeg, store=False)
         lat = []
         for _ in range(requests):
             t = time.perf_counter()
-            service.predict(project_id, jpeg, store=False)
+            predictions.predict(project_id, jpeg, store=False)
             lat.append(time.perf_counter() - t)
         result["in_process"] = _stats(lat)
         progressive = megapixel_jpeg(progressive=True)
         lat = []
         for _ in range(max(20, requests // 4)):
             t = time.perf_counter()
-            service.predict(project_id, progressive, store=False)
+            predictions.predict(project_id, progressive, store=False)
             lat.append(time.perf_counter() - t)
         result["in_process_progressive"] = {**_stats(lat), "image_bytes": len(progressive)}
-        backbone = service.backbones.for_domain("Compact")
+        backbone = container.deps.backbones.for_domain("Compact")
         result["raw_forward_bs1_images_per_s"] = round(_raw_forward_bs1(backbone, cfg.pick(3.0, 1.0)), 1)
     finally:
         container.close()

@@ -290,7 +290,7 @@ def _render_embedding(r: dict) -> list[str]:
         if c.get("note"):
             out.append(f"- {name}: {c['note']}")
     if "Compact" in r and r["Compact"].get("service_path_images_per_s"):
-        out.append(f"- Compact through `CvService.embeddings` (blob store reads, embedding, SQLite cache writes): "
+        out.append(f"- Compact through `embed_blobs`, the training job's path (blob store reads, embedding, SQLite cache writes): "
                    f"{r['Compact']['service_path_images_per_s']:.1f} images/s")
     out.append("- CPU-bound ceiling: forward CPU per image (cores ÷ fastest raw rate) ÷ (that + decode CPU per image).")
     return out
@@ -310,7 +310,7 @@ def _render_training(r: dict) -> list[str]:
 
 def _render_incremental(r: dict) -> list[str]:
     out = [f"A {r['images_before']:,}-image project ({r['tags']} tags, {r['dim']}-d Compact embeddings cached), "
-           f"trained through `CvService` ({r['first_training_s']:.2f} s, {r['embedded_on_first_training']} images "
+           f"trained through the use cases ({r['first_training_s']:.2f} s, {r['embedded_on_first_training']} images "
            f"embedded); then, in each round, 10 real images added and the project retrained.", "",
            "| round | retraining (wall) | job's training_seconds | images embedded | benchmark 2's training on the same features | accuracy |",
            "|---|---|---|---|---|---|"]
@@ -328,7 +328,7 @@ def _render_prediction(r: dict) -> list[str]:
     return [f"One 1.1-megapixel photo, a baseline JPEG as cameras write them ({r['image_bytes']:,} bytes; Tux Paint's "
             f"rocks.jpg, 1296 × 864), Compact, a published iteration.", "",
             "| path | requests | p50 | p95 | mean |", "|---|---|---|---|---|",
-            f"| in-process `CvService.predict` (not stored) | {r['in_process']['requests']} | {r['in_process']['p50_ms']:.1f} ms | "
+            f"| in-process `Predictions.predict` (not stored) | {r['in_process']['requests']} | {r['in_process']['p50_ms']:.1f} ms | "
             f"{r['in_process']['p95_ms']:.1f} ms | {r['in_process']['mean_ms']:.1f} ms |",
             *([f"| the same, a progressive JPEG ({pr['image_bytes']:,} bytes, cliff.jpg, same size) | {pr['requests']} | "
                f"{pr['p50_ms']:.1f} ms | {pr['p95_ms']:.1f} ms | {pr['mean_ms']:.1f} ms |"] if pr else []),

@@ -39,24 +39,24 @@ def server_env(data_dir: Path, **extra) -> dict:
 def prepare_project(env: dict, domain: str, per_tag: int, name: str) -> str:
     """Create, train and publish a project on real stamps (per_tag images of each category) in the data
     directory the server will use; returns its id."""
-    from core.service import ImageUpload
+    from core.usecases import ImageUpload, Scope
     from cvbot.bootstrap import bootstrap
     from cvbot.config import Settings
 
     container = bootstrap(Settings.from_env(env), recover=False)
     try:
-        service = container.service
+        cv = container.usecases(Scope.of("default"))
         stamps, labels, names = tuxpaint_dataset()
-        project = service.create_project(name, domain=domain)
-        tags = [service.create_tag(project.id, n) for n in names]
+        project = cv.projects.create(name, domain=domain)
+        tags = [cv.tags.create(project.id, n) for n in names]
         uploads = []
         for c in range(len(names)):
             for i in list(filter(lambda j: labels[j] == c, range(len(labels))))[:per_tag]:
                 uploads.append(ImageUpload(stamps[i], f"{c}-{i}.png", [tags[c].id]))
-        assert all(r.ok for r in service.add_images(project.id, uploads))
-        it = service.wait_for_training(service.train(project.id).id, timeout=900)
+        assert all(r.ok for r in cv.images.add(project.id, uploads))
+        it = cv.training.wait(project.id, cv.training.train(project.id).id, timeout=900)
         assert it.status.value == "Completed", it.failure_reason
-        service.publish_iteration(project.id, it.id, PUBLISH_NAME)
+        cv.iterations.publish(project.id, it.id, PUBLISH_NAME)
         return project.id
     finally:
         container.close()

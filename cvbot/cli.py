@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 # Only light modules here: `cvbot --help` builds its parser without the engine, and each command imports what
 # it needs (tests/e2e/test_cli_startup.py checks that `cvbot project list` loads no heavy library).
 from core import errors
-from core.model import IterationStatus
+from core.model import DEFAULT_WORKSPACE, IterationStatus
 from core.views import image_result_json, iteration_json, prediction_json, project_json, tag_json
 
 if TYPE_CHECKING:
-    from core.service import CvService
+    from core.usecases import UseCases
 
     from .config import Settings
 
@@ -45,12 +45,22 @@ class Cli:
         self._container = None
 
     @property
-    def service(self) -> CvService:
+    def container(self):
         if self._container is None:
             from .bootstrap import bootstrap
 
             self._container = bootstrap(self.settings, recover=False)
-        return self._container.service
+        return self._container
+
+    @property
+    def cv(self) -> UseCases:
+        """The use cases in the default workspace: the CLI's projects are the ones made here."""
+        return self.usecases(DEFAULT_WORKSPACE)
+
+    def usecases(self, workspace: str) -> UseCases:
+        from core.usecases import Scope
+
+        return self.container.usecases(Scope.of(workspace))
 
     def out(self, data, text: str) -> None:
         if self.args.json:
@@ -59,18 +69,18 @@ class Cli:
             print(text)
 
     def project(self):
-        return self.service.find_project(self.args.project)
+        return self.cv.projects.find(self.args.project)
 
     # ------------------------------------------------------------- commands
     def cmd_project_create(self):
         a = self.args
-        p = self.service.create_project(a.name, a.domain or self.settings.default_domain, a.type, a.description or "")
+        p = self.cv.projects.create(a.name, a.domain or self.settings.default_domain, a.type, a.description or "")
         self.out(project_json(p), f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}")
 
     def cmd_project_list(self):
         rows, data = [], []
-        for p in self.service.list_projects():
-            s = self.service.project_summary(p.id)
+        for p in self.cv.projects.list():
+            s = self.cv.projects.summary(p.id)
             rows.append([p.name, p.domain.value, p.classification_type.value, s.image_count, s.iteration_count,
                          s.default_iteration.number if s.default_iteration else "-", p.threshold])
             data.append(project_json(p) | {"imageCount": s.image_count, "iterationCount": s.iteration_count})
@@ -79,22 +89,22 @@ class Cli:
 
     def cmd_project_update(self):
         a = self.args
-        p = self.service.find_project(a.name)
-        p = self.service.update_project(p.id, name=a.rename, description=a.description, domain=a.domain,
-                                        classification_type=a.type, threshold=a.threshold)
+        p = self.cv.projects.find(a.name)
+        p = self.cv.projects.update(p.id, name=a.rename, description=a.description, domain=a.domain,
+                                    classification_type=a.type, threshold=a.threshold)
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
                                   f"threshold {p.threshold}")
 
     def cmd_project_delete(self):
-        p = self.service.find_project(self.args.name)
+        p = self.cv.projects.find(self.args.name)
         if not self.args.yes:
             raise errors.InvalidInput(f"deleting '{p.name}' removes its images and iterations; add --yes to confirm")
-        self.service.delete_project(p.id)
+        self.cv.projects.delete(p.id)
         self.out({"deleted": p.id}, f"deleted project '{p.name}'")
 
     def cmd_tags(self):
         p = self.project()
-        tags = self.service.list_tags(p.id)
+        tags = self.cv.tags.list(p.id)
         self.out([tag_json(t) for t in tags], _table([[t.name, t.type.value, t.image_count] for t in tags],
                                                    ["tag", "type", "images"]))
 
@@ -103,7 +113,7 @@ class Cli:
 
         from tqdm import tqdm
 
-        from core.service import ImageUpload
+        from core.usecases import ImageUpload
 
         root = Path(self.args.dir)
         if not root.is_dir():
@@ -122,9 +132,9 @@ class Cli:
             names.update(tags)
             if first != f:
                 copies.append((f, first))
-        tag_ids = {t.name.lower(): t.id for t in self.service.get_or_create_tags(
+        tag_ids = {t.name.lower(): t.id for t in self.cv.tags.get_or_create(
             p.id, sorted({n for _, names in by_content.values() for n in names}))}
-        negative = next((t for t in self.service.list_tags(p.id) if t.type.value == "Negative"), None)
+        negative = next((t for t in self.cv.tags.list(p.id) if t.type.value == "Negative"), None)
 
         def ids(names: set[str]) -> list[str]:
             out = []
@@ -148,7 +158,7 @@ class Cli:
                                     "message": f"same image in folders {sorted(names)}; a Multiclass image takes one tag"})
                     continue
                 uploads.append(ImageUpload(f.read_bytes(), str(f.relative_to(root)), ids(names)))
-            for r in self.service.add_images(p.id, uploads, source="import", uploaded_by="cli"):
+            for r in self.cv.images.add(p.id, uploads, source="import", uploaded_by="cli"):
                 counts[r.status] += 1
                 results.append(image_result_json(r))
             bar.update(len(items[i:i + IMPORT_BATCH]))
@@ -164,7 +174,7 @@ class Cli:
         from tqdm import tqdm
 
         p = self.project()
-        it = self.service.train(p.id, force=self.args.force)
+        it = self.cv.training.train(p.id, force=self.args.force)
         bars: dict[str, tqdm] = {}
         quiet = self.args.json
 
@@ -178,9 +188,9 @@ class Cli:
             elif progress.stage not in ("done",):
                 print(f"{progress.describe()}…", file=sys.stderr)
 
-        unsubscribe = self.service.progress.subscribe(show)
+        unsubscribe = self.container.deps.progress.subscribe(show)
         try:
-            it = self.service.wait_for_training(it.id)
+            it = self.cv.training.wait(p.id, it.id)
         finally:
             unsubscribe()
             for b in bars.values():
@@ -188,15 +198,15 @@ class Cli:
         if it.status == IterationStatus.Failed:
             self.out(iteration_json(it), f"iteration {it.number} failed: {it.failure_reason}")
             return 1
-        perf = self.service.iteration_performance(it.id)
-        self.out(iteration_json(it, it.id if self.service.get_project(p.id).default_iteration_id == it.id else None)
+        perf = self.cv.iterations.performance(p.id, it.id)
+        self.out(iteration_json(it, it.id if self.cv.projects.get(p.id).default_iteration_id == it.id else None)
                  | {"performance": perf},
                  f"iteration {it.number} trained in {it.training_seconds:.1f} s\n" + _performance_text(perf))
 
     def cmd_performance(self):
         p = self.project()
         it = self._iteration(p)
-        perf = self.service.iteration_performance(it.id, self.args.threshold)
+        perf = self.cv.iterations.performance(p.id, it.id, self.args.threshold)
         self.out(perf, f"iteration {it.number} of '{p.name}'\n" + _performance_text(perf))
 
     def cmd_predict(self):
@@ -205,8 +215,8 @@ class Cli:
         out, lines, failed = [], [], 0
         for f in self.args.files:
             try:
-                pred = self.service.predict(p.id, Path(f).read_bytes(), iteration_id=it_id, store=not self.args.no_store,
-                                            source="cli")
+                pred = self.cv.predictions.predict(p.id, Path(f).read_bytes(), iteration_id=it_id,
+                                                   store=not self.args.no_store)
             except (errors.CvError, OSError) as e:
                 failed += 1
                 msg = e.message if isinstance(e, errors.CvError) else str(e)
@@ -222,8 +232,8 @@ class Cli:
 
     def cmd_iterations(self):
         p = self.project()
-        default = self.service.get_project(p.id).default_iteration_id
-        its = self.service.list_iterations(p.id)
+        default = self.cv.projects.get(p.id).default_iteration_id
+        its = self.cv.iterations.list(p.id)
         rows = []
         for it in its:
             perf = it.performance or {}
@@ -234,23 +244,23 @@ class Cli:
 
     def cmd_iteration(self):
         p = self.project()
-        it = self.service.iteration_by_number(p.id, self.args.number)
+        it = self.cv.iterations.by_number(p.id, self.args.number)
         action = self.args.action
         if action == "default":
-            self.service.set_default_iteration(p.id, it.id)
+            self.cv.iterations.set_default(p.id, it.id)
             msg = f"iteration {it.number} is now the default of '{p.name}'"
         elif action == "rename":
             if not self.args.name:
                 raise errors.InvalidInput("rename needs a new name")
-            it = self.service.rename_iteration(p.id, it.id, self.args.name)
+            it = self.cv.iterations.rename(p.id, it.id, self.args.name)
             msg = f"iteration {it.number} renamed to '{it.name}'"
         else:
-            self.service.delete_iteration(p.id, it.id)
+            self.cv.iterations.delete(p.id, it.id)
             msg = f"iteration {it.number} deleted"
         self.out({"result": msg}, msg)
 
     def cmd_keys(self):
-        keys = self.service.workspace_keys(self.args.workspace, regenerate=self.args.regenerate)
+        keys = self.usecases(self.args.workspace).channels.keys(regenerate=self.args.regenerate)
         configured = self.settings.training_key or self.settings.prediction_key
         note = ("\nnote: CVBOT_TRAINING_KEY / CVBOT_PREDICTION_KEY are set and also accepted for the default workspace"
                 if configured else "")
@@ -258,7 +268,9 @@ class Cli:
                  f"workspace {keys.workspace}\ntraining key:   {keys.training_key}\nprediction key: {keys.prediction_key}{note}")
 
     def cmd_recover(self):
-        report = self.service.recover()
+        from core.usecases import recover
+
+        report = recover(self.container.deps)
         self.out(report, f"marked {report['failed_iterations']} interrupted iterations Failed; "
                          f"deleted {report['orphan_blobs_deleted']} orphan blobs")
 
@@ -269,11 +281,11 @@ class Cli:
 
     def _iteration(self, p):
         if self.args.iteration:
-            return self.service.iteration_by_number(p.id, self.args.iteration)
-        default = self.service.get_project(p.id).default_iteration_id
+            return self.cv.iterations.by_number(p.id, self.args.iteration)
+        default = self.cv.projects.get(p.id).default_iteration_id
         if not default:
             raise errors.NoDefaultIteration(f"project '{p.name}' has no trained iteration yet; run cvbot train --project '{p.name}'")
-        return self.service.get_iteration(default)
+        return self.cv.iterations.get(p.id, default)
 
 
 def _performance_text(perf: dict) -> str:
