@@ -1,4 +1,4 @@
-"""The Training API: thin handlers (parse, call CvService off the event loop, render)."""
+"""The Training API: thin handlers (parse, call one scoped use case off the event loop, render)."""
 from __future__ import annotations
 
 import asyncio

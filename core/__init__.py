@@ -1,4 +1,4 @@
-"""cvbot's engine: domain model, ports, linear probes on frozen embeddings, and the service layer.
+"""cvbot's engine: domain model, ports, linear probes on frozen embeddings, and the use cases.
 
-Nothing is re-exported here: import from the defining module (`from core.service import CvService`), so that
+Nothing is re-exported here: import from the defining module (`from core.usecases import UseCases`), so that
 importing a light module (`core.errors`, `core.model`) does not load scikit-learn, SciPy or Pillow."""
