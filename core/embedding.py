@@ -3,27 +3,35 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 
 import numpy as np
+import numpy.typing as npt
 
-from .backbones.base import Backbone, Preprocessing
+from .backbones.base import Backbone, Preprocessing, SerialUint8Forward
 from .images import decode_rgb
 
 Progress = Callable[[int, int], None]
+Vectors = npt.NDArray[np.float32]
+OnBatch = Callable[[int, Vectors], None]
+# What the decoding workers hand over: uint8 (N, S, S, 3) pixels when the Embedder normalises (or the model does),
+# the float32 (N, 3, S, S) of the backbone's own `preprocess` otherwise; which one is decided at run time.
+Batch = npt.NDArray[Any]
+Loader = Callable[[], bytes]
 # images per model call when each worker runs its own single-threaded model: one image per call measured
 # fastest on 2 cores (a single-threaded ONNX Runtime session is quickest per image at batch 1; +8 % vs 8)
 PIPELINE_CHUNK = 1
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: npt.ArrayLike) -> Vectors:
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    norms: Vectors = np.linalg.norm(x, axis=1, keepdims=True)
+    # float32 / float32; numpy's stubs lose the dtype in np.maximum and then guess float64
+    return cast(Vectors, x / np.maximum(norms, 1e-12))
 
 
-def normalise_batch(pixels: np.ndarray, p: Preprocessing) -> np.ndarray:
+def normalise_batch(pixels: npt.NDArray[np.uint8], p: Preprocessing) -> npt.NDArray[np.float32]:
     """(N, S, S, 3) uint8 -> (N, 3, S, S) float32, as `Preprocessing.__call__` does for one image
     ((x / 255 - mean) / std, folded into one multiply-add per channel)."""
     std = np.asarray(p.std, np.float64)
@@ -55,22 +63,22 @@ class Embedder:
         self._uint8 = (isinstance(p, Preprocessing) and type(p).__call__ is Preprocessing.__call__
                        and type(backbone).preprocess is Backbone.preprocess)
 
-    def _prepare(self, loader: Callable[[], bytes]) -> np.ndarray:
+    def _prepare(self, loader: Loader) -> Batch:
         img = decode_rgb(loader(), min_side=self.backbone.preprocessing.size)
         if self._uint8:
             return self.backbone.preprocessing.crop(img)
         return self.backbone.preprocess(img)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: Batch) -> Vectors:
         if not self._uint8:
             return self.backbone.forward(batch)
-        forward_uint8 = getattr(self.backbone, "forward_uint8", None)
+        forward_uint8: Callable[[npt.NDArray[np.uint8]], Vectors] | None = getattr(self.backbone, "forward_uint8", None)
         if forward_uint8 is not None:
             return forward_uint8(batch)
         return self.backbone.forward(normalise_batch(batch, self.backbone.preprocessing))
 
-    def _batches(self, loaders: Sequence[Callable[[], bytes]], pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-        pending: deque = deque()
+    def _batches(self, loaders: Sequence[Loader], pool: ThreadPoolExecutor) -> Iterator[Batch]:
+        pending: deque[list[Future[Batch]]] = deque()
         chunks = [loaders[i:i + self.batch_size] for i in range(0, len(loaders), self.batch_size)]
         it = iter(chunks)
         for chunk in it:
@@ -84,8 +92,8 @@ class Embedder:
                 pending.append([pool.submit(self._prepare, ld) for ld in nxt])
             yield np.stack([f.result() for f in futures])
 
-    def embed(self, loaders: Sequence[Callable[[], bytes]], progress: Progress | None = None,
-              on_batch: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    def embed(self, loaders: Sequence[Loader], progress: Progress | None = None,
+              on_batch: OnBatch | None = None) -> Vectors:
         """Embed images given as zero-argument byte loaders; `on_batch(start, vectors)` sees each batch."""
         total = len(loaders)
         if total == 0:
@@ -93,21 +101,21 @@ class Embedder:
         out = np.empty((total, self.backbone.dim), np.float32)
         if total == 1 or self.workers == 1 and total <= self.batch_size:
             # one small batch (a prediction): decoding on this thread beats a pool's start-up and hand-over
-            batches: Iterator[np.ndarray] = iter([np.stack([self._prepare(ld) for ld in loaders])])
+            batches: Iterator[Batch] = iter([np.stack([self._prepare(ld) for ld in loaders])])
             return self._collect(self._forwarded(batches), out, progress, on_batch)
         pipelined = self._uint8 and self.workers > 1 and hasattr(self.backbone, "forward_uint8_serial")
         with ThreadPoolExecutor(self.workers, thread_name_prefix="embed") as pool:
             results = self._pipelined(loaders, pool) if pipelined else self._forwarded(self._batches(loaders, pool))
             return self._collect(results, out, progress, on_batch)
 
-    def _forwarded(self, batches: Iterator[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    def _forwarded(self, batches: Iterator[Batch]) -> Iterator[tuple[int, Vectors]]:
         start = 0
         for batch in batches:
             vecs = l2_normalise(self._forward(batch))
             yield start, vecs
             start += len(vecs)
 
-    def _pipelined(self, loaders, pool: ThreadPoolExecutor) -> Iterator[tuple[int, np.ndarray]]:
+    def _pipelined(self, loaders: Sequence[Loader], pool: ThreadPoolExecutor) -> Iterator[tuple[int, Vectors]]:
         """Each worker decodes a small chunk and runs the model on it with one thread, on its own core.
 
         On a few cores this beats decoding beside a model that wants every core: the two compete for
@@ -115,12 +123,12 @@ class Embedder:
         (measured on 2 cores: +15 % images/s)."""
         size = max(1, min(self.batch_size, PIPELINE_CHUNK))
         it = iter([(i, loaders[i:i + size]) for i in range(0, len(loaders), size)])
-        forward = self.backbone.forward_uint8_serial
+        forward = cast(SerialUint8Forward, self.backbone).forward_uint8_serial  # embed checked that it has it
 
-        def work(chunk):
+        def work(chunk: Sequence[Loader]) -> Vectors:
             return l2_normalise(forward(np.stack([self._prepare(ld) for ld in chunk])))
 
-        pending: deque = deque()
+        pending: deque[tuple[int, Future[Vectors]]] = deque()
         try:
             for start, chunk in it:
                 pending.append((start, pool.submit(work, chunk)))
@@ -138,7 +146,8 @@ class Embedder:
                 fut.cancel()
 
     @staticmethod
-    def _collect(results, out, progress, on_batch) -> np.ndarray:
+    def _collect(results: Iterable[tuple[int, Vectors]], out: Vectors, progress: Progress | None,
+                 on_batch: OnBatch | None) -> Vectors:
         done, total = 0, len(out)
         for start, vecs in results:
             out[start:start + len(vecs)] = vecs
@@ -149,5 +158,9 @@ class Embedder:
                 progress(done, total)
         return out
 
-    def embed_bytes(self, items: Sequence[bytes]) -> np.ndarray:
-        return self.embed([(lambda b=b: b) for b in items])
+    def embed_bytes(self, items: Sequence[bytes]) -> Vectors:
+        return self.embed([_loader(b) for b in items])
+
+
+def _loader(data: bytes) -> Loader:
+    return lambda: data

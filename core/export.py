@@ -10,8 +10,10 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from .backbones.base import Backbone
 from .errors import CvError
@@ -27,8 +29,9 @@ class ExportUnsupported(CvError):
 
 def feature_model_path(backbone: Backbone) -> Path:
     """The backbone's features as an ONNX file (written once into the model cache if needed)."""
-    onnx_path = getattr(backbone, "onnx_path", None)
-    export = getattr(backbone, "export_onnx", None)
+    # capabilities of a backbone that can be exported (EfficientNetLite0), looked up by name
+    onnx_path: Callable[[], Path] | None = getattr(backbone, "onnx_path", None)
+    export: Callable[[Path], Path] | None = getattr(backbone, "export_onnx", None)
     if onnx_path is None or export is None:
         raise ExportUnsupported(f"backbone {backbone.id} cannot be exported to ONNX; only the Compact domain can")
     path = Path(onnx_path())
@@ -55,7 +58,7 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
     if coef.shape != (backbone.dim + 1, len(tag_ids)):
         raise ExportUnsupported(f"probe weights {coef.shape} do not fit {backbone.dim} features and {len(tag_ids)} tags")
 
-    def const(name: str, value: np.ndarray):
+    def const(name: str, value: npt.NDArray[np.float32]) -> None:
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
 
     const("cv_scale", (1.0 / (255.0 * std)).astype(np.float32))
@@ -91,10 +94,11 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
     model.producer_name = "cvbot"
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()  # Any to mypy: onnx types protobuf messages loosely
+    return serialized
 
 
-def package(model: bytes, tag_names: list[str], manifest: dict) -> bytes:
+def package(model: bytes, tag_names: list[str], manifest: dict[str, Any]) -> bytes:
     """The download: model.onnx, labels.txt (one tag per line, in output order) and cvexport.manifest."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -104,7 +108,7 @@ def package(model: bytes, tag_names: list[str], manifest: dict) -> bytes:
     return buf.getvalue()
 
 
-def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id: str) -> dict:
+def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id: str) -> dict[str, Any]:
     p = backbone.preprocessing
     return {
         "ExportFormat": "ONNX", "ExportedBy": "cvbot", "ProjectId": project_id, "IterationId": iteration_id,

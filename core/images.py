@@ -8,6 +8,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ MAX_PIXELS = MAX_EDGE * MAX_EDGE
 
 
 @functools.cache
-def _pil():
-    """PIL.Image with cvbot's limits, imported when an image is first read (starting the CLI does not need it)."""
+def _pil() -> ModuleType:
+    """PIL.Image with cvbot's limits, imported when an image is first read (starting the CLI does not need it).
+
+    (Typed as a module, its names are Any to mypy: what they make is annotated where it is used.)"""
     from PIL import Image, ImageFile
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -52,7 +55,7 @@ def _open(data: bytes) -> PILImage.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: PILImage.Image = Image.open(io.BytesIO(data))
             return img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected("ErrorImageDimensions", f"image rejected as a decompression bomb: {e}",
@@ -160,7 +163,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
     still at least `min_side` (much faster for photos far larger than the model's input).
     """
     Image = _pil()
-    img = Image.open(io.BytesIO(data))
+    img: PILImage.Image = Image.open(io.BytesIO(data))
     request = _draft_request(img, min_side)
     decoded = _recall(data, request) if _decoded else None
     if decoded is not None:  # decoded (identically) by validate_image just before
@@ -179,7 +182,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> PILImage.Image:
         img = img.convert("RGBA")
         # pasting through the alpha channel onto white gives the same pixels as alpha_composite over an
         # opaque white image (checked on every Tux Paint stamp), in one pass
-        background = Image.new("RGB", img.size, (255, 255, 255))
+        background: PILImage.Image = Image.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
     return img if img.mode == "RGB" else img.convert("RGB")

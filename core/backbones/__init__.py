@@ -60,7 +60,7 @@ PROMPTS = {
 }
 
 
-def _clip_factory(domain: str, templates: tuple[str, ...]):
+def _clip_factory(domain: str, templates: tuple[str, ...]) -> Callable[[BackboneSettings], Backbone]:
     def build(settings: BackboneSettings) -> Backbone:
         cfg = settings.clip.get(domain, {})
         return ClipBackbone(

@@ -11,12 +11,14 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import BackboneUnavailable
 from . import clip_export
-from .base import Backbone, BackboneSettings, Preprocessing, onnx_session
+from .base import Backbone, BackboneSettings, OnnxSession, Preprocessing, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,11 @@ class ClipBackbone(Backbone):
         self.prompt_templates = prompt_templates
         self._pretrained, self._checkpoint = (None, None) if random_init_for_tests else (pretrained, checkpoint)
         self._lock = threading.Lock()
-        self._net = None  # the open_clip model: runtime torch, random weights, or once text_features ran
-        self._session = None
-        self._tokenizer = None
-        self._own_export: tempfile.TemporaryDirectory | None = None
+        # open_clip ships no type hints: its model and tokenizer are Any
+        self._net: Any = None  # the open_clip model: runtime torch, random weights, or once text_features ran
+        self._session: OnnxSession | None = None
+        self._tokenizer: Any = None
+        self._own_export: tempfile.TemporaryDirectory[str] | None = None
         self._threads = self.settings.threads or os.cpu_count() or 1
         if not random_init_for_tests and not (checkpoint or pretrained):
             raise BackboneUnavailable(self._help("no weights configured"))
@@ -101,12 +104,12 @@ class ClipBackbone(Backbone):
         folder = self._own_export.name if self._own_export else self.settings.cache_dir
         return Path(folder) / (re.sub(r"[^A-Za-z0-9@._-]", "_", self.id) + "-visual.onnx")
 
-    def _open_export(self) -> dict:
+    def _open_export(self) -> dict[str, Any]:
         """Opens the cached export, after exporting it in a child process when it is missing or unusable."""
         path, sidecar = self.onnx_path(), clip_export.sidecar_path(self.onnx_path())
         if path.exists() and sidecar.exists():
             try:
-                meta = json.loads(sidecar.read_text())
+                meta: dict[str, Any] = json.loads(sidecar.read_text())
                 if meta.get("id") != self.id:
                     raise ValueError(f"it was made for {meta.get('id')}")
                 self._session = onnx_session(path, self._threads)
@@ -137,7 +140,7 @@ class ClipBackbone(Backbone):
     def _open_clip_cache(self) -> str:
         return str(Path(self.settings.cache_dir) / "open_clip")
 
-    def _torch_net(self):
+    def _torch_net(self) -> Any:
         """The open_clip model, loaded on first use (BackboneUnavailable when its weights cannot be)."""
         if self._net is None:
             import torch
@@ -150,16 +153,17 @@ class ClipBackbone(Backbone):
             torch.set_num_threads(self._threads)
         return self._net
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         batch = np.ascontiguousarray(batch, np.float32)
         if self._session is not None:
             return self._session.run(None, {"image": batch})[0]
         import torch
 
         with self._lock, torch.inference_mode():
-            return self._net.encode_image(torch.from_numpy(batch)).float().numpy()
+            features: npt.NDArray[np.float32] = self._net.encode_image(torch.from_numpy(batch)).float().numpy()
+            return features
 
-    def text_features(self, tag_names: list[str]) -> np.ndarray:
+    def text_features(self, tag_names: list[str]) -> npt.NDArray[np.float32]:
         """Mean of the prompt-template embeddings per tag name, L2-normalised: (len(tag_names), dim)."""
         import open_clip
         import torch
@@ -185,7 +189,7 @@ def _file_digest(path: str, cache_dir: Path) -> str:
     key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
     memo = cache_dir / "checkpoint-digests.json"
     try:
-        known = json.loads(memo.read_text())
+        known: dict[str, str] = json.loads(memo.read_text())
     except (OSError, ValueError):
         known = {}
     if key in known:

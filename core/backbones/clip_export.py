@@ -13,8 +13,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 WEIGHTS_ERROR = 3
+# open_clip ships no type hints: its models (torch modules with encode_image, encode_text, visual) are Any here.
 
 
 class WeightsError(Exception):
@@ -28,7 +30,7 @@ class _QuietRandomInit(logging.Filter):
         return "initialized randomly" not in record.getMessage()
 
 
-def load_net(model: str, pretrained: str | None, checkpoint: str | None, cache_dir: str):
+def load_net(model: str, pretrained: str | None, checkpoint: str | None, cache_dir: str) -> Any:
     """open_clip `model` in eval mode with the weights of `checkpoint` (a file) or else `pretrained` (a tag,
     downloaded once into cache_dir); random weights when both are None. Raises WeightsError."""
     try:
@@ -61,7 +63,7 @@ def load_net(model: str, pretrained: str | None, checkpoint: str | None, cache_d
         raise WeightsError(str(e)) from e
 
 
-def _load_weights(net, path: str) -> None:
+def _load_weights(net: Any, path: str) -> None:
     """open_clip.load_checkpoint (it knows the checkpoint variants), but with the file memory-mapped and its
     tensors assigned to the model rather than copied: one copy of the weights in memory, not two."""
     import open_clip
@@ -85,7 +87,7 @@ def _load_weights(net, path: str) -> None:
     net.float()  # copy_ would have converted a half-precision checkpoint; assignment keeps its dtype
 
 
-def describe(net, backbone_id: str) -> dict:
+def describe(net: Any, backbone_id: str) -> dict[str, Any]:
     """What the serving side needs besides the graph: input size, normalisation, feature dimension."""
     import torch
 
@@ -99,7 +101,7 @@ def describe(net, backbone_id: str) -> dict:
             "std": list(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))}
 
 
-def export_image_tower(net, path: Path, meta: dict) -> None:
+def export_image_tower(net: Any, path: Path, meta: dict[str, Any]) -> None:
     """Writes the image tower (`encode_image`) as ONNX at `path`, its weights at `path`.data, then `meta` at
     `path`.json. Each is written aside and moved into place, the sidecar last: a crash never leaves a half file
     that looks complete, and a process that has the old files mapped keeps them."""

@@ -6,11 +6,16 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import BackboneUnavailable
-from .base import Backbone, BackboneSettings, Preprocessing, onnx_session
+from .base import Backbone, BackboneSettings, OnnxSession, Preprocessing, onnx_session
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ class _FeatureNet:
     """Builds the torch module that maps images to the 1,280-d pooled features."""
 
     @staticmethod
-    def build():
+    def build() -> torch.nn.Module:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -45,11 +50,11 @@ class _FeatureNet:
         model.eval()
 
         class Features(torch.nn.Module):
-            def __init__(self, net):
+            def __init__(self, net: Any) -> None:  # efficientnet_lite_pytorch ships no type hints
                 super().__init__()
                 self.net = net
 
-            def forward(self, x):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
                 f = self.net.extract_features(x)
                 return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(f, 1), 1)
 
@@ -77,10 +82,10 @@ class EfficientNetLite0(Backbone):
         self.id = f"efficientnet-lite0@imagenet-{self._weights_sha}"
         self.runtime = runtime or self.settings.runtime
         self._lock = threading.Lock()
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, OnnxSession] = {}
         self._in_flight = 0
         self._count_lock = threading.Lock()
-        self._torch = None
+        self._torch: torch.nn.Module | None = None
         self._threads = self.settings.threads or os.cpu_count() or 1
         if self.runtime in ("auto", "onnx"):
             try:
@@ -152,7 +157,7 @@ class EfficientNetLite0(Backbone):
         os.replace(tmp, path)
         return path
 
-    def _session(self, kind: str):
+    def _session(self, kind: str) -> OnnxSession:
         """The ONNX Runtime session for `kind` ("float", "uint8", or "uint8-serial": one thread, for
         callers that run one model per core), exported and created once."""
         session = self._sessions.get(kind)
@@ -167,16 +172,17 @@ class EfficientNetLite0(Backbone):
                 self._sessions[kind] = onnx_session(path, 1 if kind == "uint8-serial" else self._threads)
             return self._sessions[kind]
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._torch is None:
             return self._session("float").run(None, {"image": batch})[0]
         import torch
 
         with self._lock, torch.inference_mode():
-            return self._torch(torch.from_numpy(batch)).numpy()
+            features: npt.NDArray[np.float32] = self._torch(torch.from_numpy(batch)).numpy()
+            return features
 
-    def forward_uint8_serial(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_uint8_serial(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """`forward_uint8` on the calling thread alone; several threads may call it at once (the Embedder
         runs one per core, each decoding its own images in between)."""
         if self._torch is not None:
@@ -184,7 +190,7 @@ class EfficientNetLite0(Backbone):
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         return self._session("uint8-serial").run(None, {"pixels": pixels})[0]
 
-    def forward_uint8(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_uint8(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """(N, S, S, 3) uint8 RGB pixels, resized and cropped -> (N, 1280) features.
 
         Alone, a call gets every core; while another call is running (concurrent predictions), it runs on
