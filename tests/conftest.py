@@ -27,13 +27,30 @@ def fake_backbone():
     return FakeBackbone()
 
 
-def make_service(tmp_path: Path, provider, runner=None, database_url: str | None = None):
-    from core.service import CvService
+def make_deps(tmp_path: Path, provider, runner=None, database_url: str | None = None):
+    """Deps over a migrated SQLite (or the given) database and blobs under `tmp_path`, as the composition root
+    builds them."""
+    from core.usecases import Deps, InlineRunner
     from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
 
     engine = make_engine(database_url or f"sqlite:///{tmp_path / 'cvbot.db'}")
     migrate(engine)
-    return CvService(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider, runner)
+    return Deps(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider, runner or InlineRunner())
+
+
+def make_cv(tmp_path: Path, provider, runner=None, database_url: str | None = None, workspace: str = "default"):
+    """The use cases of one workspace (training role) over `make_deps`; `.deps` reaches the uow, blobs, runner."""
+    from core.usecases import Scope, UseCases
+
+    return UseCases(make_deps(tmp_path, provider, runner, database_url), Scope.of(workspace))
+
+
+def make_service(tmp_path: Path, provider, runner=None, database_url: str | None = None):
+    """Transitional, for the Slack adapter's tests only (test_bot_listeners, e2e/test_slack_bot) until the Slack
+    adapter moves to `UseCases`; everything else uses `make_cv`. Goes with `core/service.py`."""
+    from core.service import CvService
+
+    return CvService.over(make_deps(tmp_path, provider, runner, database_url))
 
 
 @pytest.fixture
@@ -57,6 +74,7 @@ def postgres_url():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def service(request, tmp_path, provider):
+def cv(request, tmp_path, provider):
+    """`UseCases` of the "default" workspace on SQLite and on PostgreSQL; `cv.deps` holds the uow, blobs, runner."""
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    return make_service(tmp_path, provider, database_url=url)
+    return make_cv(tmp_path, provider, database_url=url)

@@ -1,4 +1,4 @@
-"""The ONNX export behind the API's export_iteration: one graph that reproduces the service's predictions."""
+"""The ONNX export behind the API's export_iteration: one graph that reproduces the served predictions."""
 import io
 import json
 import time
@@ -12,47 +12,47 @@ from core.export import ExportUnsupported, build_model
 from core.images import decode_rgb
 from core.model import ClassificationType
 from core.probe import LinearProbe
-from core.service import ImageUpload
+from core.usecases import ImageUpload, export_file
 from tests.helpers import colour_images
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 40), (30, 40, 220)
 
 
-def _wait_export(service, project_id, iteration_id, timeout=120):
+def _wait_export(cv, project_id, iteration_id, timeout=120):
     deadline = time.monotonic() + timeout
     while True:
-        (export,) = service.list_exports(project_id, iteration_id)
+        (export,) = cv.exports.list(project_id, iteration_id)
         if export.status != "Exporting" or time.monotonic() > deadline:
             return export
         time.sleep(0.2)
 
 
-def test_multilabel_export_uses_sigmoids_and_matches_predict(service):
+def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
     import onnxruntime as ort
 
-    p = service.create_project("multi", classification_type=ClassificationType.Multilabel)
-    red, blue = service.create_tag(p.id, "red"), service.create_tag(p.id, "blue")
+    p = cv.projects.create("multi", classification_type=ClassificationType.Multilabel)
+    red, blue = cv.tags.create(p.id, "red"), cv.tags.create(p.id, "blue")
     ups = [ImageUpload(d, f"r{i}", [red.id]) for i, d in enumerate(colour_images(6, RED, 1))]
     ups += [ImageUpload(d, f"b{i}", [blue.id]) for i, d in enumerate(colour_images(6, BLUE, 2))]
     ups += [ImageUpload(d, f"m{i}", [red.id, blue.id]) for i, d in enumerate(colour_images(6, (125, 30, 125), 3))]
     ups += [ImageUpload(d, f"g{i}", []) for i, d in enumerate(colour_images(6, GREEN, 4))]
-    service.add_images(p.id, ups)
-    it = service.wait_for_training(service.train(p.id).id, timeout=120)
+    cv.images.add(p.id, ups)
+    it = cv.training.wait(p.id, cv.training.train(p.id).id, timeout=120)
     assert it.status.value == "Completed", it.failure_reason
 
-    first = service.export_iteration(p.id, it.id, "onnx")
+    first = cv.exports.start(p.id, it.id, "onnx")
     try:  # one export at a time per iteration; once it is done, asking again returns it
-        again = service.export_iteration(p.id, it.id, "ONNX")
+        again = cv.exports.start(p.id, it.id, "ONNX")
         assert (again.id, again.status) == (first.id, "Done")
     except errors.CvError as busy:
         assert busy.code == "BadRequestExportAlreadyInProgress"
-    export = _wait_export(service, p.id, it.id)
+    export = _wait_export(cv, p.id, it.id)
     assert export.status == "Done", export.failure_reason
-    package = zipfile.ZipFile(io.BytesIO(service.export_file(it.id, export.id)))
+    package = zipfile.ZipFile(io.BytesIO(export_file(cv.deps, it.id, export.id)))
     manifest = json.loads(package.read("cvexport.manifest"))
     assert manifest["ClassificationType"] == "Multilabel"
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
-    backbone = service.backbones.for_domain(it.domain)
+    backbone = cv.deps.backbones.for_domain(it.domain)
     labels = package.read("labels.txt").decode().split()
     for blob in colour_images(2, (125, 30, 125), 9) + colour_images(1, GREEN, 10):
         # The server's own preprocessing, minus the normalisation the model now does itself.
@@ -60,23 +60,23 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(service):
         pixels = (norm * np.array(backbone.preprocessing.std)[:, None, None]
                   + np.array(backbone.preprocessing.mean)[:, None, None]) * 255.0
         local = session.run(None, {"data": pixels[None].astype(np.float32)})[0][0]
-        served = {x.tag_name: x.probability for x in service.predict(p.id, blob, store=False).predictions}
+        served = {x.tag_name: x.probability for x in cv.predictions.predict(p.id, blob, store=False).predictions}
         np.testing.assert_allclose(local, [served[n] for n in labels], atol=1e-4)
     assert abs(float(local.sum()) - 1) > 1e-3  # independent sigmoids, not a softmax
 
     # The export's blob goes with its iteration.
-    key = next(e.blob_key for e in service.list_exports(p.id, it.id))
-    service.delete_iteration(p.id, it.id, release_default=True)
-    assert not service.blobs.exists(key)
+    key = next(e.blob_key for e in cv.exports.list(p.id, it.id))
+    cv.iterations.delete(p.id, it.id, release_default=True)
+    assert not cv.deps.blobs.exists(key)
 
 
-def test_non_exportable_requests_are_refused(service, fake_backbone):
-    p = service.create_project("untrained")
+def test_non_exportable_requests_are_refused(cv, fake_backbone):
+    p = cv.projects.create("untrained")
     with pytest.raises(errors.InvalidInput) as e:
-        service.export_iteration(p.id, "00000000-0000-0000-0000-000000000000", "TensorFlow")
+        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "TensorFlow")
     assert e.value.code == "BadRequestProjectUnsupportedExportPlatform"
     with pytest.raises(errors.NotFound):
-        service.export_iteration(p.id, "00000000-0000-0000-0000-000000000000", "ONNX")
+        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "ONNX")
     probe = LinearProbe()
     probe.coef_ = np.zeros((fake_backbone.dim + 1, 2), np.float32)
     with pytest.raises(ExportUnsupported):  # a backbone with no ONNX graph

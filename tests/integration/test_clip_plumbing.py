@@ -12,8 +12,8 @@ import pytest
 from core import errors
 from core.backbones import BackboneProvider, BackboneSettings, ClipBackbone, registry_entry
 from core.model import IterationStatus
-from core.service import ImageUpload
-from tests.conftest import make_service
+from core.usecases import ImageUpload
+from tests.conftest import make_cv
 from tests.helpers import colour_images, png_bytes
 
 
@@ -171,35 +171,35 @@ def test_when_the_export_fails_the_same_weights_run_in_torch(checkpoint, onnx_cl
                      settings=BackboneSettings(cache_dir=str(tmp_path), runtime="onnx"))
 
 
-def _two_tag_project(service, domain: str):
-    p = service.create_project(f"{domain} project", domain=domain)
-    a, b = service.create_tag(p.id, "a"), service.create_tag(p.id, "b")
-    service.add_images(p.id, [ImageUpload(d, "", [a.id]) for d in colour_images(5, (200, 0, 0), 1)] +
-                       [ImageUpload(d, "", [b.id]) for d in colour_images(5, (0, 0, 200), 2)])
+def _two_tag_project(cv, domain: str):
+    p = cv.projects.create(f"{domain} project", domain=domain)
+    a, b = cv.tags.create(p.id, "a"), cv.tags.create(p.id, "b")
+    cv.images.add(p.id, [ImageUpload(d, "", [a.id]) for d in colour_images(5, (200, 0, 0), 1)] +
+                  [ImageUpload(d, "", [b.id]) for d in colour_images(5, (0, 0, 200), 2)])
     return p
 
 
 def test_training_a_clip_project_without_weights_fails_clearly(tmp_path):
     provider = BackboneProvider(BackboneSettings(cache_dir=str(tmp_path / "m"),
                                                  clip={"Retail": {"checkpoint": str(tmp_path / "nope.pt")}}))
-    service = make_service(tmp_path, provider)
-    p = _two_tag_project(service, "Retail")
-    it = service.wait_for_training(service.train(p.id).id, timeout=120)
+    cv = make_cv(tmp_path, provider)
+    p = _two_tag_project(cv, "Retail")
+    it = cv.training.wait(p.id, cv.training.train(p.id).id, timeout=120)
     assert it.status == IterationStatus.Failed
     assert "Retail" in it.failure_reason and "Compact" in it.failure_reason
-    assert service.get_project(p.id).default_iteration_id is None
+    assert cv.projects.get(p.id).default_iteration_id is None
 
 
 def test_clip_project_trains_on_a_local_checkpoint_and_caches_embeddings(tmp_path, checkpoint, clip_cache):
     provider = BackboneProvider(BackboneSettings(cache_dir=str(clip_cache),
                                                  clip={"General": {"checkpoint": str(checkpoint)}}))
-    service = make_service(tmp_path, provider)
-    p = _two_tag_project(service, "General")
-    it = service.wait_for_training(service.train(p.id).id, timeout=300)
+    cv = make_cv(tmp_path, provider)
+    p = _two_tag_project(cv, "General")
+    it = cv.training.wait(p.id, cv.training.train(p.id).id, timeout=300)
     assert it.status == IterationStatus.Completed, it.failure_reason
-    assert it.backbone_id.startswith("clip-ViT-B-32@ckpt-") and service.images_embedded == 10
-    pred = service.predict(p.id, colour_images(1, (200, 0, 0), 9)[0], store=False)
+    assert it.backbone_id.startswith("clip-ViT-B-32@ckpt-") and cv.deps.stats.images == 10
+    pred = cv.predictions.predict(p.id, colour_images(1, (200, 0, 0), 9)[0], store=False)
     assert len(pred.predictions) == 2  # plumbing only: random weights say nothing about accuracy
-    service.update_project(p.id, domain="Compact")  # a domain change applies from the next training
-    it2 = service.wait_for_training(service.train(p.id).id, timeout=300)
-    assert it2.backbone_id.startswith("efficientnet-lite0@") and service.images_embedded == 20
+    cv.projects.update(p.id, domain="Compact")  # a domain change applies from the next training
+    it2 = cv.training.wait(p.id, cv.training.train(p.id).id, timeout=300)
+    assert it2.backbone_id.startswith("efficientnet-lite0@") and cv.deps.stats.images == 20

@@ -1,5 +1,5 @@
 """Where an adapter announces a training's outcome is kept with the iteration, so the outcome is still announced
-after a restart: the service's use cases and migration 0003 on real SQLite and PostgreSQL."""
+after a restart: the notification use cases and migration 0003 on real SQLite and PostgreSQL."""
 import threading
 from datetime import datetime, timezone
 
@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import insert, inspect, select
 
 from core.model import IterationStatus
-from core.service import ImageUpload
+from core.usecases import ImageUpload, Scope, UseCases, recover
 from storage import make_engine, migrate
 from storage import tables as t
 from storage.db import MIGRATIONS
@@ -33,12 +33,12 @@ class HeldRunner:
             th.start()
 
 
-def _project(service):
-    p = service.create_project("notify")
-    red, green = service.create_tag(p.id, "red"), service.create_tag(p.id, "green")
+def _project(cv):
+    p = cv.projects.create("notify")
+    red, green = cv.tags.create(p.id, "red"), cv.tags.create(p.id, "green")
     ups = [ImageUpload(d, f"r{i}.png", [red.id]) for i, d in enumerate(colour_images(5, RED, 1))]
     ups += [ImageUpload(d, f"g{i}.png", [green.id]) for i, d in enumerate(colour_images(5, GREEN, 2))]
-    assert all(r.ok for r in service.add_images(p.id, ups))
+    assert all(r.ok for r in cv.images.add(p.id, ups))
     return p
 
 
@@ -46,62 +46,63 @@ def _ids(iterations):
     return [i.id for i in iterations]
 
 
-def test_notify_target_survives_training_and_restart_until_reported(service):
-    p = _project(service)
-    runner = service.runner = HeldRunner()
-    first = service.train(p.id)
-    assert service.get_iteration(first.id).notify is None and service.unreported_iterations("slack") == []
+def test_notify_target_survives_training_and_restart_until_reported(cv):
+    p = _project(cv)
+    notes = cv.notifications
+    runner = cv.deps.runner = HeldRunner()
+    first = cv.training.train(p.id)
+    assert cv.iterations.get(p.id, first.id).notify is None and notes.unreported("slack") == []
 
-    service.set_iteration_notify(first.id, "slack", SLACK)
-    stored = service.get_iteration(first.id)
+    notes.set_target(p.id, first.id, "slack", SLACK)
+    stored = cv.iterations.get(p.id, first.id)
     assert stored.notify == {"slack": SLACK} and stored.reported_at is None
     # still queued: not listed as finished, but listed with the running ones
-    assert service.unreported_iterations("slack") == []
-    assert _ids(service.unreported_iterations("slack", include_running=True)) == [first.id]
+    assert notes.unreported("slack") == []
+    assert _ids(notes.unreported("slack", include_running=True)) == [first.id]
 
     runner.release()  # the training thread rewrites the row twice (Training, Completed): the target stays
-    done = service.wait_for_training(first.id, timeout=120)
+    done = cv.training.wait(p.id, first.id, timeout=120)
     assert done.status == IterationStatus.Completed and done.notify == {"slack": SLACK}
-    assert _ids(service.unreported_iterations("slack")) == [first.id]
-    assert service.unreported_iterations("teams") == []  # another adapter's key
+    assert _ids(notes.unreported("slack")) == [first.id]
+    assert notes.unreported("teams") == []  # another adapter's key
 
-    service.mark_reported(first.id)
-    assert service.get_iteration(first.id).reported_at is not None
-    assert service.unreported_iterations("slack", include_running=True) == []
+    notes.mark_reported(p.id, first.id)
+    assert cv.iterations.get(p.id, first.id).reported_at is not None
+    assert notes.unreported("slack", include_running=True) == []
 
     # a second iteration cut off by a restart: recover fails it, and it is left to report with its reason
-    second = service.train(p.id, force=True)
-    service.set_iteration_notify(second.id, "slack", {**SLACK, "ts": "1700000002.000100"})
-    service.set_iteration_notify(second.id, "teams", {"conversation": "x"})
-    service.runner.jobs = []  # the job dies with the server
-    assert service.recover()["failed_iterations"] == 1
-    (pending,) = service.unreported_iterations("slack")
+    second = cv.training.train(p.id, force=True)
+    notes.set_target(p.id, second.id, "slack", {**SLACK, "ts": "1700000002.000100"})
+    notes.set_target(p.id, second.id, "teams", {"conversation": "x"})
+    runner.jobs = []  # the job dies with the server
+    assert recover(cv.deps)["failed_iterations"] == 1
+    (pending,) = notes.unreported("slack")
     assert pending.id == second.id and pending.status == IterationStatus.Failed
     assert "interrupted" in pending.failure_reason
     assert pending.notify == {"slack": {**SLACK, "ts": "1700000002.000100"}, "teams": {"conversation": "x"}}
-    service.set_iteration_notify(second.id, "teams", None)  # forgetting one adapter's target keeps the others
-    assert service.get_iteration(second.id).notify == {"slack": {**SLACK, "ts": "1700000002.000100"}}
-    service.mark_reported(second.id)
-    assert service.unreported_iterations("slack") == []
+    notes.set_target(p.id, second.id, "teams", None)  # forgetting one adapter's target keeps the others
+    assert cv.iterations.get(p.id, second.id).notify == {"slack": {**SLACK, "ts": "1700000002.000100"}}
+    notes.mark_reported(p.id, second.id)
+    assert notes.unreported("slack") == []
 
     # reporting an iteration deleted meanwhile is no error
-    service.delete_iteration(p.id, second.id)
-    service.mark_reported(second.id)
+    cv.iterations.delete(p.id, second.id)
+    notes.mark_reported(p.id, second.id)
 
 
-def test_a_stale_whole_row_update_does_not_overwrite_the_target(service):
-    p = _project(service)
-    service.runner = HeldRunner()
-    it = service.train(p.id)
-    with service.uow() as uow:
+def test_a_stale_whole_row_update_does_not_overwrite_the_target(cv):
+    p = _project(cv)
+    cv.deps.runner = HeldRunner()
+    it = cv.training.train(p.id)
+    with cv.deps.uow() as uow:
         stale = uow.iterations.get(it.id)  # read before the target is set, like a training thread does
-    service.set_iteration_notify(it.id, "slack", SLACK)
-    service.mark_reported(it.id)
+    cv.notifications.set_target(p.id, it.id, "slack", SLACK)
+    cv.notifications.mark_reported(p.id, it.id)
     stale.status = IterationStatus.Training
-    with service.uow() as uow:
+    with cv.deps.uow() as uow:
         uow.iterations.update(stale)
         uow.commit()
-    now = service.get_iteration(it.id)
+    now = cv.iterations.get(p.id, it.id)
     assert now.status == IterationStatus.Training and now.notify == {"slack": SLACK} and now.reported_at is not None
 
 
@@ -142,14 +143,14 @@ def test_migration_0003_keeps_existing_iterations(database_url, tmp_path, provid
                          .order_by(t.iterations.c.number)).all()
     assert [tuple(r) for r in rows] == [("i1", "Completed", None, None, ["red"]), ("i2", "Failed", None, None, ["red"])]
 
-    from core.service import CvService
+    from core.usecases import Deps
     from storage import LocalBlobStore, unit_of_work_factory
 
-    service = CvService(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider)
-    assert service.unreported_iterations("slack") == []  # iterations from before the upgrade announce nothing
-    service.set_iteration_notify("i2", "slack", SLACK)
-    assert _ids(service.unreported_iterations("slack")) == ["i2"]
-    assert service.get_iteration("i1").performance == {"precision": 1.0}
+    system = UseCases(Deps(unit_of_work_factory(engine), LocalBlobStore(tmp_path / "blobs"), provider), Scope.system())
+    assert system.notifications.unreported("slack") == []  # iterations from before the upgrade announce nothing
+    system.notifications.set_target("p1", "i2", "slack", SLACK)
+    assert _ids(system.notifications.unreported("slack")) == ["i2"]
+    assert system.iterations.get("p1", "i1").performance == {"precision": 1.0}
 
     _alembic(engine, command.downgrade, "0002")  # and back, keeping the rows
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("iterations")}

@@ -43,16 +43,6 @@ def test_an_overridden_preprocess_is_used():
     assert np.allclose(vecs[0], vecs[1])  # the override's constant image, not the pixels
 
 
-def test_compact_uint8_graph_matches_the_float_graph(provider):
-    from core.images import decode_rgb
-
-    bb = provider.for_domain("Compact")
-    imgs = [decode_rgb(png_bytes(seed=i, size=(300, 200)), min_side=224) for i in range(3)]
-    ref = bb.forward(np.stack([bb.preprocess(im) for im in imgs]))
-    fast = bb.forward_uint8(np.stack([bb.preprocessing.crop(im) for im in imgs]))
-    assert np.abs(fast - ref).max() <= 1e-4 * np.abs(ref).max()
-
-
 def test_pipelined_workers_keep_order_and_report_each_chunk(monkeypatch):
     import threading
 
