@@ -8,7 +8,6 @@ from typing import Callable
 
 from core.backbones import BackboneProvider
 from core.ports import JobRunner
-from core.service import CvService
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
@@ -58,11 +57,6 @@ class Container:
     def usecases(self, scope: Scope) -> UseCases:
         """The use cases for one caller (adapters build one per request, message or command)."""
         return UseCases(self.deps, scope)
-
-    @property
-    def service(self) -> CvService:
-        """Transitional: the old facade, until every adapter calls `usecases`."""
-        return CvService.over(self.deps)
 
     def close(self) -> None:
         if isinstance(self.runner, SchedulerRunner):

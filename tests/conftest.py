@@ -45,14 +45,6 @@ def make_cv(tmp_path: Path, provider, runner=None, database_url: str | None = No
     return UseCases(make_deps(tmp_path, provider, runner, database_url), Scope.of(workspace))
 
 
-def make_service(tmp_path: Path, provider, runner=None, database_url: str | None = None):
-    """Transitional, for the Slack adapter's tests only (test_bot_listeners, e2e/test_slack_bot) until the Slack
-    adapter moves to `UseCases`; everything else uses `make_cv`. Goes with `core/service.py`."""
-    from core.service import CvService
-
-    return CvService.over(make_deps(tmp_path, provider, runner, database_url))
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database per test when CVBOT_TEST_POSTGRES_URL names a server (.ci/run starts one)."""

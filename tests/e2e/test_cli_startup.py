@@ -27,7 +27,7 @@ def _loaded_after(tmp_path, code: str) -> list[str]:
 
 
 def test_help_builds_the_parser_without_the_engine(tmp_path):
-    code = "import sys\nfrom cvbot.cli import build_parser\nbuild_parser()\nassert 'core.service' not in sys.modules"
+    code = "import sys\nfrom cvbot.cli import build_parser\nbuild_parser()\nassert 'core.usecases' not in sys.modules"
     assert _loaded_after(tmp_path, code) == []
 
 

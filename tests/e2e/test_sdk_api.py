@@ -459,12 +459,13 @@ def test_prediction_key_cannot_train_tag_or_delete(server):
 
 def test_generated_workspace_keys_see_only_their_workspace(server):
     # An admin gets these with `/cv keys` in Slack; the same service call, on the server's own database.
+    from core.usecases import Scope
     from cvbot.bootstrap import bootstrap
     from cvbot.config import Settings
 
     container = bootstrap(Settings.from_env(server.env), recover=False)
     try:
-        keys = container.service.workspace_keys("T0TEAM")
+        keys = container.usecases(Scope.of("T0TEAM")).channels.keys()
     finally:
         container.close()
     team = server.trainer(keys.training_key)

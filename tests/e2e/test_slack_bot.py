@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from core.service import ImageUpload
-from tests.conftest import make_service
+from core.usecases import ImageUpload
+from tests.conftest import make_cv
 from tests.helpers import colour_images, env_with, free_port, png_bytes
 from tests.slack_server import FakeSlack, SignedSender, actions_in, message_event, text_of
 
@@ -471,13 +471,13 @@ def test_training_cut_off_by_a_crash_is_reported_in_its_message_after_restart(tm
     slack, ch = FakeSlack().start(), "CCRASH"
     # a project big enough that its training takes a second or two (here: 400 images), bound to the channel
     (tmp_path / "data").mkdir()
-    seed = make_service(tmp_path / "data", provider)
-    p = seed.create_project("crash", workspace=slack.team_id, created_by=CREATOR)
-    red, green = seed.create_tag(p.id, "red"), seed.create_tag(p.id, "green")
+    seed = make_cv(tmp_path / "data", provider, workspace=slack.team_id)
+    p = seed.projects.create("crash", created_by=CREATOR)
+    red, green = seed.tags.create(p.id, "red"), seed.tags.create(p.id, "green")
     ups = [ImageUpload(d, f"r{i}.png", [red.id]) for i, d in enumerate(colour_images(200, RED, 31))]
     ups += [ImageUpload(d, f"g{i}.png", [green.id]) for i, d in enumerate(colour_images(200, GREEN, 32))]
-    assert all(r.ok for r in seed.add_images(p.id, ups))
-    seed.bind_channel(slack.team_id, ch, p.id, CREATOR)
+    assert all(r.ok for r in seed.images.add(p.id, ups))
+    seed.channels.bind(ch, p.id, CREATOR)
     env = dict(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=slack.api_url,
                CVBOT_LOG_LEVEL="INFO")
     proc = None

@@ -14,7 +14,7 @@ from bot.runtime import Download, SlackBot
 from core.model import IterationStatus
 from core.ports import JobRunner
 from core.usecases import ImageUpload, recover
-from tests.conftest import make_service
+from tests.conftest import make_deps
 from tests.helpers import colour_images, png_bytes
 
 TEAM, CH, CREATOR, OTHER, ADMIN = "T1", "C1", "UCREATOR", "UOTHER", "UADMIN"
@@ -78,7 +78,7 @@ def runner():
 
 @pytest.fixture
 def cv(tmp_path, provider, runner):
-    bot = SlackBot(make_service(tmp_path, provider, runner).deps, "xoxb-test", progress_interval=0)
+    bot = SlackBot(make_deps(tmp_path, provider, runner), "xoxb-test", progress_interval=0)
     served: dict[str, bytes] = {}
 
     async def fake_download(client, f, max_bytes):  # the HTTP download itself is covered end to end
