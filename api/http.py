@@ -7,9 +7,10 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -78,7 +79,7 @@ class Operation:
     method: str
     path: str  # relative to the API's prefix, e.g. /projects/{projectId}/tags
     name: str  # the SDK's operation name, used as the OpenAPI operationId
-    handler: Callable[["Ctx"], Awaitable[web.StreamResponse]]
+    handler: Callable[[Ctx], Awaitable[web.StreamResponse]]
     query: tuple[Param, ...] = ()
     body: str | None = None  # None | "images" (multipart or octet-stream) | a JSON schema name in openapi.py
     result: str | None = None  # JSON schema name, "[Name]" for arrays, None for 204

@@ -1,14 +1,26 @@
 """Prediction: the Prediction API (classify by publish name) and the Training API's quick tests and stored predictions."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core import errors
 from core.images import PREDICTION_MAX_BYTES
 from core.usecases.prediction import PredictionPage, PredictionQuery
 
 from . import render
-from .http import ApiError, Ctx, Param, field_list, field_str, is_guid, json_response, no_content, prediction, read_images, training
+from .http import (
+    ApiError,
+    Ctx,
+    Param,
+    field_list,
+    field_str,
+    is_guid,
+    json_response,
+    no_content,
+    prediction,
+    read_images,
+    training,
+)
 from .urls import fetch_image
 
 APPLICATION = Param("application", description="optional name of the calling application (recorded nowhere)")
@@ -109,7 +121,7 @@ def _time(value, name: str) -> datetime | None:
     except ValueError:
         raise ApiError(f"'{name}' must be an ISO 8601 time", "BadRequestPredictionInvalidQueryParameters") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return t
 
 

@@ -16,8 +16,19 @@ from core.views import tag_json
 from . import render
 from .domains import domain_json, parse_domain
 from .http import (
-    MAX_BATCH, MAX_TAGS_PER_IMAGE, ApiError, Ctx, Param, b64decode, field_list, field_str, is_guid, json_response,
-    no_content, read_images, training,
+    MAX_BATCH,
+    MAX_TAGS_PER_IMAGE,
+    ApiError,
+    Ctx,
+    Param,
+    b64decode,
+    field_list,
+    field_str,
+    is_guid,
+    json_response,
+    no_content,
+    read_images,
+    training,
 )
 from .urls import fetch_image
 

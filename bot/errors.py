@@ -3,8 +3,9 @@ buttons (each passes the function that replies where it should: ephemerally, in 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 

@@ -8,8 +8,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -209,7 +210,7 @@ class SlackBot:
                         return d
                     chunks.append(chunk)
                 d.data = b"".join(chunks)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             d.problem = f"download failed ({type(e).__name__})"
         return d
 

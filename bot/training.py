@@ -64,7 +64,7 @@ async def follow_training(cv: SlackBot, uc: UseCases, client, channel: str, ts: 
         while stage not in FINAL_STAGES:
             try:
                 stage, text = await asyncio.wait_for(queue.get(), timeout=3.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 row = await cv.call(uc.iterations.get, project.id, it.id)
                 if row.status in (IterationStatus.Completed, IterationStatus.Failed):
                     break

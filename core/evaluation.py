@@ -38,7 +38,7 @@ class Evaluation:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Evaluation":
+    def from_bytes(cls, data: bytes) -> Evaluation:
         z = np.load(io.BytesIO(data))
         return cls(
             image_ids=[str(s) for s in z["image_ids"]], Y=z["Y"].astype(np.float32), oof=z["oof"],
@@ -68,7 +68,7 @@ def _pr(tp: float, npred: float, npos: float) -> tuple[float, float]:
 def performance(ev: Evaluation, threshold: float) -> dict[str, Any]:
     """Custom Vision's iteration performance at `threshold`, from stored out-of-fold probabilities."""
     Y, P = ev.Y, ev.oof
-    pred = P >= threshold
+    pred = threshold <= P
     regular = [i for i, t in enumerate(ev.tag_types) if t != "Negative"]
     per_tag = []
     for i, (tid, name) in enumerate(zip(ev.tag_ids, ev.tag_names)):

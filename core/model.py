@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def new_id() -> str:
@@ -25,7 +25,7 @@ class Domain(str, Enum):
     Compact = "Compact"
 
     @classmethod
-    def parse(cls, value: str) -> "Domain":
+    def parse(cls, value: str) -> Domain:
         for d in cls:
             if d.value.lower() == str(value).strip().lower():
                 return d
@@ -37,7 +37,7 @@ class ClassificationType(str, Enum):
     Multilabel = "Multilabel"
 
     @classmethod
-    def parse(cls, value: str) -> "ClassificationType":
+    def parse(cls, value: str) -> ClassificationType:
         for c in cls:
             if c.value.lower() == str(value).strip().lower():
                 return c

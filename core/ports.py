@@ -2,15 +2,25 @@
 from __future__ import annotations
 
 import builtins
-
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from .model import (
-    ChannelBinding, Export, ExportStatus, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag, WorkspaceKeys,
+    ChannelBinding,
+    Export,
+    ExportStatus,
+    Image,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    SnapshotEntry,
+    Tag,
+    WorkspaceKeys,
 )
 
 
@@ -247,7 +257,7 @@ class UnitOfWork(ABC):
     keys: KeyRepository
     exports: ExportRepository
 
-    def __enter__(self) -> "UnitOfWork":
+    def __enter__(self) -> UnitOfWork:
         return self
 
     def __exit__(self, *exc: object) -> None:

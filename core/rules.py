@@ -1,8 +1,8 @@
 """Input rules shared by every use case: names, settings values, and the tags an image may carry."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from . import errors
 from .model import ClassificationType, Domain, Tag, TagType

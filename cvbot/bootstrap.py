@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from core.backbones import BackboneProvider
 from core.ports import JobRunner

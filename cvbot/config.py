@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.backbones import BackboneSettings, PROMPTS
+from core.backbones import PROMPTS, BackboneSettings
 from core.model import Domain
 
 CLIP_DOMAINS = list(PROMPTS)
@@ -32,7 +32,7 @@ class Settings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("CVBOT_DATA_DIR") or "data")
         clip = {}

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -13,7 +13,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.ports import UnitOfWork
 
 from .repositories import (
-    SqlChannels, SqlExports, SqlKeys, SqlMessages, SqlEmbeddings, SqlImages, SqlIterations, SqlPredictions, SqlProjects, SqlTags, referenced_keys,
+    SqlChannels,
+    SqlEmbeddings,
+    SqlExports,
+    SqlImages,
+    SqlIterations,
+    SqlKeys,
+    SqlMessages,
+    SqlPredictions,
+    SqlProjects,
+    SqlTags,
+    referenced_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +87,7 @@ class SqlUnitOfWork(UnitOfWork):
         self._factory = session_factory
         self.session: Session | None = None
 
-    def __enter__(self) -> "SqlUnitOfWork":
+    def __enter__(self) -> SqlUnitOfWork:
         self.session = self._factory()
         s = self.session
         self.projects = SqlProjects(s)

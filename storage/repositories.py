@@ -1,8 +1,8 @@
 """SQLAlchemy implementations of the core's repositories."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import and_, delete, exists, func, insert, select, update
@@ -12,8 +12,21 @@ from sqlalchemy.orm import Session
 
 from core import ports
 from core.model import (
-    ChannelBinding, Export, ExportStatus, WorkspaceKeys, ClassificationType, Domain, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag,
-    TagPrediction, TagType,
+    ChannelBinding,
+    ClassificationType,
+    Domain,
+    Export,
+    ExportStatus,
+    Image,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    SnapshotEntry,
+    Tag,
+    TagPrediction,
+    TagType,
+    WorkspaceKeys,
 )
 
 from . import tables as t
@@ -23,7 +36,7 @@ CHUNK = 500
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 

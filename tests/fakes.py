@@ -9,14 +9,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from core import ports
 from core.model import (
-    ChannelBinding, Export, ExportStatus, Image, Iteration, IterationStatus, Prediction, Project, SnapshotEntry, Tag,
+    ChannelBinding,
+    Export,
+    ExportStatus,
+    Image,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    SnapshotEntry,
+    Tag,
     WorkspaceKeys,
 )
 

@@ -67,7 +67,7 @@ class FakeSlack:
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
-    def start(self) -> "FakeSlack":
+    def start(self) -> FakeSlack:
         ready = threading.Event()
 
         def run():

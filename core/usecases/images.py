@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import builtins
-
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
 
 from .. import errors
 from ..images import TRAINING_MAX_BYTES, validate_image

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-
 from typing import Any
 
 from .. import errors

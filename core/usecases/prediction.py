@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-
 from dataclasses import dataclass, field
 from datetime import datetime
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import builtins
-
-from typing import Iterable
+from collections.abc import Iterable
 
 from .. import errors
 from ..model import Tag, TagType

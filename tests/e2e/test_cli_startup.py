@@ -12,7 +12,6 @@ from storage.db import HEAD_REVISION, schema_revisions, upgrade
 from tests.e2e.test_cli import jrun
 from tests.helpers import env_with
 
-
 HEAVY = ("torch", "onnxruntime", "open_clip", "sklearn", "scipy", "PIL", "matplotlib", "aiohttp", "slack_bolt",
          "slack_sdk", "alembic", "apscheduler", "tqdm")
 

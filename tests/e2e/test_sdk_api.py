@@ -23,13 +23,17 @@ from tests.helpers import TUXPAINT, colour_images, env_with, free_port, png_byte
 
 sdk = pytest.importorskip("azure.cognitiveservices.vision.customvision.training")
 from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient  # noqa: E402
-from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient  # noqa: E402
-from azure.cognitiveservices.vision.customvision.training.models import (  # noqa: E402
-    CustomVisionErrorException, ImageFileCreateBatch, ImageFileCreateEntry, ImageTagCreateEntry, ImageUrlCreateBatch,
-    ImageUrlCreateEntry,
-)
 from azure.cognitiveservices.vision.customvision.prediction.models import (  # noqa: E402
     CustomVisionErrorException as PredictionError,
+)
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient  # noqa: E402
+from azure.cognitiveservices.vision.customvision.training.models import (  # noqa: E402
+    CustomVisionErrorException,
+    ImageFileCreateBatch,
+    ImageFileCreateEntry,
+    ImageTagCreateEntry,
+    ImageUrlCreateBatch,
+    ImageUrlCreateEntry,
 )
 from msrest.authentication import ApiKeyCredentials  # noqa: E402
 
@@ -559,9 +563,9 @@ def test_iteration_rename_raw_bodies_and_urls(server, image_host):
 def test_no_request_shape_crashes_the_server(server):
     """Schemathesis sends schema-shaped and malformed requests to every documented operation: never a 5xx."""
     import schemathesis
-    from schemathesis.generation.modes import GenerationMode
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
+    from schemathesis.generation.modes import GenerationMode
 
     trainer = server.trainer()
     project = trainer.create_project("Fuzzed")

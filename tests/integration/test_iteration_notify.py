@@ -1,7 +1,7 @@
 """Where an adapter announces a training's outcome is kept with the iteration, so the outcome is still announced
 after a restart: the notification use cases and migration 0003 on real SQLite and PostgreSQL."""
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
@@ -125,7 +125,7 @@ def test_migration_0003_keeps_existing_iterations(database_url, tmp_path, provid
     engine = make_engine(database_url)
     _alembic(engine, command.upgrade, "0002")
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("iterations")}
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with engine.begin() as c:  # a database written by the previous release: one Completed, one Failed iteration
         c.execute(insert(t.projects).values(
             id="p1", workspace="T1", name="old", name_lower="old", description="", domain="Compact",

@@ -1,5 +1,5 @@
 """Migration 0004: an iteration's tag types move from its performance JSON to a column, on both databases."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
@@ -30,7 +30,7 @@ def _alembic(engine, fn, target):
 def test_tag_types_leave_performance_for_their_own_column(database_url):
     engine = make_engine(database_url)
     _alembic(engine, command.upgrade, "0003")
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with engine.begin() as c:  # as the previous release wrote them
         c.execute(insert(t.projects).values(
             id="p1", workspace="T1", name="old", name_lower="old", description="", domain="Compact",

@@ -1,7 +1,6 @@
 """The use cases on a real SQLite database, real blobs and the real EfficientNet-Lite0 backbone."""
 import threading
 
-import numpy as np
 import pytest
 
 from core import errors

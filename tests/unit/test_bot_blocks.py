@@ -7,7 +7,15 @@ from PIL import Image as PILImage
 from bot import blocks
 from bot.charts import performance_chart
 from core.model import (
-    ClassificationType, Domain, Iteration, IterationStatus, Prediction, Project, Tag, TagPrediction, TagType,
+    ClassificationType,
+    Domain,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    Tag,
+    TagPrediction,
+    TagType,
 )
 
 

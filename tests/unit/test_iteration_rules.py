@@ -1,6 +1,6 @@
 """The rules of training, iterations and stored predictions, on fakes (tests/fakes.py): no database, no model.
 Completed iterations are written straight through the fake unit of work instead of being trained."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -162,7 +162,7 @@ def test_the_training_job_completes_on_the_fake_backbone_and_sets_the_default(cv
     assert cv.deps.stats.images == 10
 
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _stored_predictions(cv, p):

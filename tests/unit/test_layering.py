@@ -10,4 +10,4 @@ def test_core_has_no_forbidden_imports_in_source():
             s = line.strip()
             if s.startswith(("import ", "from ")):
                 mod = s.split()[1]
-                assert not mod.split(".")[0] in forbidden, f"{path}: {s}"
+                assert mod.split(".")[0] not in forbidden, f"{path}: {s}"

@@ -133,7 +133,7 @@ def test_cv_chooses_the_C_with_the_lowest_kfold_log_loss(multilabel):
             train, test = cv.folds_ != f, cv.folds_ == f
             oof[test] = LinearProbe(multilabel=multilabel, C=C, tol=1e-9).fit(X[train], Y[train]).predict_proba(X[test])
         losses[C] = _balanced_log_loss(Y, oof, multilabel)
-    assert cv.C_ == min(Cs, key=losses.get)
+    assert min(Cs, key=losses.get) == cv.C_
     assert cv.C_ not in (Cs[0], Cs[-1])  # an inner optimum: the test tells min from either end of the grid
     # the path's scores (looser tolerance) rank the Cs as the plain fits do; the chosen one's is refined
     assert sorted(Cs, key=cv.scores_.get) == sorted(Cs, key=losses.get)

@@ -23,7 +23,7 @@ def test_manifest_has_the_command_scopes_and_events(name):
     (command,) = m["features"]["slash_commands"]
     assert command["command"] == "/cv"
     scopes = set(m["oauth_config"]["scopes"]["bot"])
-    assert ISSUE_SCOPES <= scopes
+    assert scopes >= ISSUE_SCOPES
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels", "message.groups",
                                                                        "message.im"}
     assert m["settings"]["interactivity"]["is_enabled"] is True
