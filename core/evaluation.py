@@ -71,7 +71,7 @@ def performance(ev: Evaluation, threshold: float) -> dict[str, Any]:
     pred = threshold <= P
     regular = [i for i, t in enumerate(ev.tag_types) if t != "Negative"]
     per_tag = []
-    for i, (tid, name) in enumerate(zip(ev.tag_ids, ev.tag_names)):
+    for i, (tid, name) in enumerate(zip(ev.tag_ids, ev.tag_names, strict=True)):
         y, p = Y[:, i] > 0, pred[:, i]
         precision, recall = _pr(float((y & p).sum()), float(p.sum()), float(y.sum()))
         fold_p, fold_r = [], []

@@ -57,7 +57,8 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
     std = np.asarray(backbone.preprocessing.std, np.float32).reshape(1, 3, 1, 1)
     coef = np.asarray(probe.coef_, np.float32)
     if coef.shape != (backbone.dim + 1, len(tag_ids)):
-        raise ExportUnsupported(f"probe weights {coef.shape} do not fit {backbone.dim} features and {len(tag_ids)} tags")
+        raise ExportUnsupported(
+            f"probe weights {coef.shape} do not fit {backbone.dim} features and {len(tag_ids)} tags")
 
     def const(name: str, value: npt.NDArray[np.float32]) -> None:
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
@@ -117,7 +118,8 @@ def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id
         "ClassificationType": "Multilabel" if multilabel else "Multiclass",
         "Input": {"name": INPUT, "shape": ["batch", 3, p.size, p.size], "type": "float32",
                   "layout": "NCHW", "colors": "RGB", "range": [0, 255],
-                  "preprocessing": f"decode to RGB (transparent pixels on white), resize the shorter side to {p.size} px "
+                  "preprocessing": "decode to RGB (transparent pixels on white), "
+                                   f"resize the shorter side to {p.size} px "
                                    f"(Pillow bicubic), centre-crop {p.size}x{p.size}; the normalisation is inside "
                                    "the model"},
         "Output": {"name": OUTPUT, "meaning": "probability per tag, in labels.txt order"},

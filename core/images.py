@@ -84,16 +84,19 @@ def validate_image(data: bytes, max_bytes: int = TRAINING_MAX_BYTES) -> ImageInf
     if width < 1 or height < 1:
         raise ImageRejected("ErrorImageDimensions", "image has no pixels", "BadRequestImageDimensions")
     if width * height > MAX_PIXELS:
-        raise ImageRejected("ErrorImageDimensions", f"{width}x{height} exceeds {MAX_PIXELS} pixels (decompression bomb guard)",
+        raise ImageRejected("ErrorImageDimensions",
+                            f"{width}x{height} exceeds {MAX_PIXELS} pixels (decompression bomb guard)",
                             "BadRequestImageDimensions")
     if max(width, height) > MAX_EDGE:
         raise ImageRejected("ErrorImageDimensions", f"longest edge {max(width, height)} px exceeds {MAX_EDGE} px",
                             "BadRequestImageDimensions")
     if max(width, height) / min(width, height) > MAX_ASPECT:
-        raise ImageRejected("ErrorImageDimensions", f"aspect ratio {width}x{height} exceeds 25:1", "BadRequestImageDimensions")
+        raise ImageRejected("ErrorImageDimensions", f"aspect ratio {width}x{height} exceeds 25:1",
+                            "BadRequestImageDimensions")
     draft = _draft(img, DRAFT_MIN_SIDE)
     try:
-        img.load()  # decodes the whole stream (at reduced DCT scale for large JPEGs): catches truncated and corrupt files
+        # decodes the whole stream (at reduced DCT scale for large JPEGs): catches truncated and corrupt files
+        img.load()
     except ImageRejected:
         raise
     except Exception as e:  # noqa: BLE001

@@ -83,5 +83,6 @@ def image_tag_problem(tags: Mapping[str, Tag], tag_ids: list[str]) -> TagProblem
                           errors.InvalidInput)
     if len(tag_ids) > 1 and any(tags[t].type == TagType.Negative for t in tag_ids):
         return TagProblem("ErrorNegativeAndRegularTagOnSameImage",
-                          "the Negative tag cannot be combined with other tags on an image", errors.NegativeAndRegularTag)
+                          "the Negative tag cannot be combined with other tags on an image",
+                          errors.NegativeAndRegularTag)
     return None

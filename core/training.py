@@ -1,6 +1,7 @@
 """Training rules (what may be trained) and progress reporting, independent of storage."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -34,7 +35,6 @@ def fingerprint(domain: Domain, ctype: ClassificationType, entries: list[Snapsho
 def plan_training(tags: list[Tag], entries: list[SnapshotEntry], domain: Domain,
                   ctype: ClassificationType) -> TrainingPlan:
     """Check Custom Vision's training rules; raise TrainingValidationFailed listing every problem."""
-    by_id = {t.id: t for t in tags}
     counts = {t.id: 0 for t in tags}
     for e in entries:
         for tid in e.tag_ids:
@@ -69,7 +69,8 @@ def plan_training(tags: list[Tag], entries: list[SnapshotEntry], domain: Domain,
                                 "(add other tags or Negative images)")
     if problems:
         listing = ", ".join(f"{t.name}: {counts[t.id]}" for t in sorted(tags, key=lambda t: t.name.lower()))
-        raise TrainingValidationFailed("Cannot train: " + "; ".join(problems) + f". Images per tag: {listing or 'no tags'}.")
+        raise TrainingValidationFailed(
+            "Cannot train: " + "; ".join(problems) + f". Images per tag: {listing or 'no tags'}.")
     warnings = [
         f"tag '{t.name}' has {counts[t.id]} images; {RECOMMENDED_IMAGES_PER_TAG}+ per tag are recommended"
         for t in used if counts[t.id] < RECOMMENDED_IMAGES_PER_TAG
@@ -133,10 +134,8 @@ class ProgressBoard:
             p.stage, p.done, p.total = stage, done, total
             listeners = list(self._listeners)
         for listener in listeners:
-            try:
+            with contextlib.suppress(Exception):  # a broken listener must not break training
                 listener(p)
-            except Exception:  # noqa: BLE001 - a broken listener must not break training
-                pass
 
     def finish(self, iteration_id: str, stage: str) -> None:
         self.update(iteration_id, stage)

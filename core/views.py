@@ -46,7 +46,8 @@ def iteration_json(it: Iteration, default_id: str | None = None) -> dict[str, An
     from .backbones import exportable  # the registry (and numpy) load only when an iteration is shown
 
     return {
-        "id": it.id, "name": it.name, "number": it.number, "status": it.status.value, "failureReason": it.failure_reason,
+        "id": it.id, "name": it.name, "number": it.number, "status": it.status.value,
+        "failureReason": it.failure_reason,
         "created": iso(it.created_at), "lastModified": iso(it.trained_at or it.created_at),
         "trainedAt": iso(it.trained_at), "trainingTimeInMinutes": round((it.training_seconds or 0) / 60, 4),
         "trainingSeconds": it.training_seconds, "projectId": it.project_id, "domain": it.domain.value,

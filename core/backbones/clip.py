@@ -92,7 +92,8 @@ class ClipBackbone(Backbone):
         env = f"CVBOT_{self.domain.upper()}_CHECKPOINT"
         ckpt = self._checkpoint
         return (
-            f"Domain {self.domain} needs CLIP weights for {self.model_name} ({self._pretrained or 'no pretrained tag'}) "
+            f"Domain {self.domain} needs CLIP weights for {self.model_name} "
+            f"({self._pretrained or 'no pretrained tag'}) "
             f"and they could not be loaded: {reason}. Fix: allow this server to download from the model hub once "
             f"(weights are cached in CVBOT_MODEL_DIR), or download the checkpoint elsewhere and set "
             f"{env}=/path/to/open_clip_model.safetensors{f' (now {ckpt})' if ckpt else ''}, or switch the project "

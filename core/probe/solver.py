@@ -116,7 +116,8 @@ class Solver:
         self.var = np.asarray(var, np.float32)
         self.tol, self.max_iter, self.history = tol, max_iter, history
         n, k = self.Y.shape
-        one_hot = not multilabel and n > 0 and bool(((self.Y == 0) | (self.Y == 1)).all()) and bool((self.Y.sum(1) == 1).all())
+        binary = bool(((self.Y == 0) | (self.Y == 1)).all())
+        one_hot = not multilabel and n > 0 and binary and bool((self.Y.sum(1) == 1).all())
         self.labels: Rows | None = self.Y.argmax(1) if one_hot else None
         self.n, self.k, self.r = n, k, int(Z.shape[1])
         # curvature of the data loss per logit at the start: about 1/k for the softmax; 1/4 per sigmoid
@@ -261,7 +262,7 @@ class Solver:
         if t.S:
             _, yv, rho = t.S[-1]
             q *= np.float32(1.0 / (rho * float(np.dot(yv, yv))))
-        for (sv, yv, rho), a in zip(t.S, reversed(alphas)):
+        for (sv, yv, rho), a in zip(t.S, reversed(alphas), strict=True):
             c = rho * float(np.dot(yv, q))
             q += np.float32(a - c) * sv
         q = -q
@@ -309,7 +310,7 @@ class Solver:
                 t.pending = None
         while True:
             steps: list[tuple[Task, F32, float]] = []
-            for t, (d, finished) in zip(tasks, list(pmap(advance, tasks))):
+            for t, (d, finished) in zip(tasks, list(pmap(advance, tasks)), strict=True):
                 if progress:
                     for _ in range(finished):
                         progress()
@@ -321,7 +322,8 @@ class Solver:
             parts = [self._split(t, p) for t, p, _ in steps]
             U_all = self._times(np.concatenate([PW for PW, _ in parts], 1), np.concatenate([pb for _, pb in parts]))
 
-            def search(j: int) -> _Searched:
+            def search(j: int, steps: list[Any] = steps, parts: list[Any] = parts,
+                       U_all: F32 = U_all) -> _Searched:  # bound now: the closure runs within this iteration
                 t, p, d0 = steps[j]
                 PW = parts[j][0]
                 U = U_all[j * k:(j + 1) * k]
@@ -330,7 +332,8 @@ class Solver:
                 return self._line_search(t, U, d0, pen0, wp, pp)
 
             moved = []
-            for (t, p, _), (a, f_new, fd_new, R_new, Zl_new) in zip(steps, list(pmap(search, range(len(steps))))):
+            searched = list(pmap(search, range(len(steps))))
+            for (t, p, _), (a, f_new, fd_new, R_new, Zl_new) in zip(steps, searched, strict=True):
                 t.iterations += 1
                 t.stage_iter += 1
                 if a == 0.0:  # no progress possible along this direction: the stage is done

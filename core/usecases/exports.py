@@ -63,14 +63,16 @@ class ExportJob:
 
         with self.deps.uow() as uow:
             it = uow.iterations.get(self.iteration_id)
-            export = next((e for e in uow.exports.list(self.iteration_id) if e.id == self.export_id), None) if it else None
+            exports = uow.exports.list(self.iteration_id) if it else []
+            export = next((e for e in exports if e.id == self.export_id), None)
         if it is None or export is None:
             return
         try:
             backbone = self.deps.backbones.for_domain(it.domain)
             if backbone.id != it.backbone_id:
                 raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the domain now "
-                                     f"loads {backbone.id}; retrain before exporting", "BadRequestExportValidationFailed")
+                                     f"loads {backbone.id}; retrain before exporting",
+                                     "BadRequestExportValidationFailed")
             multilabel = it.classification_type == ClassificationType.Multilabel
             model = onnx_export.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names,
                                             it.tag_ids, {"projectId": it.project_id, "iterationId": it.id})

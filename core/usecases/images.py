@@ -5,6 +5,7 @@ import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeAlias
 
 from .. import errors
 from ..images import TRAINING_MAX_BYTES, validate_image
@@ -31,6 +32,10 @@ class ImageResult:
     @property
     def ok(self) -> bool:
         return self.status in ("OK", "OKDuplicate")
+
+
+Ids: TypeAlias = list[str]  # module-level names: inside Images, `list` is the use case
+ImageList: TypeAlias = list[Image]
 
 
 class Order(str, Enum):
@@ -95,7 +100,8 @@ class Images(UseCase):
                         name = uploads[i].name or f"image {i + 1}"
                         existing = uow.images.get_by_sha(project_id, sha)
                         if existing:
-                            results[i] = ImageResult(name, "OKDuplicate", "this image is already in the project", existing)
+                            results[i] = ImageResult(name, "OKDuplicate", "this image is already in the project",
+                                                     existing)
                             stored[sha] = existing
                             continue
                         self.deps.blobs.put(uploads[i].data)  # type: ignore[arg-type]
@@ -112,18 +118,18 @@ class Images(UseCase):
         raise AssertionError("unreachable")
 
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None, skip: int = 0,
-             take: int | None = None, order: Order | str = Order.Newest) -> builtins.list[Image]:
+             take: int | None = None, order: Order | str = Order.Newest) -> ImageList:
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             return uow.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take,
                                    oldest=Order(order) == Order.Oldest)
 
-    def count(self, project_id: str, tagged: bool | None = None, tag_ids: builtins.list[str] | None = None) -> int:
+    def count(self, project_id: str, tagged: bool | None = None, tag_ids: Ids | None = None) -> int:
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             return uow.images.count(project_id, tagged=tagged, tag_ids=tag_ids)
 
-    def get_many(self, project_id: str, image_ids: builtins.list[str]) -> builtins.list[Image]:
+    def get_many(self, project_id: str, image_ids: Ids) -> ImageList:
         """The project's images among `image_ids` (others are left out)."""
         with self.deps.uow() as uow:
             self.project(uow, project_id)
@@ -135,14 +141,14 @@ class Images(UseCase):
             raise errors.NotFound(f"no image {image_id} in this project")
         return self.deps.blobs.get(found[0].sha256)
 
-    def set_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str]) -> builtins.list[Image]:
+    def set_tags(self, project_id: str, image_ids: Ids, tag_ids: Ids) -> ImageList:
         """Replace the tags of the given images (an empty list untags them)."""
         return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(tag_ids)))
 
-    def add_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str]) -> builtins.list[Image]:
+    def add_tags(self, project_id: str, image_ids: Ids, tag_ids: Ids) -> ImageList:
         return self._retag(project_id, image_ids, lambda current: list(dict.fromkeys(current + tag_ids)))
 
-    def remove_tags(self, project_id: str, image_ids: builtins.list[str], tag_ids: builtins.list[str] | None = None) -> builtins.list[Image]:
+    def remove_tags(self, project_id: str, image_ids: Ids, tag_ids: Ids | None = None) -> ImageList:
         """Remove `tag_ids` from the images (all their tags when None)."""
         drop = set(tag_ids or [])
         return self._retag(project_id, image_ids,
@@ -153,7 +159,7 @@ class Images(UseCase):
         current = {i.id: set(i.tag_ids) for i in self.get_many(project_id, [image_id for image_id, _ in pairs])}
         created: builtins.list[tuple[str, str]] = []
         duplicated: builtins.list[tuple[str, str]] = []
-        by_image: dict[str, builtins.list[str]] = {}
+        by_image: dict[str, Ids] = {}
         for image_id, tag_id in pairs:
             if tag_id in current.get(image_id, set()) or tag_id in by_image.get(image_id, []):
                 duplicated.append((image_id, tag_id))
@@ -164,7 +170,7 @@ class Images(UseCase):
             self.add_tags(project_id, [image_id], tag_ids)
         return TagPairs(created, duplicated)
 
-    def _retag(self, project_id: str, image_ids: builtins.list[str], change: Callable[[builtins.list[str]], builtins.list[str]]) -> builtins.list[Image]:
+    def _retag(self, project_id: str, image_ids: Ids, change: Callable[[Ids], Ids]) -> ImageList:
         self.scope.require_write("tag images")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
@@ -184,7 +190,7 @@ class Images(UseCase):
             uow.commit()
             return images
 
-    def delete(self, project_id: str, image_ids: builtins.list[str] | None = None, all_images: bool = False) -> int:
+    def delete(self, project_id: str, image_ids: Ids | None = None, all_images: bool = False) -> int:
         self.scope.require_write("delete images")
         with self.deps.uow() as uow:
             self.project(uow, project_id)

@@ -137,7 +137,7 @@ class Iterations(UseCase):
             if img is None or (wanted and not wanted & set(img.tag_ids)):
                 continue
             preds = [TagPrediction(tid, name, float(ev.oof[r, c]), TagType(ev.tag_types[c]))
-                     for c, (tid, name) in enumerate(zip(ev.tag_ids, ev.tag_names))]
+                     for c, (tid, name) in enumerate(zip(ev.tag_ids, ev.tag_names, strict=True))]
             rows.append((img, sorted(preds, key=lambda p: -p.probability)))
         rows.sort(key=lambda row: (row[0].created_at, row[0].id), reverse=Order(order) == Order.Newest)
         return rows[skip:None if take is None else skip + take]

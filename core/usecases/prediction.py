@@ -54,7 +54,7 @@ class Predictions(UseCase):
         x = Embedder(backbone, batch_size=1, workers=1).embed_bytes([data])
         probs = probe.predict_proba(x)[0]
         preds = sorted((TagPrediction(tid, name, float(p), tt)
-                        for tid, name, p, tt in zip(it.tag_ids, it.tag_names, probs, it.tag_types)),
+                        for tid, name, p, tt in zip(it.tag_ids, it.tag_names, probs, it.tag_types, strict=True)),
                        key=lambda p: -p.probability)
         prediction = Prediction(project_id=project_id, iteration_id=it.id, predictions=preds,
                                 threshold=project.threshold, sha256=info.sha256)
@@ -82,7 +82,8 @@ class Predictions(UseCase):
             it = found
         else:
             if not project.default_iteration_id:
-                raise errors.NoDefaultIteration(f"project '{project.name}' has no trained iteration yet; train it first")
+                raise errors.NoDefaultIteration(
+                    f"project '{project.name}' has no trained iteration yet; train it first")
             it = self.iteration(uow, project.id, project.default_iteration_id)
         return completed(it, "answer predictions")
 

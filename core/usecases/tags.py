@@ -61,7 +61,8 @@ class Tags(UseCase):
                 new_type = parse_tag_type(type)
                 if new_type == TagType.Negative:
                     _check_no_negative(tags)
-                    if tag.image_count and any(len(i.tag_ids) > 1 for i in uow.images.list(project_id, tag_ids=[tag.id])):
+                    tagged = uow.images.list(project_id, tag_ids=[tag.id]) if tag.image_count else []
+                    if any(len(i.tag_ids) > 1 for i in tagged):
                         raise errors.NegativeAndRegularTag(
                             f"tag '{tag.name}' shares images with other tags; it cannot become the Negative tag")
                 tag.type = new_type

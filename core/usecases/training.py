@@ -24,7 +24,8 @@ class Training(UseCase):
                 done = [i for i in uow.iterations.list(project_id) if i.status == IterationStatus.Completed]
                 if done and done[-1].fingerprint == plan.fingerprint:
                     raise errors.TrainingNotNeeded(
-                        f"nothing changed since iteration {done[-1].number}; add or retag images, or force the training")
+                        f"nothing changed since iteration {done[-1].number}; "
+                        "add or retag images, or force the training")
             number = uow.iterations.next_number(project_id)
             it = Iteration(
                 project_id=project_id, number=number, name=f"Iteration {number}", domain=project.domain,
