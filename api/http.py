@@ -299,7 +299,8 @@ async def read_images(request: web.Request, max_total: int, max_count: int = MAX
     try:
         data = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(f"the request is larger than {max_total // 1048576} MB", "BadRequestImageSizeBytes", 413) from None
+        raise ApiError(f"the request is larger than {max_total // 1048576} MB", "BadRequestImageSizeBytes",
+                       413) from None
     return [UploadedFile("image", data)] if data else []
 
 
@@ -370,7 +371,8 @@ async def json_errors(request: web.Request, handler):
     except web.HTTPException as e:
         if not request.path.startswith("/customvision") or e.status < 400:
             raise
-        code = {404: "NotFound", 405: "BadRequestNotSupported", 413: "BadRequestImageSizeBytes"}.get(e.status, "BadRequest")
+        code = {404: "NotFound", 405: "BadRequestNotSupported",
+                413: "BadRequestImageSizeBytes"}.get(e.status, "BadRequest")
         message = {404: f"no such operation: {request.method} {request.path}",
                    405: f"{request.method} is not supported on {request.path}"}.get(e.status, e.reason or "")
         return error_response(code, message, e.status)

@@ -5,7 +5,7 @@ import re
 
 from .http import KEY_HEADERS, PREDICTION, TRAINING, Operation, Param
 
-S, I, N, B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+S, INT, N, B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 
@@ -36,19 +36,20 @@ SCHEMAS: dict[str, dict] = {
     "CustomVisionError": _obj({"code": S, "message": S}, ("code", "message")),
     "Domain": _obj({"id": UUID, "name": S, "type": S, "exportable": B, "enabled": B,
                     "exportablePlatforms": _arr(S), "modelInformation": _obj({"description": S})}),
-    "ProjectSettings": _obj({"domainId": UUID, "classificationType": {"type": "string", "enum": ["Multiclass", "Multilabel"]},
+    "ProjectSettings": _obj({"domainId": UUID,
+                             "classificationType": {"type": "string", "enum": ["Multiclass", "Multilabel"]},
                              "targetExportPlatforms": _arr(S)}),
     "Project": _obj({"id": UUID, "name": S, "description": S, "settings": _ref("ProjectSettings"), "created": TIME,
                      "lastModified": TIME, "status": S}),
     "Tag": _obj({"id": UUID, "name": S, "description": S, "type": {"type": "string", "enum": ["Regular", "Negative"]},
-                 "imageCount": I}),
-    "Image": _obj({"id": UUID, "created": TIME, "width": I, "height": I, "originalName": S,
+                 "imageCount": INT}),
+    "Image": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "originalName": S,
                    "tags": _arr(IMAGE_TAG)}),
     "ImageCreateSummary": _obj({"isBatchSuccessful": B, "images": _arr(_obj({
         "sourceUrl": S, "status": {"type": "string", "enum": [
-            "OK", "OKDuplicate", "ErrorSource", "ErrorImageFormat", "ErrorImageSize", "ErrorStorage", "ErrorLimitExceed",
-            "ErrorTagLimitExceed", "ErrorRegionLimitExceed", "ErrorUnknown", "ErrorNegativeAndRegularTagOnSameImage",
-            "ErrorImageDimensions", "ErrorInvalidTag"]},
+            "OK", "OKDuplicate", "ErrorSource", "ErrorImageFormat", "ErrorImageSize", "ErrorStorage",
+            "ErrorLimitExceed", "ErrorTagLimitExceed", "ErrorRegionLimitExceed", "ErrorUnknown",
+            "ErrorNegativeAndRegularTagOnSameImage", "ErrorImageDimensions", "ErrorInvalidTag"]},
         "message": S, "image": {"nullable": True, "allOf": [_ref("Image")]}}))}),
     "ImageFileCreateBatch": _obj({"images": _arr(_obj({"name": S, "contents": {"type": "string", "format": "byte"},
                                                        "tagIds": _arr(UUID)}, ("contents",))),
@@ -62,20 +63,21 @@ SCHEMAS: dict[str, dict] = {
     "Iteration": _obj({"id": UUID, "name": S, "status": {"type": "string", "enum": ["Training", "Completed", "Failed"]},
                        "created": TIME, "lastModified": TIME, "trainedAt": _nullable(TIME), "projectId": UUID,
                        "exportable": B, "exportableTo": _arr(S), "domainId": UUID, "classificationType": S,
-                       "trainingType": S, "trainingTimeInMinutes": I, "publishName": _nullable(S),
+                       "trainingType": S, "trainingTimeInMinutes": INT, "publishName": _nullable(S),
                        "trainingErrorDetails": _nullable(S), "isDefault": B}, ("name",)),
     "TrainingParameters": _obj({"selectedTags": _arr(UUID)}),
     "IterationPerformance": _obj({
         "perTagPerformance": _arr(_obj({"id": UUID, "name": S, "precision": N, "precisionStdDeviation": N, "recall": N,
                                         "recallStdDeviation": N, "averagePrecision": N})),
         "precision": N, "precisionStdDeviation": N, "recall": N, "recallStdDeviation": N, "averagePrecision": N}),
-    "ImagePerformance": _obj({"id": UUID, "created": TIME, "width": I, "height": I, "tags": _arr(IMAGE_TAG),
+    "ImagePerformance": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "tags": _arr(IMAGE_TAG),
                               "predictions": _arr(PREDICTION_ITEM)}),
     "ImagePrediction": _obj({"id": UUID, "project": UUID, "iteration": UUID, "created": TIME,
                              "predictions": _arr(PREDICTION_ITEM)}),
     "ImageUrl": _obj({"url": S}, ("url",)),
     "PredictionQueryToken": _obj({
-        "session": _nullable(S), "continuation": _nullable(S), "maxCount": {"type": "integer", "minimum": 1, "maximum": 256},
+        "session": _nullable(S), "continuation": _nullable(S),
+        "maxCount": {"type": "integer", "minimum": 1, "maximum": 256},
         "orderBy": {"type": "string", "enum": ["Newest", "Oldest", "Suggested"]},
         "tags": _arr(_obj({"id": UUID, "minThreshold": N, "maxThreshold": N})), "iterationId": _nullable(UUID),
         "startTime": _nullable(TIME), "endTime": _nullable(TIME), "application": _nullable(S)}),
@@ -131,12 +133,14 @@ def _operation(op: Operation) -> dict:
                  [{KEY_HEADERS[PREDICTION]: []}, {KEY_HEADERS[TRAINING]: []}]}
     if op.body == "images":
         out["requestBody"] = {"required": True, "content": {
-            "multipart/form-data": {"schema": _obj({"imageData": {"type": "string", "format": "binary"}}, ("imageData",))},
+            "multipart/form-data": {
+                "schema": _obj({"imageData": {"type": "string", "format": "binary"}}, ("imageData",))},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     elif op.body:
         out["requestBody"] = {"required": op.body not in ("TrainingParameters", "PredictionQueryToken"),
                               "content": {"application/json": {"schema": _ref(op.body)}}}
-    error = {"description": "Custom Vision error", "content": {"application/json": {"schema": _ref("CustomVisionError")}}}
+    error = {"description": "Custom Vision error",
+             "content": {"application/json": {"schema": _ref("CustomVisionError")}}}
     responses: dict = {}
     for status in op.statuses:
         if status == 204 or op.result is None:

@@ -1,4 +1,5 @@
-"""Prediction: the Prediction API (classify by publish name) and the Training API's quick tests and stored predictions."""
+"""Prediction: the Prediction API (classify by publish name) and the Training API's quick tests and stored
+predictions."""
 from __future__ import annotations
 
 from datetime import UTC, datetime

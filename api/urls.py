@@ -47,16 +47,18 @@ async def fetch_image(url: str, allowed: list[str], max_bytes: int) -> bytes:
     url = check_url(url, allowed)
     timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise ApiError(f"fetching the image URL returned HTTP {resp.status}", "BadRequestImageUrl")
-                chunks, total = [], 0
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    chunks.append(chunk)
-                    total += len(chunk)
-                    if total > max_bytes:  # enough to be rejected as too large; read no further
-                        break
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, allow_redirects=False) as resp,
+        ):
+            if resp.status != 200:
+                raise ApiError(f"fetching the image URL returned HTTP {resp.status}", "BadRequestImageUrl")
+            chunks, total = [], 0
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > max_bytes:  # enough to be rejected as too large; read no further
+                    break
     except ApiError:
         raise
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             try:
                 data = _run_one(number, cfg, tmp)
-                results["benchmarks"][key] = {"number": number, "title": title, "seconds": round(time.perf_counter() - t, 1),
-                                              "results": data}
+                results["benchmarks"][key] = {"number": number, "title": title,
+                                              "seconds": round(time.perf_counter() - t, 1), "results": data}
             except MissingData as e:  # not a failure: this machine lacks the data; say what to install
                 skipped[number] = str(e)
                 results["benchmarks"][key] = {"number": number, "title": title, "skipped": str(e)}

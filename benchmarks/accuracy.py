@@ -101,7 +101,8 @@ def run(cfg: Config, tmp: Path) -> dict:
     sets["tuxpaint stamps (8 categories)"] = (stamps, y, names)
     try:
         images, fy, fnames = fashion_mnist_test(per_class=cfg.pick(100, 30))
-        sets["Fashion-MNIST test (100 per class)" if not cfg.quick else "Fashion-MNIST test (30 per class)"] = (images, fy, fnames)
+        fashion = "Fashion-MNIST test (100 per class)" if not cfg.quick else "Fashion-MNIST test (30 per class)"
+        sets[fashion] = (images, fy, fnames)
     except MissingData as e:  # the stamps alone still give the figure
         print(f"    Fashion-MNIST left out: {e}", flush=True)
     out = {}
@@ -119,8 +120,10 @@ def run(cfg: Config, tmp: Path) -> dict:
         counts = np.bincount(labels)
         row = {"images": len(labels), "classes": len(classes), "per_class_min": int(counts.min()),
                "per_class_max": int(counts.max()), "embed_s": round(embed_s, 2),
-               "cvbot": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in ours.items()}, "seconds": round(ours_s, 2)},
-               "reference": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in ref.items()}, "seconds": round(ref_s, 2)},
+               "cvbot": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in ours.items()},
+                         "seconds": round(ours_s, 2)},
+               "reference": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in ref.items()},
+                             "seconds": round(ref_s, 2)},
                "accuracy_points_vs_reference": round(100 * (ours["accuracy"] - ref["accuracy"]), 2),
                "macro_ap_points_vs_reference": round(100 * (ours["macro_ap"] - ref["macro_ap"]), 2)}
         shots = [s for s in (5, 10, 20, 30) if s < counts.min()]

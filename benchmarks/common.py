@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: machine description, timing on a noisy shared machine, real data sets."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -62,10 +63,8 @@ def machine() -> dict:
         info["ram_gb"] = round(int(mem.split()[1]) / 1024 / 1024, 1)
     except (OSError, StopIteration):
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
     versions = {}
     for mod in ("numpy", "scipy", "torch", "onnxruntime", "open_clip", "sklearn", "PIL", "sqlalchemy", "aiohttp"):
         try:

@@ -73,7 +73,7 @@ def _per_core_forward(backbone, tensors: np.ndarray, batch_sizes, min_seconds: f
             counts = [0] * cores
             stop = time.perf_counter() + min_seconds
 
-            def work(i: int) -> None:
+            def work(i: int, counts=counts, stop=stop, batch=batch, bs=bs) -> None:
                 while counts[i] * cores < min_images or time.perf_counter() < stop:
                     session.run(None, {"image": batch})
                     counts[i] += bs
@@ -97,7 +97,7 @@ def _end_to_end(backbone, items: list[bytes], batch_sizes, repeats: int) -> dict
     for bs in batch_sizes:
         store: dict[int, np.ndarray] = {}
 
-        def on_batch(start: int, vecs: np.ndarray):
+        def on_batch(start: int, vecs: np.ndarray, store=store):
             for j, v in enumerate(vecs):
                 store[start + j] = v
 

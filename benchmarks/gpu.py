@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 fwd = net
                 entry["raw_forward_images_per_s"] = _raw(torch, fwd, preprocessing.size, (64, 256, 512), 4.0)
                 best_bs = max(entry["raw_forward_images_per_s"], key=entry["raw_forward_images_per_s"].get)
-                entry["raw_best"] = {"batch_size": int(best_bs), "images_per_s": entry["raw_forward_images_per_s"][best_bs]}
+                entry["raw_best"] = {"batch_size": int(best_bs),
+                                     "images_per_s": entry["raw_forward_images_per_s"][best_bs]}
                 _end_to_end(torch, fwd, preprocessing, items[:512], 256, workers)  # warm-up
                 e2e = {str(bs): _end_to_end(torch, fwd, preprocessing, items, bs, workers) for bs in (256,)}
             entry["end_to_end_images_per_s"] = e2e

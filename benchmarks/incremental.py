@@ -85,7 +85,9 @@ def run(cfg: Config, tmp: Path) -> dict:
     second_s = best["retrain_s"]
     return {
         "images_before": n, "tags": k, "dim": backbone.dim, "added": 10, "rounds": rounds,
-        "embedded_on_retrain": max(x["embedded"] for x in rounds) if all(x["embedded"] == rounds[0]["embedded"] for x in rounds) else [x["embedded"] for x in rounds],
+        "embedded_on_retrain": (max(x["embedded"] for x in rounds)
+                                if all(x["embedded"] == rounds[0]["embedded"] for x in rounds)
+                                else [x["embedded"] for x in rounds]),
         "embedded_on_first_training": embedded_first,
         "retrain_s": second_s, "engine_on_same_features_s": best_engine,
         "ratio_to_engine": round(second_s / best_engine, 3),

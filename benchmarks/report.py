@@ -41,7 +41,8 @@ def evaluate_targets(results: dict) -> list[dict]:
                                  f"{ips:.0f} images/s", ips >= 150, f"{150 - ips:.0f} images/s ({ips / 150:.2f}×)",
                                  _why_embedding(compact, s)))
                 ratio = s["ratio_to_raw"]
-                rows.append(_row("1-compact-ratio-" + name, 1, f"Compact end to end ≥ 0.8× fastest raw forward ({name})",
+                rows.append(_row("1-compact-ratio-" + name, 1,
+                                 f"Compact end to end ≥ 0.8× fastest raw forward ({name})",
                                  f"{ratio:.2f}× ({ips:.0f} vs {raw:.0f} images/s)", ratio >= 0.8,
                                  f"{0.8 - ratio:.2f}×", _why_embedding(compact, s)))
         clip = emb.get("CLIP ViT-B-32")
@@ -80,7 +81,8 @@ def evaluate_targets(results: dict) -> list[dict]:
         vs_b2 = f"; benchmark 2's {ref['cvbot_s']:.2f} s: {inc['retrain_s'] / ref['cvbot_s']:.2f}×" if ref else ""
         rows.append(_row("3-time", 3, "retraining ≤ 1.2× the benchmark 2 training time",
                          f"{ratio:.2f}× ({inc['retrain_s']:.2f} s vs {inc['engine_on_same_features_s']:.2f} s for "
-                         f"benchmark 2's training of the same {inc['images_before'] + 10:,} images{vs_b2})", ratio <= 1.2,
+                         f"benchmark 2's training of the same {inc['images_before'] + 10:,} images{vs_b2})",
+                         ratio <= 1.2,
                          f"{ratio - 1.2:.2f}×",
                          "the job also reads the snapshot and 5,000 cached vectors from the database, embeds the 10 "
                          "new images, computes the performance and writes the iteration"))
@@ -90,7 +92,8 @@ def evaluate_targets(results: dict) -> list[dict]:
         rows.append(_row("4-inproc", 4, "in-process p50 ≤ 20 ms (1-megapixel JPEG)", f"p50 {p50:.1f} ms, p95 "
                          f"{pred['in_process']['p95_ms']:.1f} ms", p50 <= 20, f"{p50 - 20:.1f} ms"))
         h = pred["http_store"]
-        rows.append(_row("4-http", 4, "HTTP p50 ≤ 40 ms and p95 ≤ 80 ms", f"p50 {h['p50_ms']:.1f} ms, p95 {h['p95_ms']:.1f} ms",
+        rows.append(_row("4-http", 4, "HTTP p50 ≤ 40 ms and p95 ≤ 80 ms",
+                         f"p50 {h['p50_ms']:.1f} ms, p95 {h['p95_ms']:.1f} ms",
                          h["p50_ms"] <= 40 and h["p95_ms"] <= 80,
                          f"p50 {max(0, h['p50_ms'] - 40):.1f} ms, p95 {max(0, h['p95_ms'] - 80):.1f} ms"))
         raw = (emb or {}).get("Compact", {}).get("raw_best", {}).get("images_per_s")
@@ -103,8 +106,9 @@ def evaluate_targets(results: dict) -> list[dict]:
                              f"each request costs the server {c['server_cpu_ms_per_request']:.1f} ms of CPU (checking "
                              f"and decoding a 1.1-megapixel JPEG, the forward pass, HTTP, storing the image and the "
                              f"prediction), against {(emb['Compact']['forward_cpu_ms_per_image']):.1f} ms for the "
-                             f"forward pass alone: the CPU-bound ceiling is {c['cpu_bound_ceiling_requests_per_s']:.0f} "
-                             f"requests/s ({c['cpu_bound_ceiling_requests_per_s'] / raw:.2f}×)"))
+                             f"forward pass alone: the CPU-bound ceiling is "
+                             f"{c['cpu_bound_ceiling_requests_per_s']:.0f} requests/s "
+                             f"({c['cpu_bound_ceiling_requests_per_s'] / raw:.2f}×)"))
     srv = _get(results, "server")
     if srv:
         for name, limit in (("Compact", 400), ("CLIP ViT-B-32", 1200)):
@@ -121,10 +125,10 @@ def evaluate_targets(results: dict) -> list[dict]:
                 why_start = (f"imports {b['import_onnxruntime_s'] + b['import_core_s']:.1f} s and opening the image "
                              f"tower's ONNX Runtime session {b['load_s']:.1f} s, before the server listens")
             rows.append(_row(f"5-rss-{name}", 5, f"peak RSS of cvbot serve with {name} ≤ {limit:,} MB",
-                             f"{s['peak_rss_mb']:.0f} MB", s["peak_rss_mb"] <= limit, f"{s['peak_rss_mb'] - limit:.0f} MB",
-                             why_rss))
-            rows.append(_row(f"5-healthy-{name}", 5, f"start to healthy /healthz ≤ 5 s ({name})", f"{s['healthy_s']:.2f} s",
-                             s["healthy_s"] <= 5, f"{s['healthy_s'] - 5:.2f} s", why_start))
+                             f"{s['peak_rss_mb']:.0f} MB", s["peak_rss_mb"] <= limit,
+                             f"{s['peak_rss_mb'] - limit:.0f} MB", why_rss))
+            rows.append(_row(f"5-healthy-{name}", 5, f"start to healthy /healthz ≤ 5 s ({name})",
+                             f"{s['healthy_s']:.2f} s", s["healthy_s"] <= 5, f"{s['healthy_s'] - 5:.2f} s", why_start))
             first = s["first_prediction_after_healthy_s"]
             if first is not None:
                 rows.append(_row(f"5-first-{name}", 5, f"first prediction ≤ 2 s after healthy ({name})",
@@ -155,8 +159,8 @@ def evaluate_targets(results: dict) -> list[dict]:
 
 def _why_embedding(case: dict, s: dict) -> str:
     return (f"decoding and resizing cost {s['decode_cpu_ms_per_image']:.1f} ms of CPU per image and the forward pass "
-            f"{case['forward_cpu_ms_per_image']:.1f} ms (cores ÷ fastest raw rate): with every core busy, the end-to-end "
-            f"rate cannot pass {s['cpu_bound_ratio_ceiling']:.2f}× the raw forward")
+            f"{case['forward_cpu_ms_per_image']:.1f} ms (cores ÷ fastest raw rate): with every core busy, "
+            f"the end-to-end rate cannot pass {s['cpu_bound_ratio_ceiling']:.2f}× the raw forward")
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -164,19 +168,21 @@ def render_markdown(results: dict) -> str:
     m = results["machine"]
     v = m.get("versions", {})
     out = ["# Benchmarks", "",
-           "Issue #5. Produced by `make bench` (`python -m benchmarks`), which writes `benchmarks/results.json` and this "
-           "file; `make bench-quick` (`--quick`, in CI) runs every benchmark on small sizes and writes to `benchmarks/out/`.",
+           "Issue #5. Produced by `make bench` (`python -m benchmarks`), which writes `benchmarks/results.json` "
+           "and this file; `make bench-quick` (`--quick`, in CI) runs every benchmark on small sizes and writes to "
+           "`benchmarks/out/`.",
            "Every speed figure stands next to its reference measured in the same run; each time is the best of the "
            "repeats (the machine is shared and noisy; the load average is recorded with each benchmark).", "",
            "## Machine", "",
-           f"- CPU: {m.get('cpu')} ({m.get('cores')} cores{', ' + m['cpu_features'] if m.get('cpu_features') else ''}), "
-           f"RAM {m.get('ram_gb')} GB, no GPU",
+           f"- CPU: {m.get('cpu')} ({m.get('cores')} cores"
+           f"{', ' + m['cpu_features'] if m.get('cpu_features') else ''}), RAM {m.get('ram_gb')} GB, no GPU",
            f"- Python {m.get('python')}, numpy {v.get('numpy')}, scipy {v.get('scipy')}, torch {v.get('torch')}, "
            f"onnxruntime {v.get('onnxruntime')}, open_clip {v.get('open_clip')}, scikit-learn {v.get('sklearn')}, "
            f"Pillow {v.get('PIL')}",
            f"- Date: {m.get('date')}; load average at start {m.get('load_average_at_start')}; total "
            f"{_fmt(results.get('total_seconds'))} s",
-           f"- Reproduce: `{m.get('command')}`" + (" (quick mode: small sizes, not the published figures)" if results.get("quick") else ""),
+           f"- Reproduce: `{m.get('command')}`"
+           + (" (quick mode: small sizes, not the published figures)" if results.get("quick") else ""),
            ""]
     part = results.get("machine_partial_update")
     if part:
@@ -188,7 +194,8 @@ def render_markdown(results: dict) -> str:
         out += ["## Targets", "", f"{len(targets) - len(missed)} of {len(targets)} met.", "",
                 "| # | target | measured | status |", "|---|---|---|---|"]
         for t in targets:
-            status = "met" if t["status"] == "met" else f"**missed** by {t['missed_by']}" + (f": {t['why']}" if t["why"] else "")
+            status = ("met" if t["status"] == "met"
+                      else f"**missed** by {t['missed_by']}" + (f": {t['why']}" if t["why"] else ""))
             out.append(f"| {t['benchmark']} | {t['target']} | {t['measured']} | {status} |")
         out.append("")
     out += _NOTES
@@ -255,7 +262,8 @@ def _render_gpu(path=None) -> list[str]:
     if g.get("skipped") or not g.get("card"):
         return head + [f"Pending: the last GPU run measured nothing ({g.get('skipped', 'no card')})."]
     c = g["card"]
-    out = head + [f"Card: **{c['name']}** ({c['memory_gb']} GB, compute capability {c['capability']}, CUDA {c['cuda']}), "
+    out = head + [f"Card: **{c['name']}** ({c['memory_gb']} GB, compute capability {c['capability']}, "
+                  f"CUDA {c['cuda']}), "
                   f"{g['host'].get('cpu_cores')} CPU cores for decoding ({g['end_to_end_images']['decode_workers']} "
                   f"decoding threads); {g['date']}; `python -m benchmarks.gpu`. End to end: "
                   f"{g['end_to_end_images']['count']} images ({g['end_to_end_images']['source']}).", "",
@@ -273,16 +281,20 @@ def _render_gpu(path=None) -> list[str]:
 
 def _render_embedding(r: dict) -> list[str]:
     out = ["Images/s from encoded bytes in memory to L2-normalised vectors (`Embedder.embed`), per batch size, next to "
-           "the raw forward pass on pre-decoded tensors (the fastest of the batch sizes and session settings tried).", "",
-           "| backbone | images | batch sizes: images/s | best | raw forward (best) | ratio | decode CPU/image | CPU-bound ceiling |",
+           "the raw forward pass on pre-decoded tensors (the fastest of the batch sizes and session settings tried).",
+           "",
+           "| backbone | images | batch sizes: images/s | best | raw forward (best) | ratio | decode CPU/image "
+           "| CPU-bound ceiling |",
            "|---|---|---|---|---|---|---|---|"]
     for name, c in r.items():
         for set_name, s in c["sets"].items():
             sweep = ", ".join(f"{bs}: {ips:.0f}" for bs, ips in s["end_to_end_images_per_s"].items())
             rb = c["raw_best"]
-            out.append(f"| {name} ({c['runtime']}) | {set_name}, {s['images']} | {sweep} | {s['best']['images_per_s']:.1f} | "
+            out.append(f"| {name} ({c['runtime']}) | {set_name}, {s['images']} | {sweep} | "
+                       f"{s['best']['images_per_s']:.1f} | "
                        f"{rb['images_per_s']:.1f} (batch {rb['batch_size']}, {rb.get('how', 'forward')}) | "
-                       f"**{s['ratio_to_raw']:.2f}×** | {s['decode_cpu_ms_per_image']:.1f} ms | {s['cpu_bound_ratio_ceiling']:.2f}× |")
+                       f"**{s['ratio_to_raw']:.2f}×** | {s['decode_cpu_ms_per_image']:.1f} ms | "
+                       f"{s['cpu_bound_ratio_ceiling']:.2f}× |")
     out += ["", "Raw forward sweeps (images/s by batch size):", ""]
     for name, c in r.items():
         for how, sweep in c["raw_forward_images_per_s"].items():
@@ -290,7 +302,8 @@ def _render_embedding(r: dict) -> list[str]:
         if c.get("note"):
             out.append(f"- {name}: {c['note']}")
     if "Compact" in r and r["Compact"].get("service_path_images_per_s"):
-        out.append(f"- Compact through `embed_blobs`, the training job's path (blob store reads, embedding, SQLite cache writes): "
+        out.append(f"- Compact through `embed_blobs`, the training job's path "
+                   f"(blob store reads, embedding, SQLite cache writes): "
                    f"{r['Compact']['service_path_images_per_s']:.1f} images/s")
     out.append("- CPU-bound ceiling: forward CPU per image (cores ÷ fastest raw rate) ÷ (that + decode CPU per image).")
     return out
@@ -299,11 +312,13 @@ def _render_embedding(r: dict) -> list[str]:
 def _render_training(r: dict) -> list[str]:
     out = [f"k-fold evaluation with C selection (5 folds × 5 Cs), final fit, performance and storing, on cached "
            f"embeddings ({r['data']}); reference: {r['reference']}, interleaved with cvbot in the same run.", "",
-           "| images × tags × dim | cvbot | scikit-learn | ratio | cvbot accuracy (C) | sklearn accuracy | all cvbot times | all sklearn times |",
+           "| images × tags × dim | cvbot | scikit-learn | ratio | cvbot accuracy (C) | sklearn accuracy "
+           "| all cvbot times | all sklearn times |",
            "|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         out.append(f"| {x['images']:,} × {x['tags']} × {x['dim']} | {x['cvbot_s']:.2f} s | {x['sklearn_s']:.2f} s | "
-                   f"**{x['ratio']:.2f}×** | {x['cvbot_accuracy']:.3f} ({x['cvbot_C']:g}) | {x['sklearn_accuracy']:.3f} | "
+                   f"**{x['ratio']:.2f}×** | {x['cvbot_accuracy']:.3f} ({x['cvbot_C']:g}) | "
+                   f"{x['sklearn_accuracy']:.3f} | "
                    f"{x['cvbot_times_s']} | {x['sklearn_times_s']} |")
     return out
 
@@ -312,7 +327,8 @@ def _render_incremental(r: dict) -> list[str]:
     out = [f"A {r['images_before']:,}-image project ({r['tags']} tags, {r['dim']}-d Compact embeddings cached), "
            f"trained through the use cases ({r['first_training_s']:.2f} s, {r['embedded_on_first_training']} images "
            f"embedded); then, in each round, 10 real images added and the project retrained.", "",
-           "| round | retraining (wall) | job's training_seconds | images embedded | benchmark 2's training on the same features | accuracy |",
+           "| round | retraining (wall) | job's training_seconds | images embedded "
+           "| benchmark 2's training on the same features | accuracy |",
            "|---|---|---|---|---|---|"]
     for i, x in enumerate(r["rounds"], 1):
         out.append(f"| {i} | {x['retrain_s']:.2f} s | {x['job_training_seconds']} s | **{x['embedded']}** | "
@@ -328,31 +344,38 @@ def _render_prediction(r: dict) -> list[str]:
     return [f"One 1.1-megapixel photo, a baseline JPEG as cameras write them ({r['image_bytes']:,} bytes; Tux Paint's "
             f"rocks.jpg, 1296 × 864), Compact, a published iteration.", "",
             "| path | requests | p50 | p95 | mean |", "|---|---|---|---|---|",
-            f"| in-process `Predictions.predict` (not stored) | {r['in_process']['requests']} | {r['in_process']['p50_ms']:.1f} ms | "
+            f"| in-process `Predictions.predict` (not stored) | {r['in_process']['requests']} | "
+            f"{r['in_process']['p50_ms']:.1f} ms | "
             f"{r['in_process']['p95_ms']:.1f} ms | {r['in_process']['mean_ms']:.1f} ms |",
-            *([f"| the same, a progressive JPEG ({pr['image_bytes']:,} bytes, cliff.jpg, same size) | {pr['requests']} | "
+            *([f"| the same, a progressive JPEG ({pr['image_bytes']:,} bytes, cliff.jpg, same size) | "
+               f"{pr['requests']} | "
                f"{pr['p50_ms']:.1f} ms | {pr['p95_ms']:.1f} ms | {pr['mean_ms']:.1f} ms |"] if pr else []),
-            f"| HTTP `…/classify/iterations/{{name}}/image` (stored) | {r['http_store']['requests']} | {r['http_store']['p50_ms']:.1f} ms | "
+            f"| HTTP `…/classify/iterations/{{name}}/image` (stored) | {r['http_store']['requests']} | "
+            f"{r['http_store']['p50_ms']:.1f} ms | "
             f"{r['http_store']['p95_ms']:.1f} ms | {r['http_store']['mean_ms']:.1f} ms |",
             f"| HTTP `…/image/nostore` | {r['http_nostore']['requests']} | {r['http_nostore']['p50_ms']:.1f} ms | "
             f"{r['http_nostore']['p95_ms']:.1f} ms | {r['http_nostore']['mean_ms']:.1f} ms |",
-            f"| HTTP, {c['clients']} concurrent clients (stored) | {c['requests']} | {c['p50_ms']:.1f} ms | {c['p95_ms']:.1f} ms | "
-            f"{c['mean_ms']:.1f} ms |", "",
-            f"Concurrent throughput: **{c['requests_per_s']:.1f} requests/s**; the server used {c['server_cpu_ms_per_request']:.1f} ms "
-            f"of CPU per request (CPU-bound ceiling {c['cpu_bound_ceiling_requests_per_s']:.0f} requests/s). Raw forward at batch 1 "
-            f"in the same run: {r['raw_forward_bs1_images_per_s']:.0f} images/s."]
+            f"| HTTP, {c['clients']} concurrent clients (stored) | {c['requests']} | {c['p50_ms']:.1f} ms | "
+            f"{c['p95_ms']:.1f} ms | {c['mean_ms']:.1f} ms |", "",
+            f"Concurrent throughput: **{c['requests_per_s']:.1f} requests/s**; the server used "
+            f"{c['server_cpu_ms_per_request']:.1f} ms of CPU per request (CPU-bound ceiling "
+            f"{c['cpu_bound_ceiling_requests_per_s']:.0f} requests/s). Raw forward at batch 1 in the same run: "
+            f"{r['raw_forward_bs1_images_per_s']:.0f} images/s."]
 
 
 def _render_server(r: dict) -> list[str]:
-    out = ["`cvbot serve` started as a process on loopback (best of the starts for time; peak RSS is the largest seen).", "",
-           "| default domain | start → healthy | first prediction after healthy | RSS when healthy | peak RSS | RSS after 21 predictions |",
+    out = ["`cvbot serve` started as a process on loopback "
+           "(best of the starts for time; peak RSS is the largest seen).", "",
+           "| default domain | start → healthy | first prediction after healthy | RSS when healthy | peak RSS "
+           "| RSS after 21 predictions |",
            "|---|---|---|---|---|---|"]
     for name in ("Compact", "CLIP ViT-B-32"):
         s = r.get(name)
         if s:
             first = s["first_prediction_after_healthy_s"]
             out.append(f"| {name} | {s['healthy_s']:.2f} s | {'—' if first is None else f'{first:.3f} s'} | "
-                       f"{s['rss_when_healthy_mb']:.0f} MB | **{s['peak_rss_mb']:.0f} MB** | {s['rss_after_21_predictions_mb']:.0f} MB |")
+                       f"{s['rss_when_healthy_mb']:.0f} MB | **{s['peak_rss_mb']:.0f} MB** | "
+                       f"{s['rss_after_21_predictions_mb']:.0f} MB |")
     out += ["", f"Note: {r['note']}. CLIP: {r.get('CLIP ViT-B-32', {}).get('note', '')}."]
     first = r.get("CLIP ViT-B-32", {}).get("first_start")
     if first:
@@ -371,25 +394,28 @@ def _render_server(r: dict) -> list[str]:
 
 
 def _render_accuracy(r: dict) -> list[str]:
-    out = ["k-fold (5) top-1 accuracy and macro AP of the out-of-fold predictions, Compact (EfficientNet-Lite0) features; "
-           "reference: scikit-learn LogisticRegression on identical features and folds with C ∈ {0.1 … 1000} and class "
-           "weighting tuned by that same k-fold accuracy (optimistic for the reference).", "",
-           "| data | images | cvbot accuracy | reference accuracy | Δ points | cvbot macro AP | reference macro AP | cvbot C | reference C |",
+    out = ["k-fold (5) top-1 accuracy and macro AP of the out-of-fold predictions, Compact (EfficientNet-Lite0) "
+           "features; reference: scikit-learn LogisticRegression on identical features and folds with C ∈ {0.1 … 1000} "
+           "and class weighting tuned by that same k-fold accuracy (optimistic for the reference).", "",
+           "| data | images | cvbot accuracy | reference accuracy | Δ points | cvbot macro AP | reference macro AP "
+           "| cvbot C | reference C |",
            "|---|---|---|---|---|---|---|---|---|"]
     for name, a in r.items():
         out.append(f"| {name} | {a['images']} ({a['per_class_min']}–{a['per_class_max']} per class) | "
-                   f"{a['cvbot']['accuracy']:.3f} | {a['reference']['accuracy']:.3f} | **{a['accuracy_points_vs_reference']:+.1f}** | "
+                   f"{a['cvbot']['accuracy']:.3f} | {a['reference']['accuracy']:.3f} | "
+                   f"**{a['accuracy_points_vs_reference']:+.1f}** | "
                    f"{a['cvbot']['macro_ap']:.3f} | {a['reference']['macro_ap']:.3f} | {a['cvbot']['C']:g} | "
                    f"{a['reference']['C']:g} ({a['reference']['class_weight']}) |")
     spreads = [(name, a["fold_spread"]) for name, a in r.items() if "fold_spread" in a]
     if spreads:
         out += ["", "The split alone moves these figures: cvbot's k-fold accuracy over other fold assignments (seeds "
                 "1…n, same features and images): " + "; ".join(
-                    f"{name}: {f['mean']:.3f} ± {f['std']:.3f} (range {f['min']:.3f}–{f['max']:.3f}, {f['seeds']} splits)"
+                    f"{name}: {f['mean']:.3f} ± {f['std']:.3f} "
+                    f"(range {f['min']:.3f}–{f['max']:.3f}, {f['seeds']} splits)"
                     for name, f in spreads) + ". A difference inside that range (e.g. the tuxpaint project trained "
                 "through the CLI, whose image order gives other folds) is the split, not the engine."]
-    out += ["", "Few-shot: accuracy on the remaining images when training on m random images per tag (mean ± sd over draws; "
-            "C chosen by cvbot's own k-fold on those images).", "", "| data | " + " | ".join(
+    out += ["", "Few-shot: accuracy on the remaining images when training on m random images per tag "
+            "(mean ± sd over draws; C chosen by cvbot's own k-fold on those images).", "", "| data | " + " | ".join(
                 f"{m} per tag" for m in (5, 10, 20, 30)) + " |", "|---|---|---|---|---|"]
     for name, a in r.items():
         by = {f["per_tag"]: f for f in a["few_shot"]}

@@ -28,7 +28,8 @@ def free_port() -> int:
 def server_env(data_dir: Path, **extra) -> dict:
     env = dict(os.environ)
     for k in list(env):
-        if k.startswith("CVBOT_") or k in ("DATABASE_URL", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        if k.startswith("CVBOT_") or k in ("DATABASE_URL", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                                           "SLACK_SIGNING_SECRET"):
             env.pop(k)
     env.update({"CVBOT_DATA_DIR": str(data_dir), "CVBOT_MODEL_DIR": str(model_dir()), "CVBOT_LOG_LEVEL": "WARNING",
                 "CVBOT_PREDICTION_KEY": PREDICTION_KEY, "CVBOT_TRAINING_KEY": TRAINING_KEY})

@@ -60,8 +60,8 @@ def run_training(cfg: Config, tmp: Path) -> dict:
             Y = onehot(y, k)
             repeats = cfg.pick(2 if n >= 20000 else 3, 1)
             res = interleaved({
-                "cvbot": lambda: cvbot_training(X, Y, False, tmp / "blobs"),
-                "sklearn": lambda: sklearn_reference(X, y, cfg.seed),
+                "cvbot": lambda X=X, Y=Y: cvbot_training(X, Y, False, tmp / "blobs"),
+                "sklearn": lambda X=X, y=y: sklearn_reference(X, y, cfg.seed),
             }, repeats)
             cv, sk = res["cvbot"], res["sklearn"]
             rows.append({
@@ -69,12 +69,14 @@ def run_training(cfg: Config, tmp: Path) -> dict:
                 "cvbot_s": round(cv["best_s"], 3), "cvbot_times_s": cv["times_s"],
                 "sklearn_s": round(sk["best_s"], 3), "sklearn_times_s": sk["times_s"],
                 "ratio": round(cv["best_s"] / sk["best_s"], 3),
-                "cvbot_accuracy": round(cv["result"]["accuracy"], 4), "sklearn_accuracy": round(sk["result"]["accuracy"], 4),
+                "cvbot_accuracy": round(cv["result"]["accuracy"], 4),
+                "sklearn_accuracy": round(sk["result"]["accuracy"], 4),
                 "cvbot_C": cv["result"]["C"], "load_average": load_average(),
             })
             print(f"  training {n}x{k}x{d}: cvbot {cv['best_s']:.2f} s (acc {cv['result']['accuracy']:.3f}), "
                   f"sklearn {sk['best_s']:.2f} s (acc {sk['result']['accuracy']:.3f})", flush=True)
-    return {"rows": rows, "reference": "sklearn LogisticRegression(max_iter=1000) + 5-fold cross_val_predict + final fit",
+    return {"rows": rows,
+            "reference": "sklearn LogisticRegression(max_iter=1000) + 5-fold cross_val_predict + final fit",
             "data": "synthetic class-structured embeddings, L2-normalised (benchmarks.common.synthetic_embeddings)"}
 
 
@@ -107,7 +109,8 @@ def run_scaling(cfg: Config, tmp: Path) -> dict:
         best = None
         for _ in range(cfg.pick(2, 1)):
             out = subprocess.run(
-                [sys.executable, "-c", f"from benchmarks.training import _child; _child({n}, {k}, {d}, {cfg.seed}, {str(tmp / 'blobs7')!r})"],
+                [sys.executable, "-c", "from benchmarks.training import _child; "
+                                       f"_child({n}, {k}, {d}, {cfg.seed}, {str(tmp / 'blobs7')!r})"],
                 cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if out.returncode != 0:
                 raise RuntimeError(f"scaling child failed: {out.stderr[-2000:]}")
@@ -121,6 +124,7 @@ def run_scaling(cfg: Config, tmp: Path) -> dict:
         print(f"  scaling {n}x{k}x{d}: {best['seconds']:.2f} s, peak RSS {best['peak_rss_mb']:.0f} MB", flush=True)
     ns = np.log([r["images"] for r in rows])
     time_exp = float(np.polyfit(ns, np.log([r["seconds"] for r in rows]), 1)[0]) if len(rows) > 1 else math.nan
-    mem_exp = float(np.polyfit(ns, np.log([max(r["rss_above_data_mb"], 1.0) for r in rows]), 1)[0]) if len(rows) > 1 else math.nan
+    mem_exp = (float(np.polyfit(ns, np.log([max(r["rss_above_data_mb"], 1.0) for r in rows]), 1)[0])
+               if len(rows) > 1 else math.nan)
     return {"rows": rows, "time_exponent": round(time_exp, 3), "memory_exponent": round(mem_exp, 3),
             "note": "exponent = slope of log(time) against log(images), least squares over the sizes; 1.0 is linear"}

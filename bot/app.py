@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -151,7 +152,5 @@ class SocketModeRunner:
         if self._task is not None:
             self._task.cancel()
         if self.handler is not None:
-            try:
+            with contextlib.suppress(Exception):  # shutting down: a failed close leaves nothing to do
                 await self.handler.close_async()
-            except Exception:  # noqa: BLE001
-                pass

@@ -148,7 +148,8 @@ def projects_message(rows: list[ProjectRow], bound_project_id: str | None) -> di
 
 
 def settings_message(p: Project, changed: list[str] | None = None) -> dict:
-    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*; it takes effect at the next training (`/cv train`)."
+    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*; "
+            "it takes effect at the next training (`/cv train`)."
             if changed else f":gear: Settings of *{esc(p.name)}*")
     lines = [head, f"• domain: *{p.domain.value}*", f"• type: *{p.classification_type.value}*",
              f"• threshold: *{p.threshold:g}*"]
@@ -166,7 +167,8 @@ def threshold_message(p: Project, user: str | None) -> dict:
 
 def keys_message(workspace: str, training_key: str, prediction_key: str) -> dict:
     return message(f":key: API keys of this workspace (`{esc(workspace)}`); send them as the `Training-Key` and "
-                   f"`Prediction-Key` headers.\n• Training-Key: `{training_key}`\n• Prediction-Key: `{prediction_key}`\n"
+                   f"`Prediction-Key` headers.\n• Training-Key: `{training_key}`\n"
+                   f"• Prediction-Key: `{prediction_key}`\n"
                    "_`/cv keys regenerate` replaces both._")
 
 
@@ -188,7 +190,8 @@ def tags_message(p: Project, tags: list[Tag]) -> dict:
         return message(f"*{esc(p.name)}* has no tags yet. Post images with `tag: NAME` to create one.")
     lines = [f"*Tags of {esc(p.name)}* ({len(tags)})"]
     for t in sorted(tags, key=lambda t: (-t.image_count, t.name.lower())):
-        lines.append(f"• *{tag_name(t)}*: {t.image_count} image{'s' if t.image_count != 1 else ''} {tag_flag(t.image_count)}")
+        lines.append(f"• *{tag_name(t)}*: {t.image_count} image{'s' if t.image_count != 1 else ''} "
+                     f"{tag_flag(t.image_count)}")
     return message("\n".join(lines))
 
 
@@ -207,7 +210,8 @@ class ImageLine:
 _OUTCOME_ICON = {"added": ":white_check_mark:", "duplicate": ":repeat:", "rejected": ":x:"}
 
 
-def ingest_message(p: Project, tag_names: list[str], lines: list[ImageLine], tags: list[Tag], collect: bool = False) -> dict:
+def ingest_message(p: Project, tag_names: list[str], lines: list[ImageLine], tags: list[Tag],
+                   collect: bool = False) -> dict:
     added = sum(1 for ln in lines if ln.outcome == "added")
     dup = sum(1 for ln in lines if ln.outcome == "duplicate")
     rej = sum(1 for ln in lines if ln.outcome == "rejected")
@@ -258,7 +262,8 @@ def training_finished_message(p: Project, it: Iteration, perf: dict | None) -> d
                 f"precision {pct(perf.get('precision'))}, recall {pct(perf.get('recall'))}, "
                 f"AP {pct(perf.get('averagePrecision'))}. Details in the thread.")
     else:
-        text = f":x: Training *{esc(p.name)}* iteration {it.number} failed: {esc(it.failure_reason or 'unknown reason')}"
+        text = (f":x: Training *{esc(p.name)}* iteration {it.number} failed: "
+                f"{esc(it.failure_reason or 'unknown reason')}")
     return message(text, [section(text)])
 
 
@@ -279,7 +284,8 @@ def per_tag_table(perf: dict) -> str:
     return "\n".join(lines)
 
 
-def performance_message(p: Project, it: Iteration, perf: dict, is_default: bool, show_default_button: bool = True) -> dict:
+def performance_message(p: Project, it: Iteration, perf: dict, is_default: bool,
+                        show_default_button: bool = True) -> dict:
     threshold = perf.get("threshold", p.threshold)
     head_text = f"Iteration {it.number} of {p.name}: performance at threshold {threshold:g}"
     fields = [f"*Precision*\n{pct(perf['precision'])}", f"*Recall*\n{pct(perf['recall'])}",
@@ -313,7 +319,8 @@ def iterations_message(p: Project, iterations: list[Iteration]) -> dict:
     for it in shown:
         perf = it.performance or {}
         default = it.id == p.default_iteration_id
-        metrics = (f"P {pct(perf.get('precision'))} · R {pct(perf.get('recall'))} · AP {pct(perf.get('averagePrecision'))}"
+        metrics = (f"P {pct(perf.get('precision'))} · R {pct(perf.get('recall'))} · "
+                   f"AP {pct(perf.get('averagePrecision'))}"
                    if it.status == IterationStatus.Completed else (esc(it.failure_reason or "") or it.status.value))
         star = " :star: *default*" if default else ""
         blocks.append(section(f"*{it.number}. {esc(it.name)}* · {it.status.value} · {metrics}{star}"))
@@ -323,7 +330,9 @@ def iterations_message(p: Project, iterations: list[Iteration]) -> dict:
         if not default and it.status not in (IterationStatus.Queued, IterationStatus.Training):
             elements.append(button("Delete", ITERATION_DELETE, f"{p.id}|{it.id}", "danger", confirm={
                 "title": _plain("Delete iteration?"),
-                "text": {"type": "mrkdwn", "text": f"Delete iteration {it.number} of *{esc(p.name)}*? This cannot be undone."[:300]},
+                "text": {"type": "mrkdwn",
+                         "text": (f"Delete iteration {it.number} of *{esc(p.name)}*? "
+                                  "This cannot be undone.")[:300]},
                 "confirm": _plain("Delete"), "deny": _plain("Cancel"), "style": "danger"}))
         if elements:
             blocks.append({"type": "actions", "block_id": f"cv_iter|{it.number}", "elements": elements})
@@ -354,27 +363,33 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     blocks = [section(text)]
     if probs:
         blocks.append(section(probs))
-    blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}* · threshold {prediction.threshold:g}"))
+    blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}* · "
+                          f"threshold {prediction.threshold:g}"))
     elements = []
     if confirm_tags:
         label = ", ".join(t.tag_name for t in confirm_tags)
-        elements.append(button(f"Correct: {label}", PREDICTION_CORRECT, ",".join(t.tag_id for t in confirm_tags), "primary"))
-    options = [{"text": _plain(t.name), "value": t.id} for t in sorted(tags, key=lambda t: t.name.lower())][:MAX_OPTIONS]
+        elements.append(button(f"Correct: {label}", PREDICTION_CORRECT, ",".join(t.tag_id for t in confirm_tags),
+                               "primary"))
+    options = [{"text": _plain(t.name), "value": t.id}
+               for t in sorted(tags, key=lambda t: t.name.lower())][:MAX_OPTIONS]
     if options:
         elements.append({"type": "static_select", "action_id": PREDICTION_RETAG,
                           "placeholder": _plain("Wrong tag…"), "options": options})
     if elements and prediction.stored:
-        blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}", "elements": elements})
+        blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}",
+                       "elements": elements})
     return message(text, blocks)
 
 
-def feedback_done_blocks(original_blocks: list[dict], tag_names: list[str], user: str | None, status: str) -> list[dict]:
+def feedback_done_blocks(original_blocks: list[dict], tag_names: list[str], user: str | None,
+                         status: str) -> list[dict]:
     """The classification message with its buttons replaced by who confirmed which tag."""
     kept = [b for b in original_blocks if b.get("type") != "actions"]
     by = f" by <@{user}>" if user else ""
     what = ", ".join(f"*{esc(t)}*" for t in tag_names)
     if status == "OKDuplicate":
-        note = f":white_check_mark: Confirmed as {what}{by}; the image was already in the training set and now carries this tag."
+        note = (f":white_check_mark: Confirmed as {what}{by}; "
+                "the image was already in the training set and now carries this tag.")
     else:
         note = f":white_check_mark: Added to the training set as {what}{by}. `/cv train` to retrain."
     return kept + [context(note)]
@@ -386,10 +401,12 @@ def new_project_modal(channel_id: str, default_domain: Domain = Domain.Compact) 
         return {"text": _plain(text), "value": value}
 
     domains = [opt(d.value, d.value) for d in Domain]
-    types = [opt("Multiclass (one tag per image)", "Multiclass"), opt("Multilabel (any number of tags per image)", "Multilabel")]
+    types = [opt("Multiclass (one tag per image)", "Multiclass"),
+             opt("Multilabel (any number of tags per image)", "Multilabel")]
     return {
         "type": "modal", "callback_id": NEW_PROJECT_VIEW, "private_metadata": channel_id,
-        "title": _plain("Create new project", 24), "submit": _plain("Create project", 24), "close": _plain("Cancel", 24),
+        "title": _plain("Create new project", 24), "submit": _plain("Create project", 24),
+        "close": _plain("Cancel", 24),
         "blocks": [
             {"type": "input", "block_id": "name", "label": _plain("Name"),
              "element": {"type": "plain_text_input", "action_id": "value", "max_length": 256}},

@@ -10,14 +10,17 @@ from core.model import ClassificationType, Domain
 HELP = """*cvbot*: image classification in Slack (a self-hosted Custom Vision).
 
 *Projects*
-• `/cv new NAME [domain=General|Food|Landmarks|Retail|Adult|Compact] [type=multiclass|multilabel] [description…]` create a project and bind it to this channel (`/cv new` alone opens a form)
+• `/cv new NAME [domain=General|Food|Landmarks|Retail|Adult|Compact] [type=multiclass|multilabel] [description…]` \
+create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv use NAME` bind an existing project to this channel
 • `/cv projects` list the projects of this workspace
-• `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings (takes effect at the next training)
+• `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
+(takes effect at the next training)
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
 
 *Images and tags*
-• Post images with the text `tag: cat` or `tags: cat, cute` to add them with those tags (`negative` means the Negative tag)
+• Post images with the text `tag: cat` or `tags: cat, cute` to add them with those tags \
+(`negative` means the Negative tag)
 • Reply `tag: dog`, `untag` or `remove` in the thread of such a message to retag, untag or delete its images
 • `/cv collect TAG[, TAG…]` tag every image posted here from now on; `/cv collect stop` to end
 • `/cv tags` list the tags with their image counts
@@ -29,7 +32,8 @@ HELP = """*cvbot*: image classification in Slack (a self-hosted Custom Vision).
 • `/cv performance [N] [threshold=0.7]` an iteration's precision, recall and AP at any threshold
 
 *Classify*
-• Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; the buttons under my answer add the image to the training set with the right tag
+• Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; \
+the buttons under my answer add the image to the training set with the right tag
 
 • `/cv keys` the workspace's API keys (admins) · `/cv help` this text"""
 
@@ -158,7 +162,8 @@ def parse_collect(cmd: Command) -> list[str] | None:
         return None
     tags = split_tags(rest)
     if not tags:
-        raise GrammarError("name the tags to collect: `/cv collect cat` or `/cv collect cat, cute`; `/cv collect stop` to end")
+        raise GrammarError("name the tags to collect: `/cv collect cat` or `/cv collect cat, cute`; "
+                           "`/cv collect stop` to end")
     return tags
 
 
@@ -176,7 +181,8 @@ def parse_performance(cmd: Command) -> PerformanceQuery:
         elif re.fullmatch(r"\d*\.\d+|\d+(\.\d+)?%", a):
             threshold = parse_threshold(a)
         else:
-            raise GrammarError(f"`{a}` is neither an iteration number nor a threshold: `/cv performance [N] [threshold=0.7]`")
+            raise GrammarError(f"`{a}` is neither an iteration number nor a threshold: "
+                               "`/cv performance [N] [threshold=0.7]`")
     if "threshold" in cmd.options:
         threshold = parse_threshold(cmd.options["threshold"])
     return PerformanceQuery(number, threshold)

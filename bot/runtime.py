@@ -200,7 +200,8 @@ class SlackBot:
                     d.problem = f"download failed (HTTP {r.status})"
                     return d
                 if r.content_type == "text/html":
-                    d.problem = "Slack answered with a web page instead of the file (does the app have the files:read scope?)"
+                    d.problem = ("Slack answered with a web page instead of the file "
+                                 "(does the app have the files:read scope?)")
                     return d
                 chunks, total = [], 0
                 async for chunk in r.content.iter_chunked(64 * 1024):

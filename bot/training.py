@@ -27,13 +27,15 @@ async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user:
     logger = logger or log
     it = await cv.call(uc.training.train, project.id, force)
     try:
-        posted = await client.chat_postMessage(channel=channel, **blocks.training_progress_message(project, it, "queued", user))
+        posted = await client.chat_postMessage(channel=channel,
+                                               **blocks.training_progress_message(project, it, "queued", user))
     except SlackApiError as e:
         logger.warning("cannot post the training message in %s: %s", channel, e.response.get("error"))
         if respond is not None:
             await respond(**blocks.info_message(
                 f"Training iteration {it.number} of *{blocks.esc(project.name)}* is queued, but I cannot post in this "
-                f"channel ({e.response.get('error')}); invite me with `/invite @cvbot` to see its progress and results."),
+                f"channel ({e.response.get('error')}); "
+                "invite me with `/invite @cvbot` to see its progress and results."),
                 response_type="ephemeral")
         return it
     cv.following.add(it.id)  # followed from here: the start-up catch-up must not report it a second time

@@ -27,7 +27,7 @@ IMPORT_BATCH = 64
 def _table(rows: list[list], headers: list[str]) -> str:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -75,7 +75,8 @@ class Cli:
     def cmd_project_create(self):
         a = self.args
         p = self.cv.projects.create(a.name, a.domain or self.settings.default_domain, a.type, a.description or "")
-        self.out(project_json(p), f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}")
+        self.out(project_json(p),
+                 f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}")
 
     def cmd_project_list(self):
         rows, data = [], []
@@ -155,7 +156,8 @@ class Cli:
                 if multiclass and len(names) > 1:
                     counts["ErrorConflictingTags"] += 1
                     results.append({"sourceUrl": str(f.relative_to(root)), "status": "ErrorConflictingTags",
-                                    "message": f"same image in folders {sorted(names)}; a Multiclass image takes one tag"})
+                                    "message": f"same image in folders {sorted(names)}; "
+                                               "a Multiclass image takes one tag"})
                     continue
                 uploads.append(ImageUpload(f.read_bytes(), str(f.relative_to(root)), ids(names)))
             for r in self.cv.images.add(p.id, uploads, source="import", uploaded_by="cli"):
@@ -165,7 +167,8 @@ class Cli:
         bar.close()
         text = "\n".join([f"imported {len(files)} image files into '{p.name}':"] +
                          [f"  {status}: {n}" for status, n in sorted(counts.items())] +
-                         [f"  {r['sourceUrl']}: {r['status']} {r['message']}" for r in results if r["status"] not in ("OK", "OKDuplicate")])
+                         [f"  {r['sourceUrl']}: {r['status']} {r['message']}" for r in results
+                          if r["status"] not in ("OK", "OKDuplicate")])
         self.out({"counts": dict(counts), "results": results}, text)
         if counts and not (counts["OK"] + counts["OKDuplicate"]):
             return 1
@@ -182,7 +185,8 @@ class Cli:
             if quiet or progress.iteration_id != it.id:
                 return
             if progress.stage == "embedding":
-                bar = bars.get("embed") or bars.setdefault("embed", tqdm(total=progress.total, desc="embedding", unit="img", file=sys.stderr))
+                bar = bars.get("embed") or bars.setdefault(
+                    "embed", tqdm(total=progress.total, desc="embedding", unit="img", file=sys.stderr))
                 bar.n = progress.done
                 bar.refresh()
             elif progress.stage not in ("done",):
@@ -240,7 +244,8 @@ class Cli:
             rows.append([it.number, it.name, it.status.value, perf.get("precision"), perf.get("recall"),
                          perf.get("averagePrecision"), "*" if it.id == default else "", it.failure_reason or ""])
         self.out([iteration_json(i, default) for i in its],
-                 _table(rows, ["#", "name", "status", "precision", "recall", "AP", "default", "note"]) if rows else "no iterations yet")
+                 _table(rows, ["#", "name", "status", "precision", "recall", "AP", "default", "note"])
+                 if rows else "no iterations yet")
 
     def cmd_iteration(self):
         p = self.project()
@@ -265,7 +270,8 @@ class Cli:
         note = ("\nnote: CVBOT_TRAINING_KEY / CVBOT_PREDICTION_KEY are set and also accepted for the default workspace"
                 if configured else "")
         self.out({"workspace": keys.workspace, "trainingKey": keys.training_key, "predictionKey": keys.prediction_key},
-                 f"workspace {keys.workspace}\ntraining key:   {keys.training_key}\nprediction key: {keys.prediction_key}{note}")
+                 f"workspace {keys.workspace}\ntraining key:   {keys.training_key}\n"
+                 f"prediction key: {keys.prediction_key}{note}")
 
     def cmd_recover(self):
         from core.usecases import recover
@@ -284,16 +290,19 @@ class Cli:
             return self.cv.iterations.by_number(p.id, self.args.iteration)
         default = self.cv.projects.get(p.id).default_iteration_id
         if not default:
-            raise errors.NoDefaultIteration(f"project '{p.name}' has no trained iteration yet; run cvbot train --project '{p.name}'")
+            raise errors.NoDefaultIteration(f"project '{p.name}' has no trained iteration yet; "
+                                            f"run cvbot train --project '{p.name}'")
         return self.cv.iterations.get(p.id, default)
 
 
 def _performance_text(perf: dict) -> str:
-    lines = [f"threshold {perf['threshold']:.2f}: precision {perf['precision']:.3f} (±{perf['precisionStdDeviation']:.3f}), "
+    lines = [f"threshold {perf['threshold']:.2f}: "
+             f"precision {perf['precision']:.3f} (±{perf['precisionStdDeviation']:.3f}), "
              f"recall {perf['recall']:.3f} (±{perf['recallStdDeviation']:.3f}), AP {perf['averagePrecision']:.3f}"
              + (f", top-1 accuracy {perf['accuracy']:.3f}" if "accuracy" in perf else "")
              + f" ({perf['folds']}-fold, {perf['imageCount']} images)"]
-    rows = [[t["name"], t["precision"], t["recall"], t["averagePrecision"], t["imageCount"]] for t in perf["perTagPerformance"]]
+    rows = [[t["name"], t["precision"], t["recall"], t["averagePrecision"], t["imageCount"]]
+            for t in perf["perTagPerformance"]]
     lines.append(_table(rows, ["tag", "precision", "recall", "AP", "images"]))
     lines += [f"warning: {w}" for w in perf.get("warnings", [])]
     return "\n".join(lines)
@@ -302,7 +311,8 @@ def _performance_text(perf: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
-    parser = argparse.ArgumentParser(prog="cvbot", description="Custom Vision in Slack: projects, training, prediction.",
+    parser = argparse.ArgumentParser(prog="cvbot",
+                                     description="Custom Vision in Slack: projects, training, prediction.",
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -315,10 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
 
-    proj = sub.add_parser("project", help="create, list, update, delete projects").add_subparsers(dest="sub", required=True)
+    proj = sub.add_parser("project", help="create, list, update, delete projects").add_subparsers(
+        dest="sub", required=True)
     p = cmd("create", Cli.cmd_project_create, "create a project", proj)
     p.add_argument("name")
-    p.add_argument("--domain", help="General, Food, Landmarks, Retail, Adult or Compact (default: CVBOT_DEFAULT_DOMAIN)")
+    p.add_argument("--domain",
+                   help="General, Food, Landmarks, Retail, Adult or Compact (default: CVBOT_DEFAULT_DOMAIN)")
     p.add_argument("--type", default="Multiclass", help="Multiclass or Multilabel")
     p.add_argument("--description", default="")
     cmd("list", Cli.cmd_project_list, "list projects", proj)
@@ -360,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("keys", Cli.cmd_keys, "show the API keys of a workspace (generated on first use)")
     p.add_argument("--workspace", default="default", help="Slack team id, or 'default' for projects made here")
     p.add_argument("--regenerate", action="store_true", help="replace both keys; the old ones stop working")
-    cmd("recover", Cli.cmd_recover, "after a crash: fail interrupted trainings, delete orphan blobs (stop the server first)")
+    cmd("recover", Cli.cmd_recover,
+        "after a crash: fail interrupted trainings, delete orphan blobs (stop the server first)")
     return parser
 
 

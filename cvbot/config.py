@@ -54,7 +54,8 @@ class Settings:
             clip=clip,
             training_key=env.get("CVBOT_TRAINING_KEY") or None,
             prediction_key=env.get("CVBOT_PREDICTION_KEY") or None,
-            allowed_url_hosts=[h.strip().lower() for h in (env.get("CVBOT_ALLOWED_URL_HOSTS") or "").split(",") if h.strip()],
+            allowed_url_hosts=[h.strip().lower() for h in (env.get("CVBOT_ALLOWED_URL_HOSTS") or "").split(",")
+                               if h.strip()],
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
@@ -63,7 +64,8 @@ class Settings:
         )
 
     def backbone_settings(self) -> BackboneSettings:
-        return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime, threads=self.threads)
+        return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime,
+                                threads=self.threads)
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token"}

@@ -20,7 +20,8 @@ ADAPTERS = ("api", "bot")  # packages beside core/ that expose setup(app, contai
 async def healthz(request: web.Request) -> web.Response:
     c = request.app[CONTAINER]
     loaded = sorted(b.id for b in c.deps.backbones.loaded().values())
-    return web.json_response({"status": "ok", "backbones": loaded, "uptimeSeconds": round(time.monotonic() - request.app["started"], 1)})
+    uptime = round(time.monotonic() - request.app["started"], 1)
+    return web.json_response({"status": "ok", "backbones": loaded, "uptimeSeconds": uptime})
 
 
 def build_app(container: Container) -> web.Application:

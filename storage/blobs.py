@@ -52,13 +52,10 @@ class LocalBlobStore(BlobStore):
         return self._path(key).exists()
 
     def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        self._path(key).unlink(missing_ok=True)
 
     def keys(self) -> Iterable[str]:
-        for dirpath, _, files in os.walk(self.root):
+        for _dirpath, _, files in os.walk(self.root):
             for name in files:
                 if name.startswith(".tmp-"):
                     continue

@@ -221,7 +221,8 @@ class SqlImages(ports.ImageRepository):
     def list(self, project_id: str, tagged: bool | None = None, tag_ids: list[str] | None = None,
              skip: int = 0, take: int | None = None, oldest: bool = False) -> list[Image]:
         q = self._filtered(select(t.images), project_id, tagged, tag_ids)
-        order = (t.images.c.created_at, t.images.c.id.desc()) if oldest else (t.images.c.created_at.desc(), t.images.c.id)
+        order = ((t.images.c.created_at, t.images.c.id.desc()) if oldest
+                 else (t.images.c.created_at.desc(), t.images.c.id))
         q = q.order_by(*order).offset(skip)
         if take is not None:
             q = q.limit(take)
@@ -378,7 +379,8 @@ class SqlPredictions(ports.PredictionRepository):
                    for p in prediction.predictions]
         self.s.execute(insert(t.predictions).values(
             id=prediction.id, project_id=prediction.project_id, iteration_id=prediction.iteration_id,
-            sha256=prediction.sha256, threshold=prediction.threshold, results=results, created_at=prediction.created_at))
+            sha256=prediction.sha256, threshold=prediction.threshold, results=results,
+            created_at=prediction.created_at))
 
     def get(self, prediction_id: str) -> Prediction | None:
         r = self.s.execute(select(t.predictions).where(t.predictions.c.id == prediction_id)).first()
@@ -509,8 +511,9 @@ class SqlExports(ports.ExportRepository):
 
     @staticmethod
     def _obj(r) -> Export:
-        return Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor, status=ExportStatus(r.status),
-                      blob_key=r.blob_key, failure_reason=r.failure_reason, created_at=_utc(r.created_at))
+        return Export(id=r.id, iteration_id=r.iteration_id, platform=r.platform, flavor=r.flavor,
+                      status=ExportStatus(r.status), blob_key=r.blob_key, failure_reason=r.failure_reason,
+                      created_at=_utc(r.created_at))
 
     def list(self, iteration_id: str) -> list[Export]:
         q = select(t.exports).where(t.exports.c.iteration_id == iteration_id).order_by(t.exports.c.created_at)

@@ -9,6 +9,7 @@ with the signing secret exactly as Slack signs them (v0 HMAC-SHA256 of `v0:times
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
@@ -152,10 +153,8 @@ class FakeSlack:
                 args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         for k in JSON_FIELDS:
             if isinstance(args.get(k), str):
-                try:
+                with contextlib.suppress(ValueError):
                     args[k] = json.loads(args[k])
-                except ValueError:
-                    pass
         return args
 
     async def _api(self, request: web.Request) -> web.Response:
@@ -317,7 +316,8 @@ class SignedSender:
 
     def interaction(self, payload: dict, **kw) -> tuple[int, str, float]:
         payload = {"team": {"id": self.team_id, "domain": "test"}, "api_app_id": "A0APP", "token": "unused", **payload}
-        return self.post(urllib.parse.urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded", **kw)
+        return self.post(urllib.parse.urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded",
+                         **kw)
 
     def block_action(self, message: dict, action: dict, *, channel: str, user: str, response_url: str,
                      ephemeral: bool = False, selected: str | None = None, **kw) -> tuple[int, str, float]:

@@ -71,7 +71,8 @@ async def cmd_new(req: Request) -> None:
     if spec is None:
         if not req.trigger_id:
             raise grammar.GrammarError("give the project a name: `/cv new NAME`")
-        await req.client.views_open(trigger_id=req.trigger_id, view=blocks.new_project_modal(req.channel, cv.default_domain))
+        await req.client.views_open(trigger_id=req.trigger_id,
+                                    view=blocks.new_project_modal(req.channel, cv.default_domain))
         return
     p = await cv.call(req.uc.projects.create, spec.name, spec.domain or cv.default_domain, spec.classification_type,
                       spec.description, created_by=req.user)
@@ -108,7 +109,8 @@ async def cmd_settings(req: Request) -> None:
     opts = req.cmd.options
     unknown = [a for a in req.cmd.args]
     if unknown:
-        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: `/cv settings [type=multiclass|multilabel] [domain=…]`")
+        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: "
+                                   "`/cv settings [type=multiclass|multilabel] [domain=…]`")
     if not opts:
         await req.say(blocks.settings_message(p))
         return

@@ -85,7 +85,7 @@ async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str,
     if ok:
         uploads = [ImageUpload(d.data, d.name, tag_ids) for _, d in ok]
         results = await cv.call(uc.images.add, project.id, uploads, source="slack", uploaded_by=user)
-        for (i, d), r in zip(ok, results):
+        for (i, d), r in zip(ok, results, strict=True):
             if r.status == "OK":
                 lines[i] = blocks.ImageLine(d.name, "added")
                 added_ids.append(r.image.id)
@@ -102,7 +102,8 @@ async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str,
 async def classify(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, files: list[dict]) -> None:
     project = await cv.bound_project(uc, channel)
     if not project.default_iteration_id:
-        raise errors.NoDefaultIteration(f"*{project.name}* has no trained iteration yet; add tagged images and `/cv train`")
+        raise errors.NoDefaultIteration(f"*{project.name}* has no trained iteration yet; "
+                                        "add tagged images and `/cv train`")
     tags = await cv.call(uc.tags.list, project.id)
     numbers = {}
     for d in await cv.download_all(client, files[:MAX_CLASSIFY], cv.prediction_max_bytes):

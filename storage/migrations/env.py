@@ -16,7 +16,8 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = os.environ.get("DATABASE_URL") or "sqlite:///" + os.path.join(os.environ.get("CVBOT_DATA_DIR", "data"), "cvbot.db")
+    url = os.environ.get("DATABASE_URL") or "sqlite:///" + os.path.join(os.environ.get("CVBOT_DATA_DIR", "data"),
+                                                                        "cvbot.db")
     engine = create_engine(url)
     with engine.begin() as connection:
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

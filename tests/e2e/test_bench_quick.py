@@ -32,7 +32,8 @@ def _numbers(x):
 
 def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     out_json, out_md = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
-    run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json), "--markdown", str(out_md)],
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json),
+                          "--markdown", str(out_md)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out_json.read_text())

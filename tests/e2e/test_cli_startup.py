@@ -18,7 +18,8 @@ HEAVY = ("torch", "onnxruntime", "open_clip", "sklearn", "scipy", "PIL", "matplo
 
 def _loaded_after(tmp_path, code: str) -> list[str]:
     """The heavy top-level modules a fresh interpreter has loaded after running `code`."""
-    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    probe = (f"{code}\nimport sys, json\n"
+             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))")
     out = subprocess.run([sys.executable, "-c", probe], env=env_with(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

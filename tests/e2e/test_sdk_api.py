@@ -98,25 +98,24 @@ def server(tmp_path_factory, model_dir, image_host):
     port = free_port()
     env = env_with(tmp, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
                    CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_ALLOWED_URL_HOSTS="127.0.0.1")
-    log = open(tmp / "server.log", "w+")
-    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail("cvbot serve did not start:\n" + log.read())
-            time.sleep(0.2)
-    yield Server(url, tmp / "data", env, proc)
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.seek(0)
-    text = log.read()
-    log.close()
+    with open(tmp / "server.log", "w+") as log:
+        proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail("cvbot serve did not start:\n" + log.read())
+                time.sleep(0.2)
+        yield Server(url, tmp / "data", env, proc)
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.seek(0)
+        text = log.read()
     # No request may have crashed a handler (aiohttp's own reports of unparseable requests are the client's
     # fault), and no key may ever reach the log.
     records = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", text)
@@ -282,7 +281,8 @@ def test_project_tag_and_image_management(server):
     project.name, project.description = "Colours", "renamed"
     project.settings.classification_type = "Multiclass"
     updated = trainer.update_project(project.id, project)
-    assert (updated.name, updated.description, updated.settings.classification_type) == ("Colours", "renamed", "Multiclass")
+    assert (updated.name, updated.description, updated.settings.classification_type) == ("Colours", "renamed",
+                                                                                          "Multiclass")
     assert trainer.get_project(project.id).name == "Colours"
 
     red = trainer.create_tag(project.id, "red", description="warm")
@@ -368,7 +368,8 @@ def test_corrupt_and_oversize_images_fail_alone(server):
     oversize = noise_png(1500)  # ~6.4 MB: over the 6 MB training limit
     assert len(oversize) > 6 * 1024 * 1024
     summary = trainer.create_images_from_files(project.id, ImageFileCreateBatch(images=[
-        ImageFileCreateEntry(name="good.png", contents=good), ImageFileCreateEntry(name="corrupt.png", contents=corrupt),
+        ImageFileCreateEntry(name="good.png", contents=good),
+        ImageFileCreateEntry(name="corrupt.png", contents=corrupt),
         ImageFileCreateEntry(name="big.png", contents=oversize),
         ImageFileCreateEntry(name="text.png", contents=b"hello, not an image")]))
     statuses = {i.source_url: i.status for i in summary.images}
@@ -488,7 +489,8 @@ def test_older_api_versions_and_openapi(server):
         status, body = server.raw("GET", f"/customvision/{version}/training/domains", headers)
         assert status == 200 and len(json.loads(body)) == 6
     status, body = server.raw("POST", f"/customvision/v3.0/prediction/{uuid.uuid4()}/classify/iterations/x/image",
-                              {"Prediction-Key": PREDICTION_KEY, "Content-Type": "application/octet-stream"}, png_bytes())
+                              {"Prediction-Key": PREDICTION_KEY, "Content-Type": "application/octet-stream"},
+                              png_bytes())
     assert status == 404 and json.loads(body)["code"] == "NotFound"
     status, body = server.raw("GET", "/customvision/v3.4-preview/training/no/such/thing", headers)
     assert status == 404 and json.loads(body)["code"] == "NotFound"
@@ -526,7 +528,8 @@ def test_iteration_rename_raw_bodies_and_urls(server, image_host):
     red, blue = trainer.create_tag(project.id, "red"), trainer.create_tag(project.id, "blue")
     for tag, rgb, seed in ((red, RED, 41), (blue, BLUE, 42)):
         for blob in colour_images(5, rgb, seed):
-            status, body = server.raw("POST", f"/customvision/v3.3/training/projects/{project.id}/images?tagIds={tag.id}",
+            status, body = server.raw("POST",
+                                      f"/customvision/v3.3/training/projects/{project.id}/images?tagIds={tag.id}",
                                       {"Training-Key": TRAINING_KEY, "Content-Type": "application/octet-stream"}, blob)
             assert status == 200 and json.loads(body)["images"][0]["status"] == "OK"
     it = wait_trained(trainer, project.id, trainer.train_project(project.id))
@@ -572,7 +575,8 @@ def test_no_request_shape_crashes_the_server(server):
     tags = [trainer.create_tag(project.id, n) for n in ("red", "blue")]
     for tag, rgb, seed in ((tags[0], RED, 51), (tags[1], BLUE, 52)):
         trainer.create_images_from_files(project.id, ImageFileCreateBatch(
-            images=[ImageFileCreateEntry(name=f"{seed}-{i}.png", contents=b) for i, b in enumerate(colour_images(5, rgb, seed))],
+            images=[ImageFileCreateEntry(name=f"{seed}-{i}.png", contents=b)
+                    for i, b in enumerate(colour_images(5, rgb, seed))],
             tag_ids=[tag.id]))
     iteration = wait_trained(trainer, project.id, trainer.train_project(project.id))
     assert iteration.status == "Completed"

@@ -30,7 +30,8 @@ CREATOR, OTHER = "UCREATOR", "UOTHER"
 def start_server(tmp_path: Path, model_dir: Path, **env) -> tuple[subprocess.Popen, int, Path]:
     port = free_port()
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env_with(tmp_path, CVBOT_MODEL_DIR=str(model_dir), **env),
+    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)],
+                            env=env_with(tmp_path, CVBOT_MODEL_DIR=str(model_dir), **env),
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -118,10 +119,12 @@ def wait_training(bot: Bot, channel: str, number: int) -> tuple[dict, dict, str]
     """The progress message of iteration `number` once finished, the performance reply, and the message ts."""
     slack = bot.slack
     post = slack.wait_for(lambda: next((p for p in slack.posts(channel) if not p.get("thread_ts")
-                                        and p["text"].startswith(":hourglass") and f"iteration {number}:" in p["text"]), None),
+                                        and p["text"].startswith(":hourglass")
+                                        and f"iteration {number}:" in p["text"]), None),
                           what=f"training message {number}")
     ts = post["ts"]
-    summary = slack.wait_for(lambda: next((m for m in slack.posts(channel, ts) if "performance at threshold" in m["text"]), None),
+    summary = slack.wait_for(lambda: next((m for m in slack.posts(channel, ts)
+                                           if "performance at threshold" in m["text"]), None),
                              timeout=120, what=f"iteration {number}'s summary")
     slack.wait_for(lambda: any(c.args.get("thread_ts") == ts for c in slack.calls_to("files.completeUploadExternal")),
                    what="the chart upload")
@@ -172,7 +175,8 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     correct, picker = actions_in(answer["blocks"])
     assert correct["text"]["text"] == "Correct: Blue" and picker["type"] == "static_select"
     answer_ts = answer["ts"]
-    status, _, elapsed = bot.send.block_action(slack.message(ch, answer_ts), correct, channel=ch, user=OTHER, response_url=slack.response_url())
+    status, _, elapsed = bot.send.block_action(slack.message(ch, answer_ts), correct, channel=ch, user=OTHER,
+                                               response_url=slack.response_url())
     assert status == 200 and elapsed < 3
     slack.wait_for(lambda: "Added to the training set as *Blue*" in text_of(slack.message(ch, answer_ts)),
                    what="the confirmed prediction")
@@ -204,7 +208,8 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     assert not actions_in(slack.message(ch, summary_ts)["blocks"])
 
     listing = bot.command("iterations", ch)[0]
-    assert re.search(r"\*2\. Iteration 2\* · Completed · P [\d.]+% · R [\d.]+% · AP [\d.]+% :star: \*default\*", text_of(listing))
+    assert re.search(r"\*2\. Iteration 2\* · Completed · P [\d.]+% · R [\d.]+% · AP [\d.]+% :star: \*default\*",
+                     text_of(listing))
     assert [a["text"]["text"] for a in actions_in(listing["blocks"])] == ["Make default", "Delete"]  # for iteration 1
 
     _, answer3 = bot.post_images(ch, "classify", named("probe-red", colour_images(1, RED, 42)))
@@ -213,8 +218,8 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     # a direct message to the bot classifies too, once the DM is bound to the project
     bot.command("use colours", "DSTORY")
     dm_ts = bot.ts()
-    bot.send.event(message_event("DSTORY", CREATOR, "", dm_ts, [slack.add_file("dm.png", colour_images(1, GREEN, 43)[0])],
-                                 channel_type="im"))
+    bot.send.event(message_event("DSTORY", CREATOR, "", dm_ts,
+                                 [slack.add_file("dm.png", colour_images(1, GREEN, 43)[0])], channel_type="im"))
     dm_answer = slack.wait_for(lambda: slack.posts("DSTORY", dm_ts), what="the DM answer")[0]
     assert "*green*" in dm_answer["text"] and "Answered by iteration 2" in text_of(dm_answer)
 
@@ -235,7 +240,8 @@ def test_burst_of_messages_introducing_one_tag_stores_every_image(bot):
               for m in range(4)]
     with ThreadPoolExecutor(len(events)) as pool:
         assert list(pool.map(lambda ev: bot.send.event(ev)[0], events)) == [200] * len(events)
-    replies = [slack.wait_for(lambda ts=ev["ts"]: slack.posts(ch, ts), what=f"the reply to message {ev['ts']}")[0]["text"]
+    replies = [slack.wait_for(lambda ts=ev["ts"]: slack.posts(ch, ts),
+                              what=f"the reply to message {ev['ts']}")[0]["text"]
                for ev in events]
     assert all("5 added, 0 duplicate, 0 rejected" in r for r in replies), replies
     assert not [p["text"] for p in slack.posts(ch) if "went wrong" in p["text"] or "already" in p["text"]]
@@ -500,7 +506,8 @@ def test_training_cut_off_by_a_crash_is_reported_in_its_message_after_restart(tm
 
         # restart on the same data: the message is updated and the thread told why the iteration failed
         proc, port, log = start_server(tmp_path, model_dir, **env)
-        reply = slack.wait_for(lambda: next((m for m in slack.posts(ch, ts) if "Iteration 1 failed" in m["text"]), None),
+        reply = slack.wait_for(lambda: next((m for m in slack.posts(ch, ts)
+                                             if "Iteration 1 failed" in m["text"]), None),
                                what="the failure reply in the training thread")
         assert "interrupted: the server stopped while this iteration was training" in reply["text"]
         updates = [c for c in slack.calls[calls_before:] if c.method == "chat.update" and c.args.get("ts") == ts]

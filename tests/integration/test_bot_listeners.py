@@ -193,7 +193,8 @@ def on_message(cv, client, event):
 def test_tagging_by_posting_links_the_images_and_ignores_a_repeat(cv):
     client = RecordingClient()
     slash(cv, "new pets", client)
-    files = _files(cv, colour_images(5, RED, 1)) + [{"id": "Fdoc", "name": "a.pdf", "mimetype": "application/pdf", "size": 10}]
+    files = _files(cv, colour_images(5, RED, 1)) + [{"id": "Fdoc", "name": "a.pdf", "mimetype": "application/pdf",
+                                                     "size": 10}]
     ev = _event(cv, "tags: Cat, cute", files)
     on_message(cv, client, ev)
     (reply,) = client.of("chat.postMessage")
@@ -247,7 +248,8 @@ def test_train_follows_progress_and_posts_summary_and_chart(cv, runner):
     assert any("embedding" in u for u in updates[:-1]), updates
     assert "iteration 1 trained in" in updates[-1]
     summary = client.of("chat.postMessage")[1]
-    assert summary["thread_ts"] == "1.0001" and "Iteration 1 of colours: performance at threshold 0.5" in summary["text"]
+    assert summary["thread_ts"] == "1.0001"
+    assert "Iteration 1 of colours: performance at threshold 0.5" in summary["text"]
     (chart,) = client.of("files.upload_v2")
     assert chart["thread_ts"] == "1.0001" and chart["file"].startswith(b"\x89PNG")
     assert team(cv).projects.get(p.id).default_iteration_id is not None

@@ -65,7 +65,8 @@ def test_the_export_child_writes_the_graph_and_its_sidecar(reference, tmp_path):
     path = tmp_path / "plain.pt"
     torch.save(reference.state_dict(), path)
     out = tmp_path / "cache" / "visual.onnx"
-    assert main([str(out), "--id", "clip-x", "--model", MODEL, "--checkpoint", str(path), "--cache-dir", str(tmp_path)]) == 0
+    assert main([str(out), "--id", "clip-x", "--model", MODEL, "--checkpoint", str(path),
+                 "--cache-dir", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "cache" / "visual.onnx.json").read_text())
     assert meta["id"] == "clip-x" and meta["size"] == 224 and meta["dim"] == reference.visual.output_dim
     assert sorted(p.name for p in out.parent.iterdir()) == ["visual.onnx", "visual.onnx.data", "visual.onnx.json"]

@@ -59,9 +59,10 @@ def test_messages_racing_with_one_new_tag_share_it_and_store_every_image(cv, nam
     for rnd in range(ROUNDS):
         p = cv.projects.create(f"burst {rnd}")
 
-        def message(i: int):
+        def message(i: int, p=p, rnd=rnd):
             tags = cv.tags.get_or_create(p.id, [name])
-            uploads = [ImageUpload(png_bytes(seed=rnd * 1000 + i * PER_THREAD + k), f"m{i}-{k}.png", [t.id for t in tags])
+            uploads = [ImageUpload(png_bytes(seed=rnd * 1000 + i * PER_THREAD + k), f"m{i}-{k}.png",
+                                   [t.id for t in tags])
                        for k in range(PER_THREAD)]
             return tags, cv.images.add(p.id, uploads)
 
@@ -91,7 +92,7 @@ def test_create_tag_race_loser_gets_azures_duplicate_error(cv):
 def test_first_use_of_workspace_keys_gives_every_caller_the_same_keys(cv):
     for rnd in range(ROUNDS):
         ws = f"TRACE{rnd}"
-        keys = race(lambda i: _in(cv, ws).channels.keys())
+        keys = race(lambda i, ws=ws: _in(cv, ws).channels.keys())
         assert len({(k.training_key, k.prediction_key) for k in keys}) == 1
         assert workspace_for_key(cv.deps, keys[0].training_key) == (ws, "training")
         assert workspace_for_key(cv.deps, keys[0].prediction_key) == (ws, "prediction")
@@ -102,10 +103,10 @@ def test_racing_channel_bindings_and_collect_mode_leave_one_binding(cv):
     projects = [tb.projects.create(f"bind {i}") for i in range(THREADS)]
     for rnd in range(ROUNDS):
         channel = f"CBIND{rnd}"
-        race(lambda i: tb.channels.bind(channel, projects[i].id, f"U{i}"))
+        race(lambda i, channel=channel: tb.channels.bind(channel, projects[i].id, f"U{i}"))
         binding = tb.channels.binding(channel)
         assert binding.project_id in {p.id for p in projects}
-        modes = race(lambda i: tb.channels.set_collect_mode(channel, ["fruit", f"kind{i % 2}"]))
+        modes = race(lambda i, channel=channel: tb.channels.set_collect_mode(channel, ["fruit", f"kind{i % 2}"]))
         assert {tuple(m.collect_tags) for m in modes} == {("fruit", "kind0"), ("fruit", "kind1")}
         names = sorted(t.name for t in tb.tags.list(binding.project_id))
         assert names == ["fruit", "kind0", "kind1"]
@@ -120,7 +121,7 @@ def test_racing_links_of_one_message_store_each_image_once(cv):
     tl = _in(cv, "TL")
     for rnd in range(ROUNDS):
         ts = f"{rnd}.0001"
-        race(lambda i: tl.channels.link_message_images("CL", ts, ids[i % 2:]))
+        race(lambda i, ts=ts: tl.channels.link_message_images("CL", ts, ids[i % 2:]))
         assert sorted(tl.channels.message_image_ids("CL", ts)) == sorted(ids)
 
 
@@ -142,6 +143,6 @@ def test_racing_embedding_writes_keep_one_vector_each(cv):
 def test_racing_creations_of_one_project_name_make_one_project_and_clear_conflicts(cv):
     for rnd in range(ROUNDS):
         ws = _in(cv, f"TP{rnd}")
-        project, losers = one_winner(lambda: ws.projects.create("Same Name"))
+        project, losers = one_winner(lambda ws=ws: ws.projects.create("Same Name"))
         assert [e.message for e in losers] == ["a project named 'Same Name' already exists"] * (THREADS - 1)
         assert [p.id for p in ws.projects.list()] == [project.id]

@@ -24,7 +24,8 @@ def test_measuring_code_runs_end_to_end_on_cpu():
     from benchmarks import gpu
     from core.backbones.base import Preprocessing
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten()).eval()
     p = Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     items = [png_bytes(seed=i, size=(40, 30)) for i in range(5)] + [jpeg_bytes(size=(90, 60), seed=i) for i in range(4)]
     with torch.inference_mode():

@@ -24,7 +24,8 @@ def _project(**kw):
 
 
 def _iteration(p, number, status=IterationStatus.Completed, **perf):
-    return Iteration(project_id=p.id, number=number, domain=Domain.Compact, classification_type=ClassificationType.Multiclass,
+    return Iteration(project_id=p.id, number=number, domain=Domain.Compact,
+                     classification_type=ClassificationType.Multiclass,
                      backbone_id="b", name=f"Iteration {number}", status=status,
                      performance={"precision": 0.9, "recall": 0.8, "averagePrecision": 0.95, **perf})
 
@@ -65,7 +66,8 @@ def test_tags_flag_what_cannot_train_and_what_is_below_recommended():
 
 
 def test_ingest_reply_has_one_line_per_image_and_the_tag_counts():
-    lines = [blocks.ImageLine("a.png", "added"), blocks.ImageLine("b.png", "duplicate", "this image is already in the project"),
+    lines = [blocks.ImageLine("a.png", "added"),
+             blocks.ImageLine("b.png", "duplicate", "this image is already in the project"),
              blocks.ImageLine("c.png", "rejected", "not an image")]
     msg = blocks.ingest_message(_project(), ["cat"], lines, [Tag("p", "cat", image_count=7)])
     text = msg["text"]
@@ -98,7 +100,8 @@ def test_iteration_list_buttons_follow_status_and_default():
                                       _iteration(p, 4, IterationStatus.Training))
     p.default_iteration_id = default.id
     msg = blocks.iterations_message(p, [done, default, failed, running])
-    by_iteration = {b["block_id"]: [e["text"]["text"] for e in b["elements"]] for b in msg["blocks"] if b["type"] == "actions"}
+    by_iteration = {b["block_id"]: [e["text"]["text"] for e in b["elements"]]
+                    for b in msg["blocks"] if b["type"] == "actions"}
     assert by_iteration == {"cv_iter|1": ["Make default", "Delete"], "cv_iter|3": ["Delete"]}
     delete = next(b for b in msg["blocks"] if b.get("block_id") == "cv_iter|1")["elements"][1]
     assert delete["style"] == "danger" and delete["confirm"]["confirm"]["text"] == "Delete"

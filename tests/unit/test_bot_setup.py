@@ -27,7 +27,8 @@ def test_modes():
     http = slack_mode(settings(slack_bot_token="xoxb-1", slack_signing_secret="s"))
     assert (http.http, http.socket) == (True, False)
     both = slack_mode(settings(slack_bot_token="xoxb-1", slack_signing_secret="s", slack_app_token="xapp-1"))
-    assert (both.http, both.socket) == (True, True) and both.describe() == "HTTP mode at POST /slack/events and Socket Mode"
+    assert (both.http, both.socket) == (True, True)
+    assert both.describe() == "HTTP mode at POST /slack/events and Socket Mode"
     wrong = slack_mode(settings(slack_bot_token="xoxb-1", slack_app_token="xoxb-oops"))
     assert not wrong.on and "xapp-" in wrong.reason
 

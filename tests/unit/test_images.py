@@ -157,5 +157,6 @@ def test_partial_transparency_is_blended_onto_white_like_alpha_compositing():
     expected = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
     assert np.array_equal(np.asarray(decode_rgb(_save(img, "PNG"))), np.asarray(expected))
     la = img.convert("LA")
-    expected_la = Image.alpha_composite(Image.new("RGBA", la.size, (255, 255, 255, 255)), la.convert("RGBA")).convert("RGB")
+    white = Image.new("RGBA", la.size, (255, 255, 255, 255))
+    expected_la = Image.alpha_composite(white, la.convert("RGBA")).convert("RGB")
     assert np.array_equal(np.asarray(decode_rgb(_save(la, "PNG"))), np.asarray(expected_la))

@@ -188,5 +188,6 @@ def test_fit_reaches_the_optimum_of_the_documented_objective(multilabel, n, d):
     def f(theta):
         return _objective(theta.reshape(d + 1, k), X, Y, C, multilabel)
 
-    best = minimize(f, np.zeros((d + 1) * k), method="L-BFGS-B", options={"maxiter": 20000, "ftol": 1e-14, "gtol": 1e-10}).fun
+    best = minimize(f, np.zeros((d + 1) * k), method="L-BFGS-B",
+                    options={"maxiter": 20000, "ftol": 1e-14, "gtol": 1e-10}).fun
     assert ours - best < 1e-4

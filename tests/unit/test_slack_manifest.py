@@ -24,8 +24,8 @@ def test_manifest_has_the_command_scopes_and_events(name):
     assert command["command"] == "/cv"
     scopes = set(m["oauth_config"]["scopes"]["bot"])
     assert scopes >= ISSUE_SCOPES
-    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels", "message.groups",
-                                                                       "message.im"}
+    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels",
+                                                                       "message.groups", "message.im"}
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert m["features"]["bot_user"]["display_name"]
     assert 175 <= len(m["display_information"]["long_description"]) <= 4000  # Slack's bounds
@@ -40,7 +40,8 @@ def test_http_manifest_points_every_url_at_slack_events_and_socket_manifest_has_
     socket = load("manifest-socket.yml")
     assert socket["settings"]["socket_mode_enabled"] is True
     assert "url" not in socket["features"]["slash_commands"][0]
-    assert "request_url" not in socket["settings"]["event_subscriptions"] and "request_url" not in socket["settings"]["interactivity"]
+    assert "request_url" not in socket["settings"]["event_subscriptions"]
+    assert "request_url" not in socket["settings"]["interactivity"]
 
 
 def test_every_web_api_call_of_the_bot_is_covered_by_a_scope():
