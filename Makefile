@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 DEBIAN_DATA := tuxpaint-stamps-default dataset-fashion-mnist
 
-.PHONY: install run test test-fast testdata bench bench-quick clean
+.PHONY: install run lint test test-fast testdata bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ testdata:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_DATA) >/dev/null; \
 	else echo "note: $(DEBIAN_DATA) not installed (needs root on Debian); the real-data tests and benchmarks will be skipped"; fi
 
-test: install testdata
+# Static checks, each once: ruff (rules in pyproject.toml), mypy --strict over core/, import-linter's contracts.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+test: lint testdata
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
