@@ -288,11 +288,7 @@ class Cli:
     def _iteration(self, p):
         if self.args.iteration:
             return self.cv.iterations.by_number(p.id, self.args.iteration)
-        default = self.cv.projects.get(p.id).default_iteration_id
-        if not default:
-            raise errors.NoDefaultIteration(f"project '{p.name}' has no trained iteration yet; "
-                                            f"run cvbot train --project '{p.name}'")
-        return self.cv.iterations.get(p.id, default)
+        return self.cv.iterations.current(p.id)
 
 
 def _performance_text(perf: dict) -> str:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import errors
-from core.model import IterationStatus
 from core.usecases import UseCases
 
 from .. import blocks, grammar
@@ -198,11 +197,7 @@ async def cmd_performance(req: Request) -> None:
     if q.number is not None:
         it = await cv.call(req.uc.iterations.by_number, p.id, q.number)
     else:
-        its = await cv.call(req.uc.iterations.list, p.id)
-        done = [i for i in its if i.status == IterationStatus.Completed]
-        it = next((i for i in done if i.id == p.default_iteration_id), done[-1] if done else None)
-        if it is None:
-            raise errors.NoDefaultIteration(f"*{p.name}* has no trained iteration yet; `/cv train` first")
+        it = await cv.call(req.uc.iterations.current, p.id)
     perf = await cv.call(req.uc.iterations.performance, p.id, it.id, q.threshold)
     await req.say(blocks.performance_message(p, it, perf, is_default=p.default_iteration_id == it.id))
 

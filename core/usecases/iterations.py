@@ -22,6 +22,17 @@ class Iterations(UseCase):
         with self.deps.uow() as uow:
             return self.iteration(uow, project_id, iteration_id)
 
+    def current(self, project_id: str) -> Iteration:
+        """The iteration a project answers with: its default, or else its newest Completed one."""
+        with self.deps.uow() as uow:
+            project = self.project(uow, project_id)
+            its = uow.iterations.list(project_id)
+        done = [i for i in its if i.status == IterationStatus.Completed]
+        found = next((i for i in done if i.id == project.default_iteration_id), done[-1] if done else None)
+        if found is None:
+            raise errors.NoDefaultIteration(f"project '{project.name}' has no trained iteration yet; train it first")
+        return found
+
     def by_number(self, project_id: str, number: int) -> Iteration:
         for it in self.list(project_id):
             if it.number == number:

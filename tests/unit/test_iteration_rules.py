@@ -214,3 +214,19 @@ def test_prediction_query_pages(cv, p):
     assert _ids(last) == newest[4:] and last.next_offset is None
     exact = cv.predictions.query(p.id, PredictionQuery(offset=3, max_count=3))
     assert _ids(exact) == newest[3:] and exact.next_offset is None
+
+
+def test_the_current_iteration_is_the_default_else_the_newest_completed(cv, p):
+    with pytest.raises(errors.NoDefaultIteration):
+        cv.iterations.current(p.id)
+    one = _iteration(cv, p, 1, default=True)
+    two = _iteration(cv, p, 2)
+    _iteration(cv, p, 3, status=IterationStatus.Failed)
+    assert cv.iterations.current(p.id).id == one.id  # the default wins over newer ones
+    cv.iterations.delete(p.id, one.id, release_default=True)
+    with cv.deps.uow() as uow:  # a project left without a default (as recovery can leave it)
+        project = uow.projects.get(p.id)
+        project.default_iteration_id = None
+        uow.projects.update(project)
+        uow.commit()
+    assert cv.iterations.current(p.id).id == two.id  # the newest Completed one, never the Failed one
