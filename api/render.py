@@ -2,7 +2,17 @@
 from __future__ import annotations
 
 from core import views
-from core.model import Domain, Image, Iteration, IterationStatus, Prediction, Project, TagPrediction
+from core.model import (
+    Domain,
+    Export,
+    ExportStatus,
+    Image,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    TagPrediction,
+)
 
 from .domains import EXPORT_PLATFORMS, domain_id
 
@@ -71,6 +81,7 @@ def image_performance(img: Image, preds: list[TagPrediction], tag_names: dict[st
     return out
 
 
-def export(e, download_uri: str | None) -> dict:
-    return {"platform": e.platform, "status": e.status, "downloadUri": download_uri if e.status == "Done" else None,
+def export(e: Export, download_uri: str | None) -> dict:
+    done = e.status == ExportStatus.Done
+    return {"platform": e.platform, "status": e.status.value, "downloadUri": download_uri if done else None,
             "flavor": e.flavor, "newerVersionAvailable": False, "failureReason": e.failure_reason}

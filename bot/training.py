@@ -68,7 +68,7 @@ async def follow_training(cv: SlackBot, uc: UseCases, client, channel: str, ts: 
                 stage, text = await asyncio.wait_for(queue.get(), timeout=3.0)
             except TimeoutError:
                 row = await cv.call(uc.iterations.get, project.id, it.id)
-                if row.status in (IterationStatus.Completed, IterationStatus.Failed):
+                if not row.status.running:
                     break
                 current = progress.get(it.id)
                 stage, text = (current.stage, current.describe()) if current else (stage, last_text)
@@ -91,7 +91,7 @@ async def post_results(cv: SlackBot, uc: UseCases, client, channel: str, ts: str
     asking again would get the same answer; a Slack that cannot be reached at all (after the client's retries)
     leaves it unreported, so the next start-up tries again."""
     final = await cv.call(uc.training.wait, project_id, iteration_id, 60)
-    if final.status not in (IterationStatus.Completed, IterationStatus.Failed):
+    if final.status.running:
         log.warning("iteration %s is still %s; its result is not posted yet", final.id, final.status.value)
         return
     try:
@@ -147,7 +147,7 @@ async def report_unreported(cv: SlackBot, client) -> int:
         cv.following.add(it.id)
         taken += 1
         try:
-            if it.status in (IterationStatus.Queued, IterationStatus.Training):
+            if it.status.running:
                 project = await cv.call(uc.projects.get, it.project_id)
                 # followed alongside, so that one still running does not hold up reporting the others
                 cv.spawn(follow_training(cv, uc, client, channel, ts, project, it, target.get("user")))
