@@ -1,9 +1,10 @@
 """Slack adapter (Bolt for Python): a thin layer over the use cases (`core.usecases`), scoped to each workspace.
 
 `cvbot serve` calls `setup(app, container)`: with SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET the bot answers
-Slack at POST /slack/events; with SLACK_APP_TOKEN it also (or only) connects over Socket Mode. Without tokens it
-logs one line saying Slack is off and why, and the rest of the server runs as usual. At start-up the bot reports,
-in their original messages, trainings whose outcome it never posted (the server stopped while they ran).
+Slack at POST /slack/events (bodies up to 1 MB; Slack's signature is checked before Bolt parses or logs
+anything); with SLACK_APP_TOKEN it also (or only) connects over Socket Mode. Without tokens it logs one line
+saying Slack is off and why, and the rest of the server runs as usual. At start-up the bot reports, in their
+original messages, trainings whose outcome it never posted (the server stopped while they ran).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ log = logging.getLogger("bot")
 def setup(app, container) -> None:
     from aiohttp import web
 
-    from .app import SocketModeRunner, build_bolt_app, slack_mode
+    from .app import SocketModeRunner, build_bolt_app, events_handler, slack_mode
 
     settings = container.settings
     mode = slack_mode(settings)
@@ -28,17 +29,12 @@ def setup(app, container) -> None:
         app.router.add_post("/slack/events", slack_off)
         return
 
-    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-
     from .runtime import SlackBot
 
     cv = SlackBot(container.deps, settings.slack_bot_token, settings.default_domain)
     bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
     if mode.http:
-        async def slack_events(request: web.Request) -> web.Response:
-            return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
-
-        app.router.add_post("/slack/events", slack_events)
+        app.router.add_post("/slack/events", events_handler(bolt, settings.slack_signing_secret))
     if mode.socket:
         runner = SocketModeRunner(bolt, settings.slack_app_token)
 

@@ -79,6 +79,15 @@ def test_rejected_request_bodies_are_logged_without_tokens():
     assert record.getMessage() == "Invalid request signature detected (body: token=***&text=hi)"
 
 
+def test_bolt_log_lines_are_cut_short_after_redaction():
+    body = "token=legacy123&text=" + "A" * 100_000
+    record = logging.LogRecord("slack_bolt.AsyncApp", logging.WARNING, "", 0, "Unhandled request (%s)", (body,), None)
+    RedactTokens().filter(record)
+    message = record.getMessage()
+    assert message.startswith("Unhandled request (token=***&text=AAA") and "legacy123" not in message
+    assert len(message) < 400 and message.endswith(f"… ({len(body) + 20 - 300} more characters)")
+
+
 def test_seen_claims_once_and_forgets_after_the_ttl():
     seen = Seen(ttl=0.05)
     assert seen.claim("a") and not seen.claim("a")
