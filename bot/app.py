@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request import payload_utils
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -95,6 +96,8 @@ def quiet_secrets() -> None:
 
 
 MAX_EVENT_BODY = 1024 * 1024  # bytes: Slack's events, commands and interactions are a few kB
+PAYLOAD_READERS = (payload_utils.to_options, payload_utils.to_shortcut, payload_utils.to_action, payload_utils.to_view,
+                   payload_utils.to_command, payload_utils.to_event, payload_utils.to_message, payload_utils.to_step)
 MAX_CLOCK_SKEW = 5 * 60  # seconds, as Slack's signature check allows (against replays)
 
 
@@ -145,6 +148,9 @@ def bolt_request(body: bytes, request: web.Request) -> AsyncBoltRequest:
     try:
         text = body.decode("utf-8")
         req = AsyncBoltRequest(body=text, query=request.query_string, headers=dict(request.headers))
+        if isinstance(req.body, dict):
+            for read in PAYLOAD_READERS:  # what Bolt extracts for every middleware, where it would fail with a 500
+                read(req.body)
     except RecursionError:
         raise Refused(400, "invalid request body", "body nested too deeply") from None
     except Exception as e:  # noqa: BLE001 - whatever Bolt's parsing trips on, the body is at fault

@@ -116,3 +116,11 @@ def test_a_signed_body_that_is_not_utf8_gets_400(caplog):
         status, _ = post(body, signed(body))
     assert status == 400
     assert_one_short_line(caplog)
+
+
+def test_a_signed_payload_not_shaped_like_slacks_gets_400(caplog):
+    body = b'payload=%7B%22type%22%3A+%22block_actions%22%2C+%22actions%22%3A+null%7D'  # Bolt: 'NoneType' ... 500
+    with caplog.at_level(logging.DEBUG):
+        status, _ = post(body, {**signed(body), "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400
+    assert_one_short_line(caplog)
