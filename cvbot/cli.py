@@ -124,7 +124,8 @@ class Cli:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 rel = f.relative_to(root)
-                files[f] = [rel.parts[0]] if len(rel.parts) > 1 else []
+                folder = rel.parts[0].strip() if len(rel.parts) > 1 else ""  # ' cat ' is the tag 'cat'
+                files[f] = [folder] if folder else []
         by_content: dict[bytes, tuple[Path, set[str]]] = {}
         copies: list[tuple[Path, Path]] = []
         for f, tags in files.items():
@@ -138,10 +139,8 @@ class Cli:
         negative = next((t for t in self.cv.tags.list(p.id) if t.type.value == "Negative"), None)
 
         def ids(names: set[str]) -> list[str]:
-            out = []
-            for n in sorted(names):
-                out.append(negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()])
-            return out
+            out = [negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()] for n in sorted(names)]
+            return list(dict.fromkeys(out))  # folders 'Cat' and 'cat' are one tag
 
         counts: Counter = Counter(OKDuplicate=len(copies)) if copies else Counter()
         results = [{"sourceUrl": str(f.relative_to(root)), "status": "OKDuplicate",

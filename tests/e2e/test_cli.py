@@ -85,6 +85,20 @@ def test_import_train_predict_flow(tmp_path, folder, model_dir):
     assert [(i["number"], i["name"], i["isDefault"]) for i in its] == [(2, "best", True)]
 
 
+def test_import_strips_spaces_around_folder_names(tmp_path, model_dir):
+    root = tmp_path / "spaced"
+    for name, rgb, seed in ((" cat ", (220, 30, 30), 1), ("dog ", (30, 200, 40), 2)):
+        (root / name).mkdir(parents=True)
+        for i, data in enumerate(colour_images(2, rgb, seed)):
+            (root / name / f"{i}.png").write_bytes(data)
+    md = str(model_dir)
+    run(tmp_path, "project", "create", "Spaces", model_dir=md)
+    out = jrun(tmp_path, "import", str(root), "--project", "Spaces", model_dir=md)
+    assert out["counts"] == {"OK": 4}
+    tags = {t["name"]: t["imageCount"] for t in jrun(tmp_path, "tags", "--project", "Spaces", model_dir=md)}
+    assert tags == {"cat": 2, "dog": 2}
+
+
 def test_clear_errors_exit_nonzero_and_change_nothing(tmp_path, model_dir):
     md = str(model_dir)
     out = run(tmp_path, "train", "--project", "nope", ok=False, model_dir=md)
