@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from .. import errors
 from ..model import Tag, TagType
-from ..rules import MAX_TAGS_PER_PROJECT, clean_name, parse_tag_type
+from ..rules import MAX_TAGS_PER_PROJECT, clean_description, clean_name, parse_tag_type
 from .base import UseCase
 
 NEGATIVE_NAME = "Negative"
@@ -16,6 +16,7 @@ class Tags(UseCase):
     def create(self, project_id: str, name: str, type: TagType | str = TagType.Regular, description: str = "") -> Tag:
         self.scope.require_write("create tags")
         tag_type, name = parse_tag_type(type), clean_name(name, "tag")
+        description = clean_description(description, "tag")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             tags = uow.tags.list(project_id)
@@ -56,7 +57,7 @@ class Tags(UseCase):
                 _check_new_name([t for t in tags if t.id != tag.id], name)
                 tag.name = name
             if description is not None:
-                tag.description = description
+                tag.description = clean_description(description, "tag")
             if type is not None and parse_tag_type(type) != tag.type:
                 new_type = parse_tag_type(type)
                 if new_type == TagType.Negative:
