@@ -31,7 +31,7 @@ from core.model import (
 )
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
-          "exports")
+          "exports", "counters")
 
 
 def _copy(obj: Any) -> Any:
@@ -257,7 +257,11 @@ class FakeIterations(_Repo, ports.IterationRepository):
                 if i.status in statuses and (project_id is None or i.project_id == project_id)]
 
     def next_number(self, project_id: str) -> int:
-        return max((i.number for i in self.rows.values() if i.project_id == project_id), default=0) + 1
+        """Never reused after a deletion, as the database's per-project counter."""
+        highest = max((i.number for i in self.rows.values() if i.project_id == project_id), default=0)
+        n = max(highest, self.uow.data["counters"].get(project_id, 0)) + 1
+        self._put(project_id, n, "counters")
+        return n
 
 
 class FakeEmbeddings(_Repo, ports.EmbeddingRepository):
