@@ -368,6 +368,15 @@ class SqlEmbeddings(ports.EmbeddingRepository):
             q = q.where(t.embeddings.c.backbone_id == backbone_id)
         return int(self.s.execute(q).scalar_one())
 
+    def sha256s(self) -> set[str]:
+        return {v for (v,) in self.s.execute(select(t.embeddings.c.sha256).distinct())}
+
+    def delete(self, sha256s: list[str]) -> int:
+        gone = 0
+        for chunk in _chunks(list(dict.fromkeys(sha256s))):
+            gone += self.s.execute(delete(t.embeddings).where(t.embeddings.c.sha256.in_(chunk))).rowcount or 0
+        return gone
+
 
 class SqlPredictions(ports.PredictionRepository):
     def __init__(self, session: Session):
