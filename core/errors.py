@@ -68,6 +68,14 @@ class StorageFull(CvError):
     http_status = 507
 
 
+class StoreBusy(CvError):
+    """Another cvbot process holds the store where this one needs it alone (`cvbot doctor --repair`), or it is
+    being repaired."""
+
+    code = "StoreBusy"
+    http_status = 503
+
+
 class Forbidden(CvError):
     code = "Forbidden"
     http_status = 403
