@@ -122,3 +122,13 @@ def test_start_up_recovery_removes_stale_partials_and_counts_missing_files(store
     assert report["stale_partial_files_deleted"] == 1 and report["missing_files"] == 1
     assert list(cv.deps.blobs.partials) == ["ab/cd/.tmp-new"]
     assert recover(cv.deps, clean_blobs=False)["stale_partial_files_deleted"] == 0
+
+
+def test_deleting_images_drops_their_cached_embeddings_so_the_store_stays_clean(store):
+    cv, p, it, _ = store
+    cv.iterations.unpublish(p.id, it.id)
+    cv.iterations.delete(p.id, it.id, release_default=True)
+    cv.images.delete(p.id, [i.id for i in cv.images.list(p.id)])
+    with cv.deps.uow() as uow:
+        assert uow.embeddings.count() == 0
+    assert doctor(cv.deps).ok
