@@ -166,7 +166,9 @@ class Ctx:
         except ValueError:
             raise ApiError(f"the query parameter '{name}' must be an integer, not {v!r}", "BadRequestInvalid") from None
         if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
-            raise ApiError(f"the query parameter '{name}' must be between {minimum} and {maximum}", "BadRequestInvalid")
+            bound = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
+                     else f"at least {minimum}" if minimum is not None else f"at most {maximum}")
+            raise ApiError(f"the query parameter '{name}' must be {bound}", "BadRequestInvalid")
         return n
 
     def q_float(self, name: str, default: float | None = None) -> float | None:

@@ -60,6 +60,22 @@ class BackboneUnavailable(CvError):
     http_status = 503
 
 
+class StorageFull(CvError):
+    """The disk (or the database) has no room for a write: nothing was stored, and the operator must free space.
+    507 Insufficient Storage with a code of its own, so clients and logs tell it from an unknown error."""
+
+    code = "ErrorStorageFull"
+    http_status = 507
+
+
+class StoreBusy(CvError):
+    """Another cvbot process holds the store where this one needs it alone (`cvbot doctor --repair`), or it is
+    being repaired."""
+
+    code = "StoreBusy"
+    http_status = 503
+
+
 class Forbidden(CvError):
     code = "Forbidden"
     http_status = 403

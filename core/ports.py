@@ -4,6 +4,7 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +25,19 @@ from .model import (
 )
 
 
+@dataclass(frozen=True)
+class PartialFile:
+    """A blob write that never finished (the process died between creating its temporary file and renaming it
+    into place): `name` identifies it to `BlobStore.delete_partial`."""
+
+    name: str
+    size: int
+    age_seconds: float
+
+
 class BlobStore(ABC):
-    """Content-addressed bytes: the key of a blob is the sha256 of its content."""
+    """Content-addressed bytes: the key of a blob is the sha256 of its content. A write that finds no room raises
+    `errors.StorageFull` and stores nothing."""
 
     @abstractmethod
     def put(self, data: bytes) -> str: ...
@@ -41,6 +53,15 @@ class BlobStore(ABC):
 
     @abstractmethod
     def keys(self) -> Iterable[str]: ...
+
+    def partial_files(self, older_than: float = 0.0) -> list[PartialFile]:
+        """Unfinished writes untouched for at least `older_than` seconds (a younger one may be a concurrent
+        writer's, still being written); none for a store whose writes cannot be left half done."""
+        return []
+
+    def delete_partial(self, name: str) -> None:
+        """Remove one of `partial_files`."""
+        raise NotImplementedError(f"{type(self).__name__} has no partial files")
 
 
 class ProjectRepository(ABC):
@@ -171,6 +192,14 @@ class EmbeddingRepository(ABC):
     @abstractmethod
     def count(self, backbone_id: str | None = None) -> int: ...
 
+    @abstractmethod
+    def sha256s(self) -> set[str]:
+        """The content hashes that have a cached vector (for any backbone)."""
+
+    @abstractmethod
+    def delete(self, sha256s: builtins.list[str]) -> int:
+        """Drop the cached vectors of these contents (every backbone's); returns how many rows went."""
+
 
 class PredictionRepository(ABC):
     @abstractmethod
@@ -275,6 +304,10 @@ class UnitOfWork(ABC):
     def referenced_blob_keys(self, candidates: Iterable[str] | None = None) -> set[str]:
         """Blob keys still referenced by an image, an iteration (snapshot, probe, evaluation) or a
         stored prediction; limited to `candidates` when given."""
+
+    def integrity_problems(self) -> builtins.list[str]:
+        """What the database's own consistency check reports (empty when sound); a store without one answers []."""
+        return []
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -10,6 +10,9 @@ from .model import ClassificationType, Domain, Tag, TagType
 MAX_NAME = 256
 MAX_TAGS_PER_PROJECT = 500
 MAX_TAGS_PER_IMAGE = 20
+# Project and tag descriptions: Azure documents no number; 4,000 characters holds any description a person writes
+# and keeps every project listing small (a description is returned with each GET of its project).
+MAX_DESCRIPTION = 4000
 
 
 def clean_name(name: str | None, what: str) -> str:
@@ -19,6 +22,16 @@ def clean_name(name: str | None, what: str) -> str:
     if len(name) > MAX_NAME:
         raise errors.InvalidInput(f"the {what} name is longer than {MAX_NAME} characters")
     return name
+
+
+def clean_description(value: str | None, what: str) -> str:
+    """A project's or tag's description, refused with Azure's code (BadRequestProjectDescription,
+    BadRequestTagDescription) when longer than MAX_DESCRIPTION characters."""
+    value = value or ""
+    if len(value) > MAX_DESCRIPTION:
+        raise errors.InvalidInput(f"the {what} description is {len(value):,} characters long; at most "
+                                  f"{MAX_DESCRIPTION:,} are allowed", f"BadRequest{what.capitalize()}Description")
+    return value
 
 
 def parse_domain(value: Domain | str) -> Domain:

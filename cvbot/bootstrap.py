@@ -6,11 +6,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core import errors
 from core.backbones import BackboneProvider
 from core.ports import JobRunner
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
-from storage import LocalBlobStore, make_engine, migrate, unit_of_work_factory
+from storage import LocalBlobStore, StoreLock, make_engine, migrate, unit_of_work_factory
 
 from .config import Settings
 
@@ -53,6 +54,7 @@ class Container:
     settings: Settings
     deps: Deps
     runner: JobRunner
+    lock: StoreLock | None = None
 
     def usecases(self, scope: Scope) -> UseCases:
         """The use cases for one caller (adapters build one per request, message or command)."""
@@ -61,19 +63,48 @@ class Container:
     def close(self) -> None:
         if isinstance(self.runner, SchedulerRunner):
             self.runner.shutdown()
+        if self.lock is not None:
+            self.lock.release()
 
 
-def bootstrap(settings: Settings | None = None, recover: bool = True) -> Container:
+def _lock_store(settings: Settings, mode: str) -> StoreLock:
+    """The store's lock (storage/lock.py) in `mode`: "shared", "exclusive" (refused with StoreBusy while another
+    process uses the store) or "prefer-exclusive" (exclusive if free, else shared; see `lock.exclusive`)."""
+    lock = StoreLock(settings.data_dir)
+    if mode in ("exclusive", "prefer-exclusive") and lock.try_exclusive():
+        return lock
+    if mode == "exclusive":
+        lock.release()
+        raise errors.StoreBusy(f"another cvbot process (a server or a command) uses the store in {settings.data_dir}; "
+                               "stop it, then run this again")
+    lock.share()
+    return lock
+
+
+def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str = "shared") -> Container:
+    """Wire the adapters. With `recover` (the server), start-up recovery runs first, deleting orphan blobs and
+    stale partial files only when no other process uses the store; the store's lock is then held in `lock` mode
+    until `close`."""
     settings = settings or Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    runner = SchedulerRunner()
-    deps = Deps(unit_of_work_factory(engine), LocalBlobStore(settings.data_dir / "blobs"),
-                BackboneProvider(settings.backbone_settings()), runner)
-    if recover:
-        report = recover_after_restart(deps)
-        if any(report.values()):
-            log.warning("recovered after restart: %s", report)
-    return Container(settings, deps, runner)
+    store_lock = _lock_store(settings, "prefer-exclusive" if recover and lock == "shared" else lock)
+    try:
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        runner = SchedulerRunner()
+        deps = Deps(unit_of_work_factory(engine), LocalBlobStore(settings.data_dir / "blobs"),
+                    BackboneProvider(settings.backbone_settings()), runner)
+        if recover:
+            alone = store_lock.exclusive
+            report = recover_after_restart(deps, clean_blobs=alone)
+            if any(report.values()):
+                log.warning("recovered after restart: %s", report)
+            if not alone:
+                log.info("another cvbot process uses the store: orphan blobs and partial files are left alone")
+            if lock == "shared":
+                store_lock.share()
+    except BaseException:
+        store_lock.release()
+        raise
+    return Container(settings, deps, runner, store_lock)

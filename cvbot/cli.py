@@ -124,7 +124,8 @@ class Cli:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 rel = f.relative_to(root)
-                files[f] = [rel.parts[0]] if len(rel.parts) > 1 else []
+                folder = rel.parts[0].strip() if len(rel.parts) > 1 else ""  # ' cat ' is the tag 'cat'
+                files[f] = [folder] if folder else []
         by_content: dict[bytes, tuple[Path, set[str]]] = {}
         copies: list[tuple[Path, Path]] = []
         for f, tags in files.items():
@@ -138,10 +139,8 @@ class Cli:
         negative = next((t for t in self.cv.tags.list(p.id) if t.type.value == "Negative"), None)
 
         def ids(names: set[str]) -> list[str]:
-            out = []
-            for n in sorted(names):
-                out.append(negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()])
-            return out
+            out = [negative.id if n.lower() == "negative" and negative else tag_ids[n.lower()] for n in sorted(names)]
+            return list(dict.fromkeys(out))  # folders 'Cat' and 'cat' are one tag
 
         counts: Counter = Counter(OKDuplicate=len(copies)) if copies else Counter()
         results = [{"sourceUrl": str(f.relative_to(root)), "status": "OKDuplicate",
@@ -273,12 +272,17 @@ class Cli:
                  f"workspace {keys.workspace}\ntraining key:   {keys.training_key}\n"
                  f"prediction key: {keys.prediction_key}{note}")
 
-    def cmd_recover(self):
-        from core.usecases import recover
+    def cmd_doctor(self):
+        from core.usecases import doctor
 
-        report = recover(self.container.deps)
-        self.out(report, f"marked {report['failed_iterations']} interrupted iterations Failed; "
-                         f"deleted {report['orphan_blobs_deleted']} orphan blobs")
+        from .bootstrap import bootstrap
+
+        repair = bool(getattr(self.args, "repair", False))
+        self._container = bootstrap(self.settings, recover=False,
+                                    lock="exclusive" if repair else "prefer-exclusive")
+        report = doctor(self._container.deps, repair=repair, exclusive=self._container.lock.exclusive)
+        self.out(report.as_dict(), _doctor_text(report, self.settings))
+        return 0 if report.ok else 1
 
     def cmd_serve(self):
         from .server import serve
@@ -289,6 +293,35 @@ class Cli:
         if self.args.iteration:
             return self.cv.iterations.by_number(p.id, self.args.iteration)
         return self.cv.iterations.current(p.id)
+
+
+def _doctor_text(report, settings) -> str:
+    lines = [f"cvbot doctor: data in {settings.data_dir}" + ("" if report.exclusive else
+             " (another cvbot process uses the store: a check only)")]
+    for c in report.checks:
+        if not c.problems:
+            state = "ok"
+        elif c.ok:
+            state = "repaired"
+        else:
+            state = "PROBLEM"
+        count = f": {c.problems} found" + (f", {c.repaired} repaired" if report.repair else "") if c.problems else ""
+        lines.append(f"  {state:<8} {c.name} ({c.description}){count}")
+        lines += [f"             - {d}" for d in c.details]
+        if c.problems > len(c.details):
+            lines.append(f"             … and {c.problems - len(c.details)} more")
+        if c.advice and not c.ok:
+            lines.append(f"             what to do: {c.advice}")
+        if c.note:
+            lines.append(f"             note: {c.note}")
+    if report.ok:
+        lines.append("the store is clean" + (" now" if report.repair and any(c.repaired for c in report.checks)
+                                             else ""))
+    else:
+        left = sum(c.problems - c.repaired for c in report.checks if not c.ok)
+        lines.append(f"{left} problem(s) left" + ("" if report.repair else
+                     "; `cvbot doctor --repair` fixes what is safe (stop the server first)"))
+    return "\n".join(lines)
 
 
 def _performance_text(perf: dict) -> str:
@@ -368,8 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("keys", Cli.cmd_keys, "show the API keys of a workspace (generated on first use)")
     p.add_argument("--workspace", default="default", help="Slack team id, or 'default' for projects made here")
     p.add_argument("--regenerate", action="store_true", help="replace both keys; the old ones stop working")
-    cmd("recover", Cli.cmd_recover,
-        "after a crash: fail interrupted trainings, delete orphan blobs (stop the server first)")
+    p = cmd("doctor", Cli.cmd_doctor, "check the store (database, files, caches); exit 1 if something is wrong")
+    p.add_argument("--repair", action="store_true",
+                   help="fix what is safe and say what was done (refused while a server or command uses the store)")
+    p = cmd("recover", Cli.cmd_doctor, "the same as doctor --repair (after a crash; stop the server first)")
+    p.set_defaults(repair=True)
     return parser
 
 

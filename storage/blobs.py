@@ -1,16 +1,30 @@
 """Content-addressed blobs on the local filesystem (the BlobStore port)."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from core.ports import BlobStore
+from core import errors
+from core.ports import BlobStore, PartialFile
 
+log = logging.getLogger(__name__)
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+_PARTIAL = ".tmp-"  # the prefix of a blob being written (renamed to its key once complete)
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full(what: str, where: object, cause: BaseException) -> errors.StorageFull:
+    """The error for a write that found no room, logged once here at ERROR so the operator sees why."""
+    log.error("storage full: no space left for %s in %s (%s); free disk space, nothing was stored", what, where, cause)
+    return errors.StorageFull(f"the server has no space left for {what}; nothing was stored (the operator "
+                              "must free disk space)")
 
 
 class LocalBlobStore(BlobStore):
@@ -28,17 +42,20 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
         if path.exists():
             return key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_PARTIAL)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)  # atomic: readers see the whole blob or none
-        except BaseException:
-            if os.path.exists(tmp):
+        except BaseException as e:
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in FULL:
+                raise storage_full(f"{len(data):,} bytes", self.root, e) from e
             raise
         return key
 
@@ -57,7 +74,27 @@ class LocalBlobStore(BlobStore):
     def keys(self) -> Iterable[str]:
         for _dirpath, _, files in os.walk(self.root):
             for name in files:
-                if name.startswith(".tmp-"):
-                    continue
                 if _KEY.match(name):
                     yield name
+
+    def partial_files(self, older_than: float = 0.0) -> list[PartialFile]:
+        now, found = time.time(), []
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(_PARTIAL):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # its writer finished (renamed it) or gave up meanwhile
+                    continue
+                age = max(0.0, now - st.st_mtime)
+                if age >= older_than:
+                    found.append(PartialFile(str(path.relative_to(self.root)), st.st_size, age))
+        return sorted(found, key=lambda p: p.name)
+
+    def delete_partial(self, name: str) -> None:
+        path = (self.root / name).resolve()
+        if self.root.resolve() not in path.parents or not path.name.startswith(_PARTIAL):
+            raise ValueError(f"not a partial blob file: {name!r}")
+        path.unlink(missing_ok=True)

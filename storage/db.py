@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.ports import UnitOfWork
 
+from .blobs import storage_full
 from .repositories import (
     SqlChannels,
     SqlEmbeddings,
@@ -30,10 +31,40 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
+
+
+SQLITE_FULL = 13
+PG_DISK_FULL = "53100"
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether a DBAPI error means the database has no room: SQLite's SQLITE_FULL, PostgreSQL's disk_full."""
+    if exc is None:
+        return False
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(exc):
+        return True
+    return getattr(exc, "sqlstate", None) == PG_DISK_FULL
+
+
+def _storage_full_errors(engine: Engine) -> None:
+    """A write the database has no room for raises `errors.StorageFull` (logged once) instead of a driver error
+    the adapters would answer as an unknown 500; the transaction is rolled back as for any error."""
+
+    @event.listens_for(engine, "handle_error")
+    def _full(ctx) -> None:
+        if _disk_full(ctx.original_exception):
+            raise storage_full("a database write", engine.url.render_as_string(hide_password=True),
+                               ctx.original_exception) from ctx.sqlalchemy_exception
 
 
 def make_engine(url: str) -> Engine:
+    engine = _make_engine(url)
+    _storage_full_errors(engine)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -119,6 +150,21 @@ class SqlUnitOfWork(UnitOfWork):
 
     def referenced_blob_keys(self, candidates: Iterable[str] | None = None) -> set[str]:
         return referenced_keys(self.session, candidates)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite: PRAGMA integrity_check and foreign_key_check (reads the whole file). PostgreSQL checks its pages
+        itself; a cheap query over every table's catalogue entry shows the schema is there and readable."""
+        s = self.session
+        if s.get_bind().dialect.name == "sqlite":
+            found = [r for (r,) in s.execute(text("PRAGMA integrity_check")) if r != "ok"]
+            found += [f"foreign key: a row of {r[0]} points to a missing row of {r[2]}"
+                      for r in s.execute(text("PRAGMA foreign_key_check"))]
+            return found
+        from .tables import metadata
+
+        present = {r for (r,) in s.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))}
+        return [f"table {name} is missing" for name in metadata.tables if name not in present]
 
 
 def unit_of_work_factory(engine: Engine):

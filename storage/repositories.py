@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, case, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -333,8 +333,14 @@ class SqlIterations(ports.IterationRepository):
         return [self._obj(r) for r in self.s.execute(q.order_by(t.iterations.c.number))]
 
     def next_number(self, project_id: str) -> int:
-        q = select(func.max(t.iterations.c.number)).where(t.iterations.c.project_id == project_id)
-        return int(self.s.execute(q).scalar() or 0) + 1
+        """The project's counter, advanced in this transaction (which holds the project row's write lock until it
+        ends, so concurrent trainings get different numbers); never below the highest stored number."""
+        highest = select(func.coalesce(func.max(t.iterations.c.number), 0)).where(
+            t.iterations.c.project_id == project_id).scalar_subquery()
+        counter = t.projects.c.last_iteration_number
+        self.s.execute(update(t.projects).where(t.projects.c.id == project_id).values(
+            last_iteration_number=case((counter > highest, counter), else_=highest) + 1))
+        return int(self.s.execute(select(counter).where(t.projects.c.id == project_id)).scalar_one())
 
 
 class SqlEmbeddings(ports.EmbeddingRepository):
@@ -361,6 +367,15 @@ class SqlEmbeddings(ports.EmbeddingRepository):
         if backbone_id is not None:
             q = q.where(t.embeddings.c.backbone_id == backbone_id)
         return int(self.s.execute(q).scalar_one())
+
+    def sha256s(self) -> set[str]:
+        return {v for (v,) in self.s.execute(select(t.embeddings.c.sha256).distinct())}
+
+    def delete(self, sha256s: list[str]) -> int:
+        gone = 0
+        for chunk in _chunks(list(dict.fromkeys(sha256s))):
+            gone += self.s.execute(delete(t.embeddings).where(t.embeddings.c.sha256.in_(chunk))).rowcount or 0
+        return gone
 
 
 class SqlPredictions(ports.PredictionRepository):

@@ -40,6 +40,8 @@ projects = Table(
     Column("default_iteration_id", ID),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("modified_at", DateTime(timezone=True), nullable=False),
+    # the highest iteration number handed out, so a deleted iteration's number is never given again
+    Column("last_iteration_number", Integer, nullable=False, server_default="0"),
     UniqueConstraint("workspace", "name_lower", name="uq_projects_workspace_name"),
 )
 

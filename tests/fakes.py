@@ -31,7 +31,7 @@ from core.model import (
 )
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
-          "exports")
+          "exports", "counters")
 
 
 def _copy(obj: Any) -> Any:
@@ -257,7 +257,11 @@ class FakeIterations(_Repo, ports.IterationRepository):
                 if i.status in statuses and (project_id is None or i.project_id == project_id)]
 
     def next_number(self, project_id: str) -> int:
-        return max((i.number for i in self.rows.values() if i.project_id == project_id), default=0) + 1
+        """Never reused after a deletion, as the database's per-project counter."""
+        highest = max((i.number for i in self.rows.values() if i.project_id == project_id), default=0)
+        n = max(highest, self.uow.data["counters"].get(project_id, 0)) + 1
+        self._put(project_id, n, "counters")
+        return n
 
 
 class FakeEmbeddings(_Repo, ports.EmbeddingRepository):
@@ -273,6 +277,15 @@ class FakeEmbeddings(_Repo, ports.EmbeddingRepository):
 
     def count(self, backbone_id: str | None = None) -> int:
         return sum(1 for b, _ in self.rows if backbone_id is None or b == backbone_id)
+
+    def sha256s(self) -> set[str]:
+        return {s for _, s in self.rows}
+
+    def delete(self, sha256s: list[str]) -> int:
+        gone = [k for k in self.rows if k[1] in set(sha256s)]
+        for k in gone:
+            self._drop(k)
+        return len(gone)
 
 
 class FakePredictions(_Repo, ports.PredictionRepository):
@@ -417,6 +430,7 @@ class FakeUnitOfWork(ports.UnitOfWork):
 class FakeBlobStore(ports.BlobStore):
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.partials: dict[str, float] = {}  # unfinished writes a crash left: name -> age in seconds
 
     def put(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()
@@ -436,6 +450,12 @@ class FakeBlobStore(ports.BlobStore):
 
     def keys(self) -> Iterable[str]:
         return list(self.blobs)
+
+    def partial_files(self, older_than: float = 0.0) -> list[ports.PartialFile]:
+        return [ports.PartialFile(n, 1, age) for n, age in sorted(self.partials.items()) if age >= older_than]
+
+    def delete_partial(self, name: str) -> None:
+        self.partials.pop(name, None)
 
 
 class FakeBackbones:

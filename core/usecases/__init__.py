@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import Deps, EmbeddingStats, InlineRunner
 from .channels import Channels, workspace_for_key
+from .doctor import Check, DoctorReport, doctor
 from .exports import Exports, export_file
 from .images import ImageResult, Images, ImageUpload, Order, TagPairs
 from .iterations import Iterations
@@ -35,7 +36,8 @@ class UseCases:
 
 
 __all__ = [
-    "Channels", "Deps", "EmbeddingStats", "Exports", "ImageResult", "ImageUpload", "Images", "InlineRunner",
-    "Iterations", "Notifications", "Order", "Predictions", "ProjectSummary", "Projects", "Role", "Scope", "TagPairs",
-    "Tags", "Training", "TrainingJob", "UseCases", "embed_blobs", "export_file", "recover", "workspace_for_key",
+    "Channels", "Check", "Deps", "DoctorReport", "EmbeddingStats", "Exports", "ImageResult", "ImageUpload", "Images",
+    "InlineRunner", "Iterations", "Notifications", "Order", "Predictions", "ProjectSummary", "Projects", "Role",
+    "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor", "embed_blobs", "export_file",
+    "recover", "workspace_for_key",
 ]

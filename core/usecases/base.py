@@ -53,16 +53,17 @@ class Deps:
 
 
 def collect_blobs(deps: Deps, keys: Iterable[str]) -> None:
-    """Delete the blobs among `keys` that no row references any more."""
+    """Delete the blobs among `keys` that no row references any more, with their cached embeddings."""
     wanted = list(dict.fromkeys(k for k in keys if k))
     if not wanted:
         return
     with deps.uow() as uow:
-        referenced = uow.referenced_blob_keys(wanted)
-    for k in wanted:
-        if k not in referenced:
-            deps.blobs.delete(k)
-            deps.artifacts.forget(k)
+        gone = [k for k in wanted if k not in uow.referenced_blob_keys(wanted)]
+        uow.embeddings.delete(gone)
+        uow.commit()
+    for k in gone:
+        deps.blobs.delete(k)
+        deps.artifacts.forget(k)
 
 
 def completed(it: Iteration, action: str) -> Iteration:

@@ -1,35 +1,38 @@
-"""Maintenance across every workspace: recovery after a restart (interrupted work, orphan blobs)."""
+"""Maintenance across every workspace: recovery after a restart (interrupted work, orphan blobs, stale partial
+files). `cvbot doctor` (doctor.py) runs these and more checks on demand."""
 from __future__ import annotations
 
-from ..model import ExportStatus, IterationStatus
+import logging
+
 from .base import Deps
+from .doctor import STALE_PARTIAL_SECONDS, delete_orphans, fail_interrupted, release_dangling_defaults
+
+log = logging.getLogger(__name__)
 
 
-def recover(deps: Deps) -> dict[str, int]:
-    """Fail trainings and exports a stopped server left running, drop defaults that point nowhere, and delete
-    blobs that no row references."""
-    failed = 0
+def recover(deps: Deps, clean_blobs: bool = True) -> dict[str, int]:
+    """What is safe to repair unattended at start-up: fail trainings and exports a stopped server left running,
+    drop defaults that point nowhere, and (with `clean_blobs`, when no other process uses the store) delete blobs
+    that no row references and partial blob files untouched for STALE_PARTIAL_SECONDS. Files that rows name but
+    that are missing are only counted and logged: whether to fail their iterations is `cvbot doctor --repair`'s
+    call, since a missing mount would look the same."""
+    failed, _ = fail_interrupted(deps)
     with deps.uow() as uow:
-        for it in uow.iterations.in_status([IterationStatus.Queued, IterationStatus.Training]):
-            it.status = IterationStatus.Failed
-            it.failure_reason = "interrupted: the server stopped while this iteration was training; train again"
-            uow.iterations.update(it)
-            failed += 1
-        for export in uow.exports.in_status(ExportStatus.Exporting):
-            export.status = ExportStatus.Failed
-            export.failure_reason = "interrupted: the server stopped during the export; export again"
-            uow.exports.update(export)
-        for project in uow.projects.list():
-            if project.default_iteration_id:
-                d = uow.iterations.get(project.default_iteration_id)
-                if d is None or d.status != IterationStatus.Completed:
-                    project.default_iteration_id = None
-                    uow.projects.update(project)
+        release_dangling_defaults(uow)
         uow.commit()
-    keys = list(deps.blobs.keys())
+    report = {"failed_iterations": failed, "orphan_blobs_deleted": 0, "stale_partial_files_deleted": 0,
+              "missing_files": 0}
+    keys = set(deps.blobs.keys())
     with deps.uow() as uow:
-        referenced = uow.referenced_blob_keys(keys)
-    orphans = [k for k in keys if k not in referenced]
-    for k in orphans:
-        deps.blobs.delete(k)
-    return {"failed_iterations": failed, "orphan_blobs_deleted": len(orphans)}
+        referenced = uow.referenced_blob_keys()
+    missing = [k for k in referenced - keys if not deps.blobs.exists(k)]
+    if missing:
+        report["missing_files"] = len(missing)
+        log.warning("%d file(s) the database refers to are missing from the blob store (e.g. %s); run cvbot doctor",
+                    len(missing), missing[0])
+    if clean_blobs:
+        report["orphan_blobs_deleted"] = delete_orphans(deps, sorted(keys - referenced))
+        for p in deps.blobs.partial_files(older_than=STALE_PARTIAL_SECONDS):
+            deps.blobs.delete_partial(p.name)
+            report["stale_partial_files_deleted"] += 1
+    return report

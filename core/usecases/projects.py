@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .. import errors
 from ..model import ClassificationType, Domain, Iteration, Project, utcnow
 from ..ports import UnitOfWork
-from ..rules import clean_name, parse_classification_type, parse_domain, parse_threshold
+from ..rules import clean_description, clean_name, parse_classification_type, parse_domain, parse_threshold
 from .base import UseCase
 
 
@@ -27,8 +27,8 @@ class Projects(UseCase):
         self.scope.require_write("create projects")
         project = Project(name=clean_name(name, "project"), domain=parse_domain(domain),
                           classification_type=parse_classification_type(classification_type),
-                          description=description or "", workspace=self.scope.home, created_by=created_by,
-                          threshold=parse_threshold(threshold))
+                          description=clean_description(description, "project"), workspace=self.scope.home,
+                          created_by=created_by, threshold=parse_threshold(threshold))
         with self.deps.uow() as uow:
             taken = uow.projects.get_by_name(project.workspace, project.name)
             if taken or uow.projects.add_if_absent(project).id != project.id:  # also when a concurrent create won
@@ -80,7 +80,7 @@ class Projects(UseCase):
                     raise errors.Conflict(f"a project named '{name}' already exists")
                 p.name = name
             if description is not None:
-                p.description = description
+                p.description = clean_description(description, "project")
             if domain is not None:
                 p.domain = parse_domain(domain)
             if classification_type is not None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from .. import errors
 from ..model import Tag, TagType
-from ..rules import MAX_TAGS_PER_PROJECT, clean_name, parse_tag_type
+from ..rules import MAX_TAGS_PER_PROJECT, clean_description, clean_name, parse_tag_type
 from .base import UseCase
 
 NEGATIVE_NAME = "Negative"
@@ -16,6 +16,7 @@ class Tags(UseCase):
     def create(self, project_id: str, name: str, type: TagType | str = TagType.Regular, description: str = "") -> Tag:
         self.scope.require_write("create tags")
         tag_type, name = parse_tag_type(type), clean_name(name, "tag")
+        description = clean_description(description, "tag")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             tags = uow.tags.list(project_id)
@@ -56,7 +57,7 @@ class Tags(UseCase):
                 _check_new_name([t for t in tags if t.id != tag.id], name)
                 tag.name = name
             if description is not None:
-                tag.description = description
+                tag.description = clean_description(description, "tag")
             if type is not None and parse_tag_type(type) != tag.type:
                 new_type = parse_tag_type(type)
                 if new_type == TagType.Negative:
@@ -78,15 +79,23 @@ class Tags(UseCase):
             uow.commit()
 
     def get_or_create(self, project_id: str, names: Iterable[str]) -> builtins.list[Tag]:
-        """Tags by case-insensitive name, created on first use; 'negative' means the project's Negative tag. Safe
-        to race: callers creating the same new tag at once all get the one tag that was stored."""
+        """Tags by case-insensitive name (spaces around a name ignored), created on first use; 'negative' means the
+        project's Negative tag. Every name and the tag limit are checked before the first tag is created, so a
+        refused call creates none. Safe to race: callers creating the same new tag at once all get the one tag
+        that was stored."""
         self.scope.require_write("create tags")
-        out: builtins.list[Tag] = []
         existing = {t.name.lower(): t for t in self.list(project_id)}
-        for raw in names:
-            name = raw.strip()
-            if not name:
-                continue
+        wanted = [clean_name(raw, "tag") for raw in names if raw and raw.strip()]
+        new = {n.lower() for n in wanted if n.lower() not in existing and n.lower() != NEGATIVE_NAME.lower()}
+        negative = next((t for t in existing.values() if t.type == TagType.Negative), None)
+        if any(n.lower() == NEGATIVE_NAME.lower() for n in wanted) and negative is None:
+            if NEGATIVE_NAME.lower() in existing:
+                raise _regular_named_negative(existing[NEGATIVE_NAME.lower()])
+            new.add(NEGATIVE_NAME.lower())
+        if new:
+            _check_tag_limit(len(existing) + len(new) - 1)
+        out: builtins.list[Tag] = []
+        for name in wanted:
             if name.lower() == NEGATIVE_NAME.lower():
                 tag = next((t for t in existing.values() if t.type == TagType.Negative), None) \
                     or self._named(project_id, NEGATIVE_NAME, TagType.Negative, len(existing))
@@ -95,7 +104,6 @@ class Tags(UseCase):
             existing[tag.name.lower()] = tag
             out.append(tag)
         return list({t.id: t for t in out}.values())
-
 
     def _named(self, project_id: str, name: str, tag_type: TagType, known: int) -> Tag:
         """The project's tag called `name`, added if absent (each in its own short transaction, so racing callers
@@ -106,9 +114,13 @@ class Tags(UseCase):
             tag = uow.tags.add_if_absent(Tag(project_id=project_id, name=name, type=tag_type))
             uow.commit()
         if tag_type == TagType.Negative and tag.type != TagType.Negative:
-            raise errors.Conflict(f"the tag '{tag.name}' is a Regular tag, so it cannot mark negative images; "
-                                  "rename it or make it the Negative tag, then tag again", "BadRequestDuplicateTag")
+            raise _regular_named_negative(tag)
         return tag
+
+
+def _regular_named_negative(tag: Tag) -> errors.Conflict:
+    return errors.Conflict(f"the tag '{tag.name}' is a Regular tag, so it cannot mark negative images; "
+                           "rename it or make it the Negative tag, then tag again", "BadRequestDuplicateTag")
 
 
 def _duplicate(name: str) -> errors.Conflict:

@@ -85,6 +85,72 @@ def test_import_train_predict_flow(tmp_path, folder, model_dir):
     assert [(i["number"], i["name"], i["isDefault"]) for i in its] == [(2, "best", True)]
 
 
+def test_import_strips_spaces_around_folder_names(tmp_path, model_dir):
+    root = tmp_path / "spaced"
+    for name, rgb, seed in ((" cat ", (220, 30, 30), 1), ("dog ", (30, 200, 40), 2)):
+        (root / name).mkdir(parents=True)
+        for i, data in enumerate(colour_images(2, rgb, seed)):
+            (root / name / f"{i}.png").write_bytes(data)
+    md = str(model_dir)
+    run(tmp_path, "project", "create", "Spaces", model_dir=md)
+    out = jrun(tmp_path, "import", str(root), "--project", "Spaces", model_dir=md)
+    assert out["counts"] == {"OK": 4}
+    tags = {t["name"]: t["imageCount"] for t in jrun(tmp_path, "tags", "--project", "Spaces", model_dir=md)}
+    assert tags == {"cat": 2, "dog": 2}
+
+
+def test_doctor_finds_damage_repairs_it_and_refuses_repair_while_a_server_runs(tmp_path, folder, model_dir):
+    import os
+
+    md = str(model_dir)
+    run(tmp_path, "project", "create", "Docs", model_dir=md)
+    run(tmp_path, "import", str(folder), "--project", "Docs", model_dir=md)
+    assert jrun(tmp_path, "doctor", model_dir=md)["ok"]
+    blobs = tmp_path / "data" / "blobs"
+    image = next(p for p in blobs.rglob("*") if p.is_file())
+    saved = image.read_bytes()
+    image.unlink()
+    out = run(tmp_path, "doctor", model_dir=md, ok=False)
+    assert out.returncode == 1 and "PROBLEM  missing_image_files" in out.stdout, out.stdout + out.stderr
+    assert "what to do: restore" in out.stdout and "--repair" in out.stdout
+    image.write_bytes(saved)  # restored from a "backup"
+
+    port = free_port()
+    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env_with(tmp_path, CVBOT_MODEL_DIR=md))
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        # what a crash leaves: a blob no row names, a temporary file of a write that never finished
+        orphan = blobs / "ab" / "cd" / ("abcd" + "0" * 60)
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"nobody's")
+        stale = orphan.parent / ".tmp-crashed"
+        stale.write_bytes(b"half")
+        os.utime(stale, (time.time() - 7200, time.time() - 7200))
+        refused = run(tmp_path, "doctor", "--repair", model_dir=md, ok=False)
+        assert refused.returncode == 2 and "another cvbot process" in refused.stderr
+        checked = json.loads(run(tmp_path, "doctor", "--json", model_dir=md, ok=False).stdout)
+        assert not checked["exclusive"] and not checked["ok"]
+        assert {c["name"] for c in checked["checks"] if c["problems"]} == {"orphan_blobs", "partial_files"}
+        assert orphan.exists() and stale.exists()  # a check alone changes nothing
+    finally:
+        proc.kill()  # kill -9: no clean shutdown
+        proc.wait(timeout=30)
+
+    repaired = jrun(tmp_path, "recover", model_dir=md)  # the old name of doctor --repair
+    assert repaired["ok"] and repaired["repair"]
+    assert {c["name"]: c["repaired"] for c in repaired["checks"] if c["repaired"]} == {
+        "orphan_blobs": 1, "partial_files": 1}
+    assert not orphan.exists() and not stale.exists()
+    assert jrun(tmp_path, "doctor", model_dir=md)["ok"]
+
+
 def test_clear_errors_exit_nonzero_and_change_nothing(tmp_path, model_dir):
     md = str(model_dir)
     out = run(tmp_path, "train", "--project", "nope", ok=False, model_dir=md)

@@ -526,3 +526,7 @@ def test_training_cut_off_by_a_crash_is_reported_in_its_message_after_restart(tm
         if proc is not None:
             stop_server(proc)
         slack.stop()
+    # and the store the crash and the restarts leave behind is clean (issue #13)
+    doctor = subprocess.run([CVBOT, "doctor", "--json"], env=env_with(tmp_path, CVBOT_MODEL_DIR=str(model_dir)),
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout + doctor.stderr

@@ -238,7 +238,8 @@ def test_restart_fails_interrupted_training_and_deletes_orphans(tmp_path, provid
     # "restart": new use cases over the same database and blobs
     again = make_cv(tmp_path, provider)
     report = recover(again.deps)
-    assert report == {"failed_iterations": 1, "orphan_blobs_deleted": 1}
+    assert report == {"failed_iterations": 1, "orphan_blobs_deleted": 1, "stale_partial_files_deleted": 0,
+                      "missing_files": 0}
     failed = again.iterations.get(p.id, it.id)
     assert failed.status == IterationStatus.Failed and "interrupted" in failed.failure_reason
     assert again.projects.get(p.id).default_iteration_id is None
