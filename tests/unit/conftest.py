@@ -13,8 +13,8 @@ def _forbidden(what: str):
     return refuse
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _no_database_or_onnx():
+@pytest.fixture(autouse=True, scope="package")
+def _no_database_or_onnx():  # package scope: undone after the unit tier, whatever runs in the same session
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sqlite3, "connect", _forbidden("SQLite"))
         try:
