@@ -253,17 +253,21 @@ def _has_alpha(img: PILImage.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 
 
+def _sixteen_bit(mode: str) -> bool:
+    return mode.startswith("I;16") or mode == "I"
+
+
 def decode_cost(img: PILImage.Image, factor: int) -> int:
     """Bytes a decode holds at its peak: the decoded image in its own mode, its RGB conversion (one band at a time
     when reduced) and the result."""
     w, h = img.size
     native = w * h * _bytes_per_pixel(img.mode)
-    banded = factor > 1
+    banded = factor > 1 or _sixteen_bit(img.mode)
     rows = _band_rows(factor) if banded else h
     out = -(-w // factor) * -(-h // factor) * 4
     if img.mode == "RGB" and not banded:
         return native
-    per_pixel = 12 if _has_alpha(img) else 8  # crop, conversion, composite
+    per_pixel = 16 if _sixteen_bit(img.mode) else 12 if _has_alpha(img) else 8  # crop, conversion, composite
     return native + w * min(rows, h) * per_pixel + out
 
 
@@ -300,8 +304,8 @@ _TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}
 
 def _to_rgb(img: PILImage.Image, factor: int) -> PILImage.Image:
     """RGB pixels of a loaded image, reduced by `factor` (box average) one band of rows at a time, so that no
-    full-size RGB copy of a 1-bit, palette or greyscale image is ever made."""
-    if factor == 1:
+    full-size RGB copy of a 1-bit, palette, greyscale or 16-bit image is ever made."""
+    if factor == 1 and not _sixteen_bit(img.mode):
         return _band_rgb(img)
     Image = _pil()
     w, h = img.size
@@ -315,6 +319,13 @@ def _to_rgb(img: PILImage.Image, factor: int) -> PILImage.Image:
 
 def _band_rgb(img: PILImage.Image) -> PILImage.Image:
     Image = _pil()
+    if _sixteen_bit(img.mode):
+        # Pillow clips 16-bit values to 255 when converting: scale 0..65535 to 0..255 (rounded) instead
+        import numpy as np
+
+        arr = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        grey = ((arr * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")  # type: ignore[no-any-return]
     if _has_alpha(img):
         rgba = img.convert("RGBA")
         # pasting through the alpha channel onto white gives the same pixels as alpha_composite over an

@@ -1,5 +1,5 @@
 """Hostile images (issue #13): a tiny PNG that declares 10,240 x 10,240 pixels must not cost a full-size RGB decode,
-and the process-wide decode budget bounds what is decoded at once."""
+16-bit greyscale must keep its pixels, and the process-wide decode budget bounds what is decoded at once."""
 from __future__ import annotations
 
 import io
@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from core import images
 from core.errors import Busy
 from core.images import MAX_EDGE, DecodeBudget, decode_rgb, validate_image
+from tests.helpers import TUXPAINT
 
 Image.MAX_IMAGE_PIXELS = MAX_EDGE * MAX_EDGE  # building the test image itself must not warn
 
@@ -83,6 +84,42 @@ def test_decoding_the_one_bit_bomb_costs_about_its_native_bytes_not_a_full_rgb_c
     r = json.loads(out.stdout.strip().splitlines()[-1])
     # 10,240^2 pixels held at 1 byte each is 100 MB; an RGB copy would add 400 MB
     assert r["after_mb"] - r["before_mb"] <= 200, r
+
+
+def _sixteen_bit_pair() -> tuple[bytes, bytes]:
+    """A real picture as 8-bit greyscale and the same as 16-bit greyscale (v * 257: the exact 16-bit value)."""
+    stamps = sorted(TUXPAINT.rglob("*.png"))[:1] if TUXPAINT.is_dir() else []
+    if stamps:
+        src = Image.open(stamps[0])
+        src = src.convert("RGBA")
+        white = Image.new("RGBA", src.size, (255, 255, 255, 255))
+        grey = Image.alpha_composite(white, src).convert("L")
+    else:  # a smooth synthetic picture when Debian's tuxpaint stamps are missing
+        y, x = np.mgrid[0:120, 0:160]
+        grey = Image.fromarray(((np.sin(x / 9) * np.cos(y / 13) + 1) * 127.5).astype(np.uint8), "L")
+    arr8 = np.asarray(grey)
+    sixteen = Image.fromarray(arr8.astype(np.uint16) * 257)
+    return _png(grey), _png(sixteen)
+
+
+def test_sixteen_bit_greyscale_png_decodes_to_the_same_pixels_as_its_eight_bit_version():
+    eight, sixteen = _sixteen_bit_pair()
+    assert Image.open(io.BytesIO(sixteen)).mode.startswith("I")
+    validate_image(sixteen)
+    a = np.asarray(decode_rgb(eight), np.int16)
+    b = np.asarray(decode_rgb(sixteen), np.int16)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 1, f"{(b == 255).mean():.0%} of the 16-bit pixels decoded white"
+
+
+def test_sixteen_bit_reduced_decoding_matches_too():
+    y, x = np.mgrid[0:1500, 0:1400]
+    arr8 = ((np.sin(x / 50) * np.cos(y / 70) + 1) * 127.5).astype(np.uint8)
+    eight = _png(Image.fromarray(arr8, "L"))
+    sixteen = _png(Image.fromarray(arr8.astype(np.uint16) * 257))
+    a = np.asarray(decode_rgb(eight, min_side=224), np.int16)
+    b = np.asarray(decode_rgb(sixteen, min_side=224), np.int16)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1
 
 
 # ------------------------------------------------------------------------------------------- the budget
