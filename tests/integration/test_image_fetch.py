@@ -113,3 +113,23 @@ def test_an_endless_body_is_refused_once_it_passes_the_limit(host):
     assert e.value.status == "ErrorImageSize"
     time.sleep(0.2)
     assert host.sent < 32 * LIMIT  # stopped reading: only what the socket buffers took went out
+
+
+def test_a_slack_download_stops_once_it_passes_the_limit(host):
+    from bot.runtime import SlackBot
+
+    async def download(f: dict):
+        bot = SlackBot(None, "xoxb-test")  # type: ignore[arg-type] - download needs no use cases
+        try:
+            return await bot.download(None, f, LIMIT)
+        finally:
+            await bot.close()
+
+    sent = host.sent
+    d = asyncio.run(download({"id": "F1", "name": "a.png", "url_private_download":
+                              f"http://127.0.0.1:{host.port}/endless"}))  # no declared size
+    assert d.data is None and d.problem == "too large (over 1.0 MB)"
+    time.sleep(0.2)
+    assert host.sent - sent < 32 * LIMIT
+    d = asyncio.run(download({"id": "F2", "size": LIMIT + 1, "url_private_download": "http://127.0.0.1:9/never"}))
+    assert d.data is None and d.problem.startswith("too large (1.0 MB")  # refused from its declared size
