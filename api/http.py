@@ -355,7 +355,10 @@ def make_handler(op: Operation, container) -> Callable[[web.Request], Awaitable[
                 return error_response("Unauthorized", f"access denied: the {header} header {why}", 401)
             return await op.handler(Ctx(request, container, found[0], found[1]))
         except CvError as e:
-            return error_response(e.code, e.message, getattr(e, "http_status", 400))
+            response = error_response(e.code, e.message, getattr(e, "http_status", 400))
+            if getattr(e, "retry_after", None):  # Busy: at capacity now, the same request may succeed later
+                response.headers["Retry-After"] = str(e.retry_after)
+            return response
         except web.HTTPException as e:
             return error_response("BadRequest" if e.status < 500 else "ErrorUnknown", e.reason or "", e.status)
         except Exception:  # noqa: BLE001 - one broken request must not take the server down; it is logged

@@ -279,6 +279,8 @@ async def create_images_from_urls(ctx: Ctx):
             raise ApiError("each image must be an object with a url", "BadRequestImageBatch")
         try:
             data, problem = await fetch_image(e["url"], ctx.settings.allowed_url_hosts, TRAINING_MAX_BYTES), None
+        except errors.ImageRejected as rejected:  # too large (declared or while streaming): say so
+            data, problem = None, (rejected.status, rejected.message)
         except errors.CvError:
             data, problem = None, ("ErrorSource", "the image could not be read")
         uploads.append(ImageUpload(data, e["url"], _entry_tags(e, batch_tags), problem))

@@ -154,6 +154,38 @@ def evaluate_targets(results: dict) -> list[dict]:
                              f"`{name}` starts in ≤ {limit:g} s", f"{s:.2f} s ({ratio:.2f}× `import sqlalchemy`, "
                              f"{ref:.2f} s)", s <= limit, f"{s - limit:.2f} s",
                              f"load average {start.get('load_average')} on 2 shared cores during the run"))
+    att = _get(results, "attack")
+    if att:
+        rows += _attack_rows(att)
+    return rows
+
+
+def _attack_rows(r: dict) -> list[dict]:
+    rows = []
+    one, rgb, alone = r["one_bit_attack"], r["rgb_attack"], r["rgb_alone"]
+    budget = ("decodes run within a process-wide budget (256 MB, 32 MB reserved for small images): a 10,240² image "
+              "is decoded alone and the others wait up to 2 s, then get 503")
+    above = one["peak_above_idle_mb"]
+    rows.append(_row("9-rss-1bit", 9, f"peak RSS above idle, {one['clients']} clients sending a 1-bit 10,240² PNG "
+                     "≤ 300 MB", f"{above:.0f} MB ({one['answered_200']} answered, {one['answered_503']} × 503)",
+                     above <= 300, f"{above - 300:.0f} MB", budget))
+    ref, got = alone["peak_above_idle_mb"], rgb["peak_above_idle_mb"]
+    rows.append(_row("9-rss-rgb", 9, f"peak RSS above idle, {rgb['clients']} clients sending a 10,240² RGB PNG "
+                     "≤ one such decode + 100 MB", f"{got:.0f} MB vs {ref:.0f} MB for one decode alone "
+                     f"({rgb['answered_200']} answered, {rgb['answered_503']} × 503)", got <= ref + 100,
+                     f"{got - ref - 100:.0f} MB", budget))
+    base = r["normal_without_attack"]["p95_ms"]
+    for name, a in (("1-bit", one), ("RGB", rgb)):
+        p95 = a["normal_p95_ms"]
+        ratio = p95 / base if p95 is not None and base else float("inf")
+        rows.append(_row(f"9-p95-{name}", 9, f"normal predictions' p95 during the {name} attack ≤ 3× without",
+                         f"{ratio:.2f}× ({p95} ms vs {base:.1f} ms, {a['normal_requests']} predictions)", ratio <= 3,
+                         f"{ratio - 3:.2f}×", f"load average {r.get('load_average')} on shared cores; the attack's "
+                         "decodes take a core"))
+    original = alone["top_tag_of_the_original"]
+    same = alone["top_tag"] == original and set(rgb["top_tags"]) <= {original}
+    rows.append(_row("9-valid", 9, "a 10,240² image is accepted and gets the top tag of its normal-size original",
+                     f"{alone['top_tag']} vs {original}", same, "a different top tag"))
     return rows
 
 
@@ -450,9 +482,33 @@ def _render_startup(r: dict) -> list[str]:
     return out
 
 
+def _render_attack(r: dict) -> list[str]:
+    out = [f"A real `cvbot serve` (Compact, a published iteration); {r['one_bit_attack']['clients']} clients send a "
+           f"valid {r['side_px']:,}² image to the Prediction API again and again while one client sends normal "
+           f"predictions (a 1.1-megapixel JPEG): a 1-bit PNG of {r['one_bit_png_bytes']:,} bytes, then an RGB PNG "
+           f"of {r['rgb_png_bytes']:,} bytes (a Tux Paint stamp enlarged without noise). RSS of the server from "
+           f"/proc; idle {r['idle_rss_mb']:.0f} MB.", "",
+           "| phase | requests | answered | 503 (Retry-After) | peak RSS above idle | normal p50 | normal p95 |",
+           "|---|---|---|---|---|---|---|"]
+    base = r["normal_without_attack"]
+    out.append(f"| no attack | {base['requests']} | {base['requests']} | 0 | — | {base['p50_ms']:.1f} ms | "
+               f"{base['p95_ms']:.1f} ms |")
+    alone = r["rgb_alone"]
+    out.append(f"| one RGB {r['side_px']:,}² prediction alone | 1 | 1 | 0 | {alone['peak_above_idle_mb']:.0f} MB "
+               f"| — | — |")
+    for name, key in (("1-bit attack", "one_bit_attack"), ("RGB attack", "rgb_attack")):
+        a = r[key]
+        out.append(f"| {name} | {a['requests']} | {a['answered_200']} | {a['answered_503']} | "
+                   f"**{a['peak_above_idle_mb']:.0f} MB** | {_fmt(a['normal_p50_ms'])} ms | "
+                   f"**{_fmt(a['normal_p95_ms'])} ms** |")
+    out += ["", f"Top tag of the enlarged picture: {alone['top_tag']} (of the original: "
+                f"{alone['top_tag_of_the_original']}). Note: {r['note']}."]
+    return out
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
-           "scaling": _render_scaling, "startup": _render_startup}
+           "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack}
 
 
 def rerender() -> None:

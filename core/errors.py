@@ -87,3 +87,15 @@ class ImageRejected(CvError):
     def __init__(self, status: str, message: str, code: str = "BadRequestImageFormat"):
         super().__init__(message, code)
         self.status = status
+
+
+class Busy(CvError):
+    """The server is at capacity for this work right now (e.g. the process-wide image decode budget); nothing was
+    changed, and the same request may succeed after `retry_after` seconds."""
+
+    code = "ErrorFeaturizationQueueTimeout"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int = 1, code: str | None = None):
+        super().__init__(message, code)
+        self.retry_after = retry_after

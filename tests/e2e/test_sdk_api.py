@@ -97,7 +97,7 @@ def server(tmp_path_factory, model_dir, image_host):
     tmp = tmp_path_factory.mktemp("api")
     port = free_port()
     env = env_with(tmp, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
-                   CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_ALLOWED_URL_HOSTS="127.0.0.1")
+                   CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_ALLOWED_URL_HOSTS=f"127.0.0.1:{image_host.port}")
     with open(tmp / "server.log", "w+") as log:
         proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
