@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import ipaddress
 import json
 import logging
 import math
@@ -411,6 +412,45 @@ async def read_images(request: web.Request, max_total: int, max_count: int = MAX
         return files
     data = await read_body(request, max_total, "BadRequestImageSizeBytes")
     return [UploadedFile("image", data)] if data else []
+
+
+# --------------------------------------------------------------------------- links to this server
+_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _first(value: str | None) -> str:
+    return (value or "").split(",")[0].strip()
+
+
+def from_trusted_proxy(request: web.Request, settings) -> bool:
+    if not settings.trusted_proxies or not request.remote:
+        return False
+    try:
+        remote = ipaddress.ip_address(request.remote)
+    except ValueError:
+        return False
+    if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped:  # a dual-stack socket's IPv4 peer
+        remote = remote.ipv4_mapped
+    return any(remote in ipaddress.ip_network(n) for n in settings.trusted_proxies)
+
+
+def base_url(request: web.Request, settings) -> str:
+    """Where clients reach this server, for links in responses: CVBOT_PUBLIC_URL when set; what a trusted proxy
+    (CVBOT_TRUSTED_PROXIES) says in X-Forwarded-Proto/-Host; else the address the request arrived on. Never the
+    client's own Host or X-Forwarded-* headers."""
+    if settings.public_url:
+        return settings.public_url
+    if from_trusted_proxy(request, settings):
+        proto = _first(request.headers.get("X-Forwarded-Proto")).lower() or request.scheme
+        host = _first(request.headers.get("X-Forwarded-Host")) or request.host
+        if proto in ("http", "https") and _HOST.fullmatch(host):
+            return f"{proto}://{host}"
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sock, tuple) and len(sock) >= 2:
+        host, port = str(sock[0]), int(sock[1])
+    else:
+        host, port = settings.host, settings.port
+    return f"{request.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 # --------------------------------------------------------------------------- keys

@@ -22,6 +22,7 @@ from .http import (
     Ctx,
     Param,
     b64decode,
+    base_url,
     field_list,
     field_str,
     is_guid,
@@ -510,10 +511,8 @@ EXPORT_DOWNLOAD = "/customvision/exports/{iterationId}/{exportId}/model.zip"
 
 def download_uri(ctx: Ctx, export) -> str:
     """A capability URL, like Custom Vision's SAS links: the random export id is the secret, no key needed."""
-    h = ctx.request.headers
-    scheme = (h.get("X-Forwarded-Proto") or ctx.request.scheme).split(",")[0].strip()
-    host = (h.get("X-Forwarded-Host") or ctx.request.host).split(",")[0].strip()
-    return f"{scheme}://{host}" + EXPORT_DOWNLOAD.format(iterationId=export.iteration_id, exportId=export.id)
+    return base_url(ctx.request, ctx.settings) + EXPORT_DOWNLOAD.format(iterationId=export.iteration_id,
+                                                                        exportId=export.id)
 
 
 @training("GET", "/projects/{projectId}/iterations/{iterationId}/export", "get_exports", result="[Export]")

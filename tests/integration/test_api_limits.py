@@ -13,9 +13,11 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from core.usecases import Scope
 from cvbot.bootstrap import bootstrap
@@ -254,3 +256,47 @@ def test_json_routes_take_at_most_a_few_megabytes(server):
     body = json.dumps({"continuation": "0", "pad": "x" * (3 * 1024 * 1024)})
     result = server.request("POST", f"{TRAIN}/projects/{server.project}/predictions/query", body)
     assert_refused(result, 413, "BadRequestInvalid")
+
+
+# =========================================================================== item 9: downloadUri
+def _ctx(settings: Settings, headers: dict, remote: str = "127.0.0.1"):
+    from api.http import Ctx
+
+    transport = SimpleNamespace(get_extra_info=lambda name, default=None: {
+        "peername": (remote, 50000), "sockname": ("127.0.0.1", 8123)}.get(name, default),
+        is_closing=lambda: False)
+    request = make_mocked_request("GET", "/x", headers={"Host": "127.0.0.1:8123", **headers}, transport=transport)
+    return Ctx(request, SimpleNamespace(settings=settings), "default", "training")
+
+
+EXPORT = SimpleNamespace(iteration_id=str(uuid.uuid4()), id=str(uuid.uuid4()))
+EVIL = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+
+
+def test_forwarded_headers_are_ignored_without_a_trusted_proxy(tmp_path):
+    from api.training import download_uri
+
+    uri = download_uri(_ctx(_settings(tmp_path), EVIL), EXPORT)
+    assert uri.startswith("http://127.0.0.1:8123/customvision/exports/"), uri
+    # the Host header alone is the client's word too: the server's own address it is
+    uri = download_uri(_ctx(_settings(tmp_path), {"Host": "evil.example"}), EXPORT)
+    assert uri.startswith("http://127.0.0.1:8123/"), uri
+
+
+def test_forwarded_headers_from_a_trusted_proxy_are_used(tmp_path):
+    from api.training import download_uri
+
+    settings = Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path), "CVBOT_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
+    assert download_uri(_ctx(settings, EVIL, remote="10.1.2.3"), EXPORT).startswith("https://evil.example/")
+    assert download_uri(_ctx(settings, EVIL, remote="::ffff:10.1.2.3"), EXPORT).startswith("https://evil.example/")
+    assert download_uri(_ctx(settings, EVIL, remote="192.0.2.7"), EXPORT).startswith("http://127.0.0.1:8123/")
+    bad = {"X-Forwarded-Host": "a.example/@b", "X-Forwarded-Proto": "javascript"}
+    assert download_uri(_ctx(settings, bad, remote="10.1.2.3"), EXPORT).startswith("http://127.0.0.1:8123/")
+
+
+def test_public_url_wins(tmp_path):
+    from api.training import download_uri
+
+    settings = Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path), "CVBOT_PUBLIC_URL": "https://cv.example.org/"})
+    uri = download_uri(_ctx(settings, EVIL), EXPORT)
+    assert uri == f"https://cv.example.org/customvision/exports/{EXPORT.iteration_id}/{EXPORT.id}/model.zip"
