@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -300,3 +301,19 @@ def test_public_url_wins(tmp_path):
     settings = Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path), "CVBOT_PUBLIC_URL": "https://cv.example.org/"})
     uri = download_uri(_ctx(settings, EVIL), EXPORT)
     assert uri == f"https://cv.example.org/customvision/exports/{EXPORT.iteration_id}/{EXPORT.id}/model.zip"
+
+
+# =========================================================================== item 9: over-long request lines
+def test_over_long_request_line_is_a_one_line_warning(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    path = f"{TRAIN}/projects?x=" + "a" * 70_000
+    answer = _raw_exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), iter([]), timeout=5)
+    assert answer.startswith(b"HTTP/1.") and answer[8:13] == b" 400 ", answer[:200]
+    answer = _raw_exchange(server.port, f"GET {TRAIN}/projects HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 70_000}\r\n\r\n"
+                           .encode(), iter([]), timeout=5)
+    assert answer.startswith(b"HTTP/1.") and answer[8:13] == b" 400 ", answer[:200]
+    time.sleep(0.1)
+    bad = [r for r in caplog.records if r.name.startswith("aiohttp")]
+    assert bad, "the bad requests are logged"
+    assert all(r.levelno <= logging.WARNING and not r.exc_info for r in bad), [(r.levelname, r.msg) for r in bad]
+    assert all("a" * 200 not in r.getMessage() and "b" * 200 not in r.getMessage() for r in bad)
