@@ -23,6 +23,8 @@ from core.errors import CvError
 from core.model import DEFAULT_WORKSPACE
 from core.usecases import Scope, UseCases, workspace_for_key
 
+from .limits import RateLimiter, retry_after
+
 log = logging.getLogger(__name__)
 
 TRAINING, PREDICTION = "training", "prediction"
@@ -491,7 +493,8 @@ def request_key(request: web.Request, api: str) -> str | None:
     return key.strip() if key else None
 
 
-def make_handler(op: Operation, container) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def make_handler(op: Operation, container,
+                 limiter: RateLimiter | None = None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     body_code = "BadRequestImageSizeBytes" if op.body == "images" else "BadRequestInvalid"
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -502,6 +505,13 @@ def make_handler(op: Operation, container) -> Callable[[web.Request], Awaitable[
                 header = KEY_HEADERS[op.api]
                 why = "is missing" if not key else "is not valid for this API"
                 return error_response("Unauthorized", f"access denied: the {header} header {why}", 401)
+            assert key is not None
+            if limiter is not None and (wait := limiter.acquire(key)):
+                response = error_response(
+                    "TooManyRequests", f"this key may send {limiter.rate(key):g} requests per second; "
+                    f"retry after {retry_after(wait)} s", 429)
+                response.headers["Retry-After"] = retry_after(wait)
+                return response
             if request.content_length is not None and request.content_length > op.max_body:
                 raise _too_large(op.max_body, body_code)
             return await op.handler(Ctx(request, container, found[0], found[1], op.max_body))

@@ -317,3 +317,45 @@ def test_over_long_request_line_is_a_one_line_warning(server, caplog):
     assert bad, "the bad requests are logged"
     assert all(r.levelno <= logging.WARNING and not r.exc_info for r in bad), [(r.levelname, r.msg) for r in bad]
     assert all("a" * 200 not in r.getMessage() and "b" * 200 not in r.getMessage() for r in bad)
+
+
+# =========================================================================== rate limits
+def test_rate_limits_per_key(tmp_path):
+    settings = _settings(tmp_path, rate_limit=5.0)
+    s = LiveServer(settings)
+    try:
+        other = s.container.usecases(Scope.of("w2")).channels.keys().training_key  # another workspace's key
+        results = [s.request("GET", f"{TRAIN}/projects") for _ in range(20)]
+        limited = [r for r in results if r[0] == 429]
+        assert 0 < len(limited) <= 15, [r[0] for r in results]
+        assert all(r[2]["code"] == "TooManyRequests" and int(r[1]["Retry-After"]) >= 1 for r in limited)
+        assert all(r[0] == 200 for r in results[:5])
+        assert s.request("GET", f"{TRAIN}/projects", key=other)[0] == 200  # another key is unaffected
+        time.sleep(1.1)
+        assert s.request("GET", f"{TRAIN}/projects")[0] == 200  # and the first one recovers
+    finally:
+        s.close()
+
+
+def test_rate_limit_overrides_parse():
+    s = Settings.from_env({"CVBOT_RATE_LIMIT": "10", "CVBOT_RATE_LIMITS": "abc:20, def:0.5"})
+    assert s.rate_limit == 10.0 and s.rate_limits == {"abc": 20.0, "def": 0.5}
+    assert "abc" not in repr(s)
+    assert Settings.from_env({}).rate_limit is None
+    with pytest.raises(ValueError, match="CVBOT_RATE_LIMITS"):
+        Settings.from_env({"CVBOT_RATE_LIMITS": "abc"})
+
+
+def test_token_bucket_refills_at_the_rate():
+    from api.limits import RateLimiter, retry_after
+
+    now = [0.0]
+    limiter = RateLimiter(2.0, {"vip": 0.0, "slow": 0.5}, clock=lambda: now[0])
+    assert [limiter.acquire("k") for _ in range(2)] == [0.0, 0.0]  # a burst of one second's worth
+    wait = limiter.acquire("k")
+    assert wait == pytest.approx(0.5) and retry_after(wait) == "1"
+    now[0] += 0.5
+    assert limiter.acquire("k") == 0.0 and limiter.acquire("k") > 0
+    assert all(limiter.acquire("vip") == 0.0 for _ in range(100))  # 0 overrides: unlimited
+    assert limiter.acquire("slow") == 0.0 and retry_after(limiter.acquire("slow")) == "2"
+    assert not RateLimiter(None, {"k": 0.0}).enabled and RateLimiter(None, {"k": 1.0}).enabled
