@@ -9,6 +9,7 @@ from aiohttp import web
 from . import prediction as _prediction  # noqa: F401 - registers the operations
 from . import training as _training  # noqa: F401 - registers the operations
 from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
+from .limits import RateLimiter
 from .openapi import document
 from .training import EXPORT_DOWNLOAD, download_export
 
@@ -24,8 +25,10 @@ ALIASES = {
 
 def setup(app: web.Application, container) -> None:
     app.middlewares.append(json_errors)
+    settings = container.settings
+    limiter = RateLimiter(settings.rate_limit, settings.rate_limits)
     for op in REGISTRY.operations:
-        handler = make_handler(op, container)
+        handler = make_handler(op, container, limiter if limiter.enabled else None)
         for prefix in [PREFIXES[op.api], *ALIASES[op.api]]:
             app.router.add_route(op.method, prefix + op.path, handler)
     spec = document(REGISTRY.operations, PREFIXES, ALIASES)
@@ -35,7 +38,9 @@ def setup(app: web.Application, container) -> None:
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get(EXPORT_DOWNLOAD, lambda request: download_export(request, container))
-    settings = container.settings
     log.info("Custom Vision API at %s and %s (training key %s, prediction key %s; generated workspace keys work too)",
              PREFIXES[TRAINING], PREFIXES[PREDICTION], "configured" if settings.training_key else "not configured",
              "configured" if settings.prediction_key else "not configured")
+    if limiter.enabled:
+        log.info("rate limits: %s requests per second per key by default, %d per-key overrides (per process)",
+                 settings.rate_limit or "no limit", len(settings.rate_limits))

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -19,12 +23,19 @@ from core.errors import CvError
 from core.model import DEFAULT_WORKSPACE
 from core.usecases import Scope, UseCases, workspace_for_key
 
+from .limits import RateLimiter, retry_after
+
 log = logging.getLogger(__name__)
 
 TRAINING, PREDICTION = "training", "prediction"
 KEY_HEADERS = {TRAINING: "Training-Key", PREDICTION: "Prediction-Key"}
 MAX_BATCH = 64
 MAX_TAGS_PER_IMAGE = 20
+# Request limits. A JSON body is a few kB in practice; image uploads set their own limit when they register.
+JSON_MAX_BYTES = 2 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+INT32_MAX = 2**31 - 1  # Custom Vision's integer parameters (skip, take...) are 32-bit
+INT64_MAX = 2**63 - 1  # no integer in a JSON body may be larger (databases store 64 bits)
 
 # cvbot's core codes, spelled as Custom Vision spells them on the wire.
 WIRE_CODES = {
@@ -85,6 +96,7 @@ class Operation:
     result: str | None = None  # JSON schema name, "[Name]" for arrays, None for 204
     statuses: tuple[int, ...] = (200,)
     summary: str = ""
+    max_body: int = JSON_MAX_BYTES  # the largest request body this operation reads
 
 
 @dataclass
@@ -92,10 +104,11 @@ class Registry:
     operations: list[Operation] = field(default_factory=list)
 
     def add(self, api: str, method: str, path: str, name: str, *, query=(), body=None, result=None,
-            statuses=(200,), summary=""):
+            statuses=(200,), summary="", max_body: int = JSON_MAX_BYTES):
         def register(fn):
             self.operations.append(Operation(api, method, path, name, fn, tuple(query), body, result,
-                                             tuple(statuses), summary or (fn.__doc__ or "").strip().split("\n")[0]))
+                                             tuple(statuses), summary or (fn.__doc__ or "").strip().split("\n")[0],
+                                             max_body))
             return fn
 
         return register
@@ -113,6 +126,7 @@ class Ctx:
     container: Any
     workspace: str
     key_kind: str
+    max_body: int = JSON_MAX_BYTES
 
     @cached_property
     def cv(self) -> UseCases:
@@ -154,20 +168,21 @@ class Ctx:
             return True
         if v.strip().lower() in ("false", "0", "no"):
             return False
-        raise ApiError(f"the query parameter '{name}' must be true or false, not {v!r}", "BadRequestInvalid")
+        raise ApiError(f"the query parameter '{name}' must be true or false, not {shown(v)}", "BadRequestInvalid")
 
-    def q_int(self, name: str, default: int | None = None, minimum: int | None = None,
-              maximum: int | None = None) -> int | None:
+    def q_int(self, name: str, default: int | None = None, minimum: int = -INT32_MAX - 1,
+              maximum: int = INT32_MAX) -> int | None:
+        """A 32-bit integer, as Custom Vision's are (ASCII digits only: int() also takes '²'... and 5,000 digits)."""
         v = self._raw(name)
         if v is None or v == "":
             return default
-        try:
-            n = int(v)
-        except ValueError:
-            raise ApiError(f"the query parameter '{name}' must be an integer, not {v!r}", "BadRequestInvalid") from None
-        if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
-            bound = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
-                     else f"at least {minimum}" if minimum is not None else f"at most {maximum}")
+        if not _INTEGER.fullmatch(v.strip()):
+            raise ApiError(f"the query parameter '{name}' must be an integer, not {shown(v)}", "BadRequestInvalid")
+        n = int(v)
+        if not minimum <= n <= maximum:
+            lowest, highest = minimum == -INT32_MAX - 1, maximum == INT32_MAX  # bounds of the type, not the caller's
+            bound = (f"at least {minimum}" if highest and n < minimum else f"at most {maximum}" if lowest or highest
+                     else f"between {minimum} and {maximum}")
             raise ApiError(f"the query parameter '{name}' must be {bound}", "BadRequestInvalid")
         return n
 
@@ -178,8 +193,9 @@ class Ctx:
         try:
             x = float(v)
         except ValueError:
-            raise ApiError(f"the query parameter '{name}' must be a number, not {v!r}", "BadRequestInvalid") from None
-        if x != x or x in (float("inf"), float("-inf")):
+            raise ApiError(f"the query parameter '{name}' must be a number, not {shown(v)}",
+                           "BadRequestInvalid") from None
+        if not math.isfinite(x):
             raise ApiError(f"the query parameter '{name}' must be a finite number", "BadRequestInvalid")
         return x
 
@@ -207,18 +223,117 @@ class Ctx:
         return values
 
     async def json_body(self, required: bool = True) -> dict:
-        raw = await self.request.read()
+        raw = await read_body(self.request, self.max_body, "BadRequestInvalid")
         if not raw.strip():
             if required:
                 raise ApiError("the request needs a JSON body", "BadRequestRequiredParamIsNull")
             return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError("the request body is not valid JSON", "BadRequestInvalid") from None
+        body = parse_json(raw)
         if not isinstance(body, dict):
             raise ApiError("the request body must be a JSON object", "BadRequestInvalid")
         return body
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A client's value, quoted for an error message, cut to `limit` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+# --------------------------------------------------------------------------- request bodies
+def _too_large(limit: int, code: str) -> ApiError:
+    size = f"{limit / 1048576:g} MB" if limit >= 1048576 else f"{limit // 1024} kB"
+    return ApiError(f"the request body is larger than {size}, the most this operation takes", code, 413)
+
+
+async def read_body(request: web.Request, limit: int, code: str) -> bytes:
+    """The whole body, counted while it streams in: refused (413, `code`) as soon as it passes `limit`, or at once
+    when its Content-Length says it will, so an oversized body is never buffered."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, code)
+    buf = bytearray()
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            if len(buf) + len(chunk) > limit:
+                raise _too_large(limit, code)
+            buf += chunk
+    except HttpProcessingError as e:
+        raise ApiError(f"malformed request body: {e.message}", "BadRequestInvalid") from None
+    return bytes(buf)
+
+
+class _JsonNumberError(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise _JsonNumberError(f"the number {shown(text)} is out of range")
+    return x
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or not -INT64_MAX - 1 <= (n := int(text)) <= INT64_MAX:
+        raise _JsonNumberError(f"the integer {shown(text)} is out of range")
+    return n
+
+
+def _no_constant(name: str):
+    raise _JsonNumberError(f"{name} is not a number JSON allows")
+
+
+_BRACKET_STEP = np.zeros(256, np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+_SCAN_BLOCK = 1 << 18
+
+
+def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays and objects of a UTF-8 JSON text nest deeper than `limit` (brackets inside strings do not
+    count), found by a scan before any parser recurses: escapes removed with bytes.replace, then numpy over the
+    blocks that hold brackets (the parity of the quotes seen so far tells whether a bracket is inside a string), so
+    even a 64 MB body costs milliseconds."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    if b"\\" in data:  # left to right, "\\\\" pairs first: what remains of a backslash escapes a quote or a letter
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    depth, in_string = 0, 0
+    for start in range(0, len(data), _SCAN_BLOCK):
+        end = min(start + _SCAN_BLOCK, len(data))
+        if all(data.find(c, start, end) < 0 for c in (b"[", b"{", b"]", b"}")):  # e.g. inside base64 images
+            in_string ^= data.count(b'"', start, end) & 1
+            continue
+        block = np.frombuffer(data, np.uint8, count=end - start, offset=start)
+        inside = (np.cumsum(block == ord('"'), dtype=np.int64) + in_string) & 1
+        levels = np.cumsum(np.where(inside == 1, 0, _BRACKET_STEP[block]), dtype=np.int64) + depth
+        if int(levels.max()) > limit:
+            return True
+        depth, in_string = int(levels[-1]), int(inside[-1])
+    return False
+
+
+def parse_json(raw: bytes):
+    """A request's JSON: at most MAX_JSON_DEPTH levels deep, numbers finite (no NaN/Infinity, nothing that
+    overflows a double) and integers within 64 bits, else ApiError (400 BadRequestInvalid)."""
+    encoding = json.detect_encoding(raw)
+    try:
+        text = raw.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        raise ApiError("the request body is not valid JSON (it is not UTF-8 text)", "BadRequestInvalid") from None
+    if json_depth_exceeds(raw if encoding.startswith("utf-8") else text.encode()):
+        raise ApiError(f"the request body's JSON is nested more than {MAX_JSON_DEPTH} levels deep",
+                       "BadRequestInvalid")
+    try:
+        return json.loads(text, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
+    except _JsonNumberError as e:
+        raise ApiError(f"the request body is not valid JSON: {e}", "BadRequestInvalid") from None
+    except RecursionError:  # the scan above makes this unreachable; kept as a guard
+        raise ApiError("the request body's JSON is nested too deeply", "BadRequestInvalid") from None
+    except ValueError as e:
+        raise ApiError(f"the request body is not valid JSON: {str(e)[:120]}", "BadRequestInvalid") from None
 
 
 def is_guid(value: str) -> bool:
@@ -267,8 +382,11 @@ class UploadedFile:
 
 
 async def read_images(request: web.Request, max_total: int, max_count: int = MAX_BATCH) -> list[UploadedFile]:
-    """The images in a multipart/form-data body (each part one image) or a raw (octet-stream/image) body."""
+    """The images in a multipart/form-data body (each part one image) or a raw (octet-stream/image) body, counted
+    while they stream in: refused (413) as soon as they pass `max_total` bytes."""
     ctype = request.content_type.lower()
+    if request.content_length is not None and request.content_length > max_total:
+        raise _too_large(max_total, "BadRequestImageSizeBytes")
     if ctype.startswith("multipart/"):
         files: list[UploadedFile] = []
         total = 0
@@ -289,8 +407,7 @@ async def read_images(request: web.Request, max_total: int, max_count: int = MAX
                         break
                     total += len(chunk)
                     if total > max_total:
-                        raise ApiError(f"the request is larger than {max_total // 1048576} MB",
-                                       "BadRequestImageSizeBytes", 413)
+                        raise _too_large(max_total, "BadRequestImageSizeBytes")
                     chunks.append(chunk)
                 files.append(UploadedFile(part.filename or part.name or f"image {len(files) + 1}", b"".join(chunks)))
         except ApiError:
@@ -298,12 +415,47 @@ async def read_images(request: web.Request, max_total: int, max_count: int = MAX
         except (ValueError, RuntimeError, AssertionError, LookupError, HttpProcessingError) as e:
             raise ApiError(f"malformed multipart body: {e}", "BadRequestImageStream") from None
         return files
-    try:
-        data = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(f"the request is larger than {max_total // 1048576} MB", "BadRequestImageSizeBytes",
-                       413) from None
+    data = await read_body(request, max_total, "BadRequestImageSizeBytes")
     return [UploadedFile("image", data)] if data else []
+
+
+# --------------------------------------------------------------------------- links to this server
+_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _first(value: str | None) -> str:
+    return (value or "").split(",")[0].strip()
+
+
+def from_trusted_proxy(request: web.Request, settings) -> bool:
+    if not settings.trusted_proxies or not request.remote:
+        return False
+    try:
+        remote = ipaddress.ip_address(request.remote)
+    except ValueError:
+        return False
+    if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped:  # a dual-stack socket's IPv4 peer
+        remote = remote.ipv4_mapped
+    return any(remote in ipaddress.ip_network(n) for n in settings.trusted_proxies)
+
+
+def base_url(request: web.Request, settings) -> str:
+    """Where clients reach this server, for links in responses: CVBOT_PUBLIC_URL when set; what a trusted proxy
+    (CVBOT_TRUSTED_PROXIES) says in X-Forwarded-Proto/-Host; else the address the request arrived on. Never the
+    client's own Host or X-Forwarded-* headers."""
+    if settings.public_url:
+        return settings.public_url
+    if from_trusted_proxy(request, settings):
+        proto = _first(request.headers.get("X-Forwarded-Proto")).lower() or request.scheme
+        host = _first(request.headers.get("X-Forwarded-Host")) or request.host
+        if proto in ("http", "https") and _HOST.fullmatch(host):
+            return f"{proto}://{host}"
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sock, tuple) and len(sock) >= 2:
+        host, port = str(sock[0]), int(sock[1])
+    else:
+        host, port = settings.host, settings.port
+    return f"{request.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 # --------------------------------------------------------------------------- keys
@@ -344,7 +496,10 @@ def request_key(request: web.Request, api: str) -> str | None:
     return key.strip() if key else None
 
 
-def make_handler(op: Operation, container) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def make_handler(op: Operation, container,
+                 limiter: RateLimiter | None = None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    body_code = "BadRequestImageSizeBytes" if op.body == "images" else "BadRequestInvalid"
+
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             key = request_key(request, op.api)
@@ -353,7 +508,16 @@ def make_handler(op: Operation, container) -> Callable[[web.Request], Awaitable[
                 header = KEY_HEADERS[op.api]
                 why = "is missing" if not key else "is not valid for this API"
                 return error_response("Unauthorized", f"access denied: the {header} header {why}", 401)
-            return await op.handler(Ctx(request, container, found[0], found[1]))
+            assert key is not None
+            if limiter is not None and (wait := limiter.acquire(key)):
+                response = error_response(
+                    "TooManyRequests", f"this key may send {limiter.rate(key):g} requests per second; "
+                    f"retry after {retry_after(wait)} s", 429)
+                response.headers["Retry-After"] = retry_after(wait)
+                return response
+            if request.content_length is not None and request.content_length > op.max_body:
+                raise _too_large(op.max_body, body_code)
+            return await op.handler(Ctx(request, container, found[0], found[1], op.max_body))
         except CvError as e:
             response = error_response(e.code, e.message, getattr(e, "http_status", 400))
             if getattr(e, "retry_after", None):  # Busy: at capacity now, the same request may succeed later

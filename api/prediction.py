@@ -2,6 +2,7 @@
 predictions."""
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from core import errors
@@ -27,10 +28,12 @@ from .urls import fetch_image
 APPLICATION = Param("application", description="optional name of the calling application (recorded nowhere)")
 ITERATION_ID = Param("iterationId", format="uuid")
 STORE = Param("store", "boolean")
+IMAGE_MAX_BODY = PREDICTION_MAX_BYTES + 1024 * 1024  # the image plus a multipart envelope; the image is checked alone
+MAX_CONTINUATION_DIGITS = 18  # an offset that fits the database's 64-bit integers
 
 
 async def _one_image(ctx: Ctx) -> bytes:
-    files = await read_images(ctx.request, PREDICTION_MAX_BYTES + 1024 * 1024, max_count=1)
+    files = await read_images(ctx.request, ctx.max_body, max_count=1)
     if not files:
         raise ApiError("the request has no image", "BadRequestImageStream")
     return files[0].data
@@ -55,7 +58,7 @@ async def _classify(ctx: Ctx, data: bytes, store: bool, iteration_id: str | None
 
 # =========================================================================== Prediction API
 @prediction("POST", "/{projectId}/classify/iterations/{publishedName}/image", "classify_image", body="images",
-            result="ImagePrediction", query=(APPLICATION,))
+            result="ImagePrediction", query=(APPLICATION,), max_body=IMAGE_MAX_BODY)
 async def classify_image(ctx: Ctx):
     """Classify an image with the iteration published under publishedName, and store the prediction."""
     ctx.q_str("application")
@@ -63,7 +66,7 @@ async def classify_image(ctx: Ctx):
 
 
 @prediction("POST", "/{projectId}/classify/iterations/{publishedName}/image/nostore", "classify_image_with_no_store",
-            body="images", result="ImagePrediction", query=(APPLICATION,))
+            body="images", result="ImagePrediction", query=(APPLICATION,), max_body=IMAGE_MAX_BODY)
 async def classify_image_with_no_store(ctx: Ctx):
     """Classify an image without storing it."""
     return await _classify(ctx, await _one_image(ctx), False, publish_name=ctx.path("publishedName"))
@@ -96,7 +99,7 @@ for _suffix, _name in (("image", "detect_image"), ("image/nostore", "detect_imag
 
 # =========================================================================== Training API: quick test
 @training("POST", "/projects/{projectId}/quicktest/image", "quick_test_image", body="images", result="ImagePrediction",
-          query=(ITERATION_ID, STORE))
+          query=(ITERATION_ID, STORE), max_body=IMAGE_MAX_BODY)
 async def quick_test_image(ctx: Ctx):
     """Classify an image with an iteration (default: the project's default iteration), stored unless store=false."""
     store = ctx.q_bool("store", True)
@@ -131,7 +134,13 @@ def _number(value, default: float, name: str) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ApiError(f"'{name}' must be a number", "BadRequestPredictionInvalidQueryParameters")
-    return float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise ApiError(f"'{name}' must be a finite number", "BadRequestPredictionInvalidQueryParameters")
+    return x
 
 
 @training("POST", "/projects/{projectId}/predictions/query", "query_predictions", body="PredictionQueryToken",
@@ -149,7 +158,8 @@ async def query_predictions(ctx: Ctx):
     if isinstance(max_count, bool) or not isinstance(max_count, int) or not 1 <= max_count <= 256:
         raise ApiError("maxCount must be between 1 and 256", "BadRequestPredictionResultsExceededCount")
     continuation = field_str(token, "continuation") or "0"
-    if not continuation.isdigit():
+    # str.isdigit() also takes '²' and 5,000 digits; the offset must be ASCII and fit the database's integers.
+    if not (continuation.isascii() and continuation.isdigit() and len(continuation) <= MAX_CONTINUATION_DIGITS):
         raise ApiError("continuation is not one this server issued", "BadRequestPredictionInvalidQueryParameters")
     tag_filters = []
     for t in field_list(token, "tags"):

@@ -22,6 +22,7 @@ from .http import (
     Ctx,
     Param,
     b64decode,
+    base_url,
     field_list,
     field_str,
     is_guid,
@@ -242,20 +243,20 @@ async def get_images(ctx: Ctx):
 
 
 @training("POST", "/projects/{projectId}/images", "create_images_from_data", body="images", result="ImageCreateSummary",
-          statuses=(200, 207), query=(TAG_IDS,))
+          statuses=(200, 207), query=(TAG_IDS,), max_body=REQUEST_MAX_BYTES)
 async def create_images_from_data(ctx: Ctx):
     """Upload images as multipart/form-data (up to 64, 6 MB each) or one raw image body; tagIds apply to all."""
     pid = ctx.path("projectId")
     tag_ids = ctx.q_ids("tagIds", MAX_TAGS_PER_IMAGE, "tag id") or []
     await ctx.run(ctx.cv.projects.get, pid)
-    files = await read_images(ctx.request, REQUEST_MAX_BYTES)
+    files = await read_images(ctx.request, ctx.max_body)
     _check_batch(files)
     uploads = [ImageUpload(f.data, f.name, tag_ids) for f in files]
     return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
 @training("POST", "/projects/{projectId}/images/files", "create_images_from_files", body="ImageFileCreateBatch",
-          result="ImageCreateSummary", statuses=(200, 207))
+          result="ImageCreateSummary", statuses=(200, 207), max_body=REQUEST_MAX_BYTES)
 async def create_images_from_files(ctx: Ctx):
     """Upload a JSON batch of base64 images (up to 64), each with its own tagIds."""
     pid, entries, batch_tags = await _json_batch(ctx, "contents")
@@ -512,10 +513,8 @@ EXPORT_DOWNLOAD = "/customvision/exports/{iterationId}/{exportId}/model.zip"
 
 def download_uri(ctx: Ctx, export) -> str:
     """A capability URL, like Custom Vision's SAS links: the random export id is the secret, no key needed."""
-    h = ctx.request.headers
-    scheme = (h.get("X-Forwarded-Proto") or ctx.request.scheme).split(",")[0].strip()
-    host = (h.get("X-Forwarded-Host") or ctx.request.host).split(",")[0].strip()
-    return f"{scheme}://{host}" + EXPORT_DOWNLOAD.format(iterationId=export.iteration_id, exportId=export.id)
+    return base_url(ctx.request, ctx.settings) + EXPORT_DOWNLOAD.format(iterationId=export.iteration_id,
+                                                                        exportId=export.id)
 
 
 @training("GET", "/projects/{projectId}/iterations/{iterationId}/export", "get_exports", result="[Export]")

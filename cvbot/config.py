@@ -1,6 +1,8 @@
 """Settings, read once from the environment at the edge."""
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,10 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     log_level: str = "INFO"
+    public_url: str | None = None
+    trusted_proxies: list[str] = field(default_factory=list)
+    rate_limit: float | None = None
+    rate_limits: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -61,6 +67,10 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL") or None,
             log_level=env.get("CVBOT_LOG_LEVEL") or "INFO",
+            public_url=_public_url(env.get("CVBOT_PUBLIC_URL")),
+            trusted_proxies=_networks(env.get("CVBOT_TRUSTED_PROXIES")),
+            rate_limit=_rate(env.get("CVBOT_RATE_LIMIT"), "CVBOT_RATE_LIMIT"),
+            rate_limits=_rates(env.get("CVBOT_RATE_LIMITS")),
         )
 
     def backbone_settings(self) -> BackboneSettings:
@@ -69,5 +79,55 @@ class Settings:
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token"}
-        parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items()]
+        parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items() if k != "rate_limits"]
+        parts.append(f"rate_limits=<{len(self.rate_limits)} keys>")
         return f"Settings({', '.join(parts)})"
+
+
+def _public_url(value: str | None) -> str | None:
+    """CVBOT_PUBLIC_URL: the scheme and host (and optional path prefix) links to this server start with."""
+    if not value or not value.strip():
+        return None
+    url = value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or any(c in rest for c in " ?#@\\"):
+        raise ValueError(f"CVBOT_PUBLIC_URL must look like https://cv.example.org, not {value!r}")
+    return url
+
+
+def _networks(value: str | None) -> list[str]:
+    """CVBOT_TRUSTED_PROXIES: comma-separated addresses or networks (CIDR) whose X-Forwarded-* headers are believed."""
+    out = []
+    for item in (value or "").split(","):
+        if item.strip():
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"CVBOT_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+    return out
+
+
+def _rate(value: str | None, name: str) -> float | None:
+    """A requests-per-second limit; empty or 0 means none."""
+    if value is None or not value.strip():
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of requests per second, not {value!r}") from None
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"{name} must be a number of requests per second, not {value!r}")
+    return rate or None
+
+
+def _rates(value: str | None) -> dict[str, float]:
+    """CVBOT_RATE_LIMITS: per-key overrides, "KEY:RATE,KEY2:RATE" (a rate of 0 means unlimited for that key)."""
+    out = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, rate = item.strip().rpartition(":")
+        if not sep or not key.strip():
+            raise ValueError("CVBOT_RATE_LIMITS must look like KEY:RATE,KEY2:RATE")
+        out[key.strip()] = _rate(rate, "CVBOT_RATE_LIMITS") or 0.0
+    return out

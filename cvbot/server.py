@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .bootstrap import Container, bootstrap
 from .config import Settings
@@ -24,10 +25,26 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "backbones": loaded, "uptimeSeconds": uptime})
 
 
+class BadRequestLog(logging.LoggerAdapter):
+    """aiohttp's low-level server logs a request it cannot parse (an over-long request line or header, broken
+    framing) at ERROR with a traceback. That is the client's doing: one WARNING line, with nothing the client sent
+    (a cut-off header could hold a key)."""
+
+    def exception(self, msg, *args, exc_info=True, **kwargs):
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "?"
+            self.logger.warning("refused a malformed request from %s: %s (%s)", remote, type(exc_info).__name__,
+                                exc_info.code)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 def build_app(container: Container) -> web.Application:
     # Custom Vision's SDK puts up to 256 GUIDs in one query string (imageIds): ~10 kB, over aiohttp's 8 kB default.
+    # client_max_size is the ceiling for any route; each API operation reads at most its own limit (api/http.py).
     app = web.Application(client_max_size=64 * 1024 * 1024,
-                          handler_args={"max_line_size": 65536, "max_field_size": 65536})
+                          handler_args={"max_line_size": 65536, "max_field_size": 65536,
+                                        "logger": BadRequestLog(logging.getLogger("aiohttp.server"), {})})
     app[CONTAINER] = container
     app["started"] = time.monotonic()
     app.router.add_get("/healthz", healthz)

@@ -162,8 +162,6 @@ def test_json_bodies_never_get_a_5xx(api, route, data):
     assert status < 500, crash(status, text, f"{method} {path} {body[:200]!r}")
 
 
-@pytest.mark.xfail(reason="finds GET …/images?skip=9223372036854775808 -> 500 (SQLite OverflowError) until the "
-                          "API's fix on branch 13-api", strict=False)
 @pytest.mark.slow
 @FUZZ
 @given(route=st.sampled_from(sorted(QUERIES)), data=st.data())
@@ -177,9 +175,7 @@ def test_query_strings_never_get_a_5xx(api, route, data):
     assert status < 500, crash(status, text, f"{method} {path}?{params}")
 
 
-# Issue #13 item 3's REST part: fixed by the JSON depth limit on branch 13-api (not this branch's code).
-@pytest.mark.xfail(reason="100,000 nested [ -> RecursionError -> 500 until the API's JSON depth limit (13-api)",
-                   strict=False)
+# Issue #13 item 3's REST part: the JSON depth limit answers these.
 @pytest.mark.parametrize("route", sorted(BODIES))
 def test_deeply_nested_bodies_get_a_4xx(api, route):
     status, text = api.call(*route, b"[" * 100_000)
@@ -193,11 +189,10 @@ def test_bodies_that_are_not_json_objects_get_a_4xx(api, route):
         assert 400 <= status < 500 or status in (200, 204), (route, body, status, text[:200])
 
 
-# The inputs issue #13 item 3 names (REST part, fixed on branch 13-api): kept here so that the fix stays covered.
+# The inputs issue #13 item 3 names (REST part), kept so that the fixes stay covered.
 QUERY = ("POST", T + "/projects/{projectId}/predictions/query")
 
 
-@pytest.mark.xfail(reason="500 until the API's fixes for issue #13 item 3 (branch 13-api)", strict=False)
 @pytest.mark.parametrize("method,path,body,params", [
     ("GET", T + "/projects/{projectId}/images", None, "skip=9223372036854775808"),
     (*QUERY, b'{"continuation": "\\u00b2"}', ""),
