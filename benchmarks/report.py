@@ -251,7 +251,7 @@ def render_markdown(results: dict) -> str:
 
 _NOTES = [
     "## What the engine does for these numbers", "",
-    "- Training (`core/probe.py`, `core/evaluation.py`): features centred and rotated onto their principal axes once "
+    "- Training (`core/probe/`, `core/evaluation.py`): features centred and rotated onto their principal axes once "
     "(exact; with fewer images than dimensions the problem shrinks to n columns), L-BFGS in coordinates scaled by a "
     "diagonal Hessian estimate, line searches that cost no matrix product, the 5 folds advancing in lock-step so that "
     "each iteration is two wide matrix products, curvature pairs carried along the C path, the path solved to a looser "
