@@ -609,6 +609,25 @@ def test_no_request_shape_crashes_the_server(server):
                 crashes.append(f"{case.method} {case.formatted_path} -> {response.status_code} {response.text[:200]}")
 
         check()
+
+    # The hostile inputs of issue #13, sent to every documented operation the schema lists: each integer query
+    # parameter out of range or in non-ASCII digits, and each JSON body nested 100,000 deep or with a NaN.
+    import collections
+    from urllib.parse import quote
+
+    hostile_queries = ("9223372036854775808", "\u00b2", "1" * 5000, "1e400", "NaN")
+    hostile_bodies = (b"[" * 100_000, b'{"maxCount": NaN, "continuation": "\xc2\xb2"}', b'{"minThreshold": 1e400}')
+    for op in operations:
+        base = op.path.format_map(collections.defaultdict(lambda: "00000000-0000-0000-0000-000000000000", real))
+        ints = [p.name for p in op.query if p.definition.get("schema", {}).get("type") in ("integer", "number")]
+        attempts = [f"{base}?{name}={quote(value)}" for name in ints for value in hostile_queries]
+        bodies = hostile_bodies if op.body else ()
+        for url, body in [(u, None) for u in attempts] + [(base, b) for b in bodies]:
+            code, text = server.raw(op.method.upper(), url, {**keys, "Content-Type": "application/json"}, body)
+            calls += 1
+            statuses.add(code)
+            if code >= 500:
+                crashes.append(f"{op.method.upper()} {url[:120]} (hostile) -> {code} {text[:200]!r}")
     print(f"schemathesis: {calls} calls, statuses {sorted(statuses)}")
     assert not crashes, "\n".join(crashes[:10])
     assert calls >= 200 and {200, 400, 404} <= statuses, (calls, statuses)
