@@ -86,6 +86,8 @@ SCHEMAS: dict[str, dict] = {
         "predictions": _arr(PREDICTION_ITEM)}))}),
     "Export": _obj({"platform": S, "status": {"type": "string", "enum": ["Exporting", "Failed", "Done"]},
                     "downloadUri": _nullable(S), "flavor": _nullable(S), "newerVersionAvailable": B}),
+    "ProjectExport": _obj({"iterationCount": INT, "imageCount": INT, "tagCount": INT, "regionCount": INT,
+                           "estimatedImportTimeInMS": INT, "token": S}),
 }
 
 

@@ -85,3 +85,10 @@ def export(e: Export, download_uri: str | None) -> dict:
     done = e.status == ExportStatus.Done
     return {"platform": e.platform, "status": e.status.value, "downloadUri": download_uri if done else None,
             "flavor": e.flavor, "newerVersionAvailable": False, "failureReason": e.failure_reason}
+
+
+def project_export(e) -> dict:
+    """Azure's ProjectExport (a copy here is one transaction: the estimate is a guess from the image count)."""
+    return {"iterationCount": e.iteration_count, "imageCount": e.image_count, "tagCount": e.tag_count,
+            "regionCount": 0, "estimatedImportTimeInMS": 1000 + e.image_count, "token": e.token}
+

@@ -189,6 +189,22 @@ async def update_project(ctx: Ctx):
     return json_response(render.project(p))
 
 
+@training("GET", "/projects/{projectId}/export", "export_project", result="ProjectExport")
+async def export_project(ctx: Ctx):
+    """Counts and a token with which import_project copies the project (in this workspace, for 7 days)."""
+    export = await ctx.run(ctx.cv.transfer.export, ctx.path("projectId"))
+    return json_response(render.project_export(export))
+
+
+@training("POST", "/projects/import", "import_project", result="Project", query=(
+    Param("token", required=True), Param("name")))
+async def import_project(ctx: Ctx):
+    """A full copy of an exported project: settings, tags, images with their tags (iterations are not copied)."""
+    token = ctx.q_str("token", required=True)
+    p = await ctx.run(ctx.cv.transfer.import_token, token, ctx.q_str("name"))
+    return json_response(render.project(p))
+
+
 # =========================================================================== tags
 @training("GET", "/projects/{projectId}/tags", "get_tags", result="[Tag]", query=(ITERATION_ID,))
 async def get_tags(ctx: Ctx):

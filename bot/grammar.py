@@ -31,6 +31,10 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv default N` make iteration N the default (used for predictions)
 • `/cv performance [N] [threshold=0.7]` an iteration's precision, recall and AP at any threshold
 
+*Data*
+• `/cv export dataset` post the project's images, tags and settings as a zip in a thread \
+(`cvbot dataset import` restores it)
+
 *Classify*
 • Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; \
 the buttons under my answer add the image to the training set with the right tag
@@ -44,7 +48,7 @@ _TAG_LINE = re.compile(r"^\s*[*_~]*tags?[*_~]*\s*:[*_~]*\s*(.*?)\s*$", re.IGNORE
 _OPTION = re.compile(r"^([A-Za-z_]+)=(.*)$", re.DOTALL)
 
 SUBCOMMANDS = ("help", "new", "use", "projects", "tags", "collect", "train", "iterations", "default",
-               "performance", "threshold", "settings", "keys")
+               "performance", "threshold", "settings", "keys", "export")
 ALIASES = {"create": "new", "bind": "use", "project": "projects", "list": "projects", "iteration": "iterations",
            "perf": "performance", "setting": "settings", "key": "keys", "?": "help"}
 

@@ -103,6 +103,64 @@ class Cli:
         self.cv.projects.delete(p.id)
         self.out({"deleted": p.id}, f"deleted project '{p.name}'")
 
+    def cmd_project_copy(self):
+        p = self.cv.projects.find(self.args.name)
+        copy = self.cv.transfer.copy(p.id, self.args.new_name, created_by="cli")
+        s = self.cv.projects.summary(copy.id)
+        self.out(project_json(copy) | {"imageCount": s.image_count},
+                 f"copied '{p.name}' to '{copy.name}' ({s.image_count} images) id {copy.id}")
+
+    def cmd_dataset_export(self):
+        import os
+        import tempfile
+
+        from tqdm import tqdm
+
+        p = self.project()
+        target = Path(self.args.output or f"{p.name}.zip")
+        if not target.parent.is_dir():
+            raise errors.InvalidInput(f"{target.parent} is not a folder")
+        bar = tqdm(unit="img", desc=f"exporting {p.name}", disable=self.args.json or None, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        # written beside the target and renamed into place: an interrupted export leaves no half archive
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent.resolve())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                summary = self.cv.transfer.export_dataset(p.id, f, progress)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        self.out({"project": p.id, "file": str(target), "images": summary.images, "bytes": target.stat().st_size},
+                 f"exported {summary.images} images of '{p.name}' to {target} ({target.stat().st_size:,} bytes)")
+
+    def cmd_dataset_import(self):
+        from tqdm import tqdm
+
+        source = Path(self.args.archive)
+        if not source.is_file():
+            raise errors.InvalidInput(f"{source} is not a file")
+        bar = tqdm(unit="img", desc=f"importing {source.name}", disable=self.args.json or None, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            summary = self.cv.transfer.import_dataset(str(source), self.args.project, progress, created_by="cli")
+        finally:
+            bar.close()
+        p = summary.project
+        self.out(project_json(p) | {"imageCount": summary.images},
+                 f"imported {summary.images} images into new project '{p.name}' "
+                 f"({p.domain.value}, {p.classification_type.value}) id {p.id}")
+
     def cmd_tags(self):
         p = self.project()
         tags = self.cv.tags.list(p.id)
@@ -373,6 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
     p.add_argument("name")
     p.add_argument("--yes", action="store_true")
+
+    p = cmd("copy", Cli.cmd_project_copy, "copy a project: settings, tags, images with their tags", proj)
+    p.add_argument("name")
+    p.add_argument("new_name", metavar="new-name")
+
+    data = sub.add_parser("dataset", help="export a project as a zip, or import one").add_subparsers(
+        dest="sub", required=True)
+    p = cmd("export", Cli.cmd_dataset_export, "write a project's images, tags and settings to a zip", data)
+    p.add_argument("--project", required=True)
+    p.add_argument("-o", "--output", help="the zip to write (default: PROJECT.zip)")
+    p = cmd("import", Cli.cmd_dataset_import, "create a project from a zip made by `dataset export`", data)
+    p.add_argument("archive")
+    p.add_argument("--project", help="the new project's name (default: the archive's)")
 
     p = cmd("tags", Cli.cmd_tags, "list a project's tags with image counts")
     p.add_argument("--project", required=True)

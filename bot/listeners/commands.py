@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core import errors
-from core.usecases import UseCases
+from core.usecases import ArchiveTooLarge, UseCases
 
 from .. import blocks, grammar
 from ..errors import answering
@@ -202,8 +205,43 @@ async def cmd_performance(req: Request) -> None:
     await req.say(blocks.performance_message(p, it, perf, is_default=p.default_iteration_id == it.id))
 
 
+# ------------------------------------------------------------------ data out
+SLACK_MAX_FILE_BYTES = 1024 * 1024 * 1024  # Slack's limit for one uploaded file
+
+
+async def cmd_export(req: Request) -> None:
+    if [a.lower() for a in req.cmd.args] != ["dataset"]:
+        raise grammar.GrammarError("`/cv export dataset` posts the project's images, tags and settings as a zip")
+    cv = req.cv
+    p = await req.project()
+    started = await req.client.chat_postMessage(
+        channel=req.channel, text=f":package: <@{req.user}> asked for the dataset of *{blocks.esc(p.name)}*…")
+    ts = started["ts"]
+    fd, path = tempfile.mkstemp(prefix="cvbot-dataset-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            summary = await cv.call(req.uc.transfer.export_dataset, p.id, f, None, SLACK_MAX_FILE_BYTES)
+        if os.path.getsize(path) > SLACK_MAX_FILE_BYTES:
+            raise ArchiveTooLarge("the zip is larger than Slack allows")
+        await req.client.files_upload_v2(
+            channel=req.channel, thread_ts=ts, file=path, filename=f"{_file_name(p.name)}.zip",
+            title=f"{p.name}: dataset", initial_comment=f"{summary.images} images of *{blocks.esc(p.name)}* "
+                                                        "(restore with `cvbot dataset import FILE.zip`)")
+    except ArchiveTooLarge:
+        # TODO(#10 image links): answer a signed download link instead, once cvbot serves signed links.
+        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts, **blocks.error_message(
+            f"The dataset of {p.name} is larger than Slack allows ({SLACK_MAX_FILE_BYTES // 1024 ** 3} GB per "
+            "file). Export it on the server with `cvbot dataset export --project NAME -o FILE.zip`."))
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "dataset"
+
+
 HANDLERS: dict[str, Callable[[Request], Awaitable[None]]] = {
     "new": cmd_new, "use": cmd_use, "projects": cmd_projects, "settings": cmd_settings, "threshold": cmd_threshold,
     "keys": cmd_keys, "tags": cmd_tags, "collect": cmd_collect, "train": cmd_train, "iterations": cmd_iterations,
-    "default": cmd_default, "performance": cmd_performance,
+    "default": cmd_default, "performance": cmd_performance, "export": cmd_export,
 }

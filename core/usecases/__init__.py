@@ -16,6 +16,7 @@ from .scope import Role, Scope
 from .tags import Tags
 from .training import Training
 from .training_job import TrainingJob, embed_blobs
+from .transfer import ArchiveSummary, ArchiveTooLarge, ProjectExport, Transfer
 
 
 class UseCases:
@@ -33,6 +34,7 @@ class UseCases:
         self.exports = Exports(deps, scope)
         self.channels = Channels(deps, scope)
         self.notifications = Notifications(deps, scope)
+        self.transfer = Transfer(deps, scope)
 
 
 __all__ = [
@@ -41,3 +43,4 @@ __all__ = [
     "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor", "embed_blobs", "export_file",
     "recover", "workspace_for_key",
 ]
+__all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]
