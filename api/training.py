@@ -77,8 +77,8 @@ def _page(ctx: Ctx, default_take: int = 50) -> tuple[int, int, Order]:
 def _list_images(ctx: Ctx, project_id: str, tagged: bool | None, tag_ids: list[str] | None,
                  skip: int, take: int, order: Order) -> list[dict]:
     images = ctx.cv.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take, order=order)
-    names = _tag_names(ctx, project_id)
-    return [render.image(i, names, links(ctx)) for i in images]
+    names, uris = _tag_names(ctx, project_id), links(ctx)
+    return [render.image(i, names, uris) for i in images]
 
 
 def _tagging_status(ctx: Ctx) -> bool | None:
@@ -318,8 +318,8 @@ async def get_images_by_ids(ctx: Ctx):
 
     def images():
         found = ctx.cv.images.get_many(pid, ids)
-        names = _tag_names(ctx, pid)
-        return [render.image(i, names, links(ctx)) for i in found]
+        names, uris = _tag_names(ctx, pid), links(ctx)
+        return [render.image(i, names, uris) for i in found]
 
     return json_response(await ctx.run(images))
 
@@ -476,8 +476,8 @@ async def get_image_performances(ctx: Ctx):
 
     def page():
         rows = ctx.cv.iterations.image_performances(pid, iid, tag_ids, order, skip, take)
-        names = _tag_names(ctx, pid)
-        return [render.image_performance(img, preds, names, links(ctx)) for img, preds in rows]
+        names, uris = _tag_names(ctx, pid), links(ctx)
+        return [render.image_performance(img, preds, names, uris) for img, preds in rows]
 
     return json_response(await ctx.run(page))
 

@@ -230,6 +230,15 @@ def test_stored_predictions_have_links_scoped_to_the_prediction(server):
         iteration = trainer.get_iteration(project.id, iteration.id)
     assert iteration.status == "Completed", iteration.training_error_details
     trainer.publish_iteration(project.id, iteration.id, "links", "resource")
+    uploaded = {sha(e.contents): e for e in entries}
+    performances = trainer.get_image_performances(project.id, iteration.id, take=20)
+    assert len(performances) == 10
+    for perf in performances:  # image performances link to their training image (the SDK reads two links)
+        assert perf.image_uri.startswith(f"{server.url}/customvision/images/image/{perf.id}/original?")
+        status, _, body = fetch(perf.image_uri)
+        assert status == 200 and sha(body) in uploaded
+        status, headers, body = fetch(perf.thumbnail_uri)
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
     query = colour_images(1, RED, 33, size=(300, 100))[0]
     stored = predictor.classify_image(project.id, "links", query)
     predictor.classify_image_with_no_store(project.id, "links", colour_images(1, GREEN, 34)[0])
