@@ -10,6 +10,7 @@ from . import prediction as _prediction  # noqa: F401 - registers the operations
 from . import training as _training  # noqa: F401 - registers the operations
 from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
 from .limits import RateLimiter
+from .links import setup_links
 from .openapi import document
 from .training import EXPORT_DOWNLOAD, download_export
 
@@ -38,6 +39,7 @@ def setup(app: web.Application, container) -> None:
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get(EXPORT_DOWNLOAD, lambda request: download_export(request, container))
+    setup_links(app, container)
     log.info("Custom Vision API at %s and %s (training key %s, prediction key %s; generated workspace keys work too)",
              PREFIXES[TRAINING], PREFIXES[PREDICTION], "configured" if settings.training_key else "not configured",
              "configured" if settings.prediction_key else "not configured")

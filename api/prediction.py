@@ -23,6 +23,7 @@ from .http import (
     read_images,
     training,
 )
+from .links import links
 from .urls import fetch_image
 
 APPLICATION = Param("application", description="optional name of the calling application (recorded nowhere)")
@@ -178,11 +179,12 @@ async def query_predictions(ctx: Ctx):
         page = PredictionPage([], None)
     else:
         page = await ctx.run(ctx.cv.predictions.query, pid, query)
+    uris = links(ctx)
     out_token = dict(token)
     out_token.update({"continuation": None if page.next_offset is None else str(page.next_offset),
                       "maxCount": max_count})
     return json_response({"token": out_token,
-                          "results": [render.stored_prediction(p, domain) for p, domain in page.results]})
+                          "results": [render.stored_prediction(p, domain, uris) for p, domain in page.results]})
 
 
 @training("DELETE", "/projects/{projectId}/predictions", "delete_prediction", statuses=(204,),

@@ -1,6 +1,8 @@
 """Custom Vision's wire shapes, built on the shared ones in core.views."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core import views
 from core.model import (
     Domain,
@@ -24,19 +26,25 @@ def project(p: Project) -> dict:
     return out
 
 
-def image(i: Image, tag_names: dict[str, str]) -> dict:
+# uris(kind, id): the signed originalImageUri, resizedImageUri and thumbnailUri of one stored image (api/links.py)
+Uris = Callable[[str, str], dict[str, str]]
+NO_URIS = {"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None}
+
+
+def image(i: Image, tag_names: dict[str, str], uris: Uris | None = None) -> dict:
     out = views.image_json(i, tag_names)
-    out.update({"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None, "regions": [], "metadata": {}})
+    out.update(NO_URIS if uris is None else uris("image", i.id))
+    out.update({"regions": [], "metadata": {}})
     return out
 
 
-def image_results(results, tag_names: dict[str, str]) -> dict:
+def image_results(results, tag_names: dict[str, str], uris: Uris | None = None) -> dict:
     """ImageCreateSummary: isBatchSuccessful only when every image is a new OK (as Custom Vision)."""
     images = []
     for r in results:
         item = views.image_result_json(r, tag_names)
         if r.image is not None:
-            item["image"] = image(r.image, tag_names)
+            item["image"] = image(r.image, tag_names, uris)
         images.append(item)
     return {"isBatchSuccessful": bool(results) and all(r.status == "OK" for r in results), "images": images}
 
@@ -68,16 +76,18 @@ def image_prediction(p: Prediction) -> dict:
     return out
 
 
-def stored_prediction(p: Prediction, domain: Domain) -> dict:
+def stored_prediction(p: Prediction, domain: Domain, uris: Uris | None = None) -> dict:
+    """A stored prediction; its image links are scoped to the prediction (its id), not to the bytes."""
     out = image_prediction(p)
-    out.update({"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None,
-                "domain": domain_id(domain)})
+    out.update(NO_URIS if uris is None or not (p.stored and p.sha256) else uris("prediction", p.id))
+    out["domain"] = domain_id(domain)
     return out
 
 
-def image_performance(img: Image, preds: list[TagPrediction], tag_names: dict[str, str]) -> dict:
-    out = image(img, tag_names)
-    out.update({"predictions": [tag_prediction(x) for x in preds], "imageUri": None})
+def image_performance(img: Image, preds: list[TagPrediction], tag_names: dict[str, str],
+                      uris: Uris | None = None) -> dict:
+    out = image(img, tag_names, uris)
+    out.update({"predictions": [tag_prediction(x) for x in preds], "imageUri": out["originalImageUri"]})
     return out
 
 

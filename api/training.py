@@ -31,6 +31,7 @@ from .http import (
     read_images,
     training,
 )
+from .links import links
 from .urls import fetch_image
 
 REQUEST_MAX_BYTES = 64 * 1024 * 1024
@@ -76,8 +77,8 @@ def _page(ctx: Ctx, default_take: int = 50) -> tuple[int, int, Order]:
 def _list_images(ctx: Ctx, project_id: str, tagged: bool | None, tag_ids: list[str] | None,
                  skip: int, take: int, order: Order) -> list[dict]:
     images = ctx.cv.images.list(project_id, tagged=tagged, tag_ids=tag_ids, skip=skip, take=take, order=order)
-    names = _tag_names(ctx, project_id)
-    return [render.image(i, names) for i in images]
+    names, uris = _tag_names(ctx, project_id), links(ctx)
+    return [render.image(i, names, uris) for i in images]
 
 
 def _tagging_status(ctx: Ctx) -> bool | None:
@@ -90,7 +91,7 @@ def _tagging_status(ctx: Ctx) -> bool | None:
 def _add_images(ctx: Ctx, project_id: str, uploads: list[ImageUpload]) -> dict:
     """Store a batch and answer Custom Vision's ImageCreateSummary."""
     results = ctx.cv.images.add(project_id, uploads, source="api")
-    return render.image_results(results, _tag_names(ctx, project_id))
+    return render.image_results(results, _tag_names(ctx, project_id), links(ctx))
 
 
 def _summary_response(summary: dict):
@@ -333,8 +334,8 @@ async def get_images_by_ids(ctx: Ctx):
 
     def images():
         found = ctx.cv.images.get_many(pid, ids)
-        names = _tag_names(ctx, pid)
-        return [render.image(i, names) for i in found]
+        names, uris = _tag_names(ctx, pid), links(ctx)
+        return [render.image(i, names, uris) for i in found]
 
     return json_response(await ctx.run(images))
 
@@ -491,8 +492,8 @@ async def get_image_performances(ctx: Ctx):
 
     def page():
         rows = ctx.cv.iterations.image_performances(pid, iid, tag_ids, order, skip, take)
-        names = _tag_names(ctx, pid)
-        return [render.image_performance(img, preds, names) for img, preds in rows]
+        names, uris = _tag_names(ctx, pid), links(ctx)
+        return [render.image_performance(img, preds, names, uris) for img, preds in rows]
 
     return json_response(await ctx.run(page))
 

@@ -371,3 +371,40 @@ def decode_rgb(data: bytes, min_side: int | None = None, wait_s: float | None = 
     if decoded is not None:  # decoded (identically) by validate_image just before
         return decoded
     return _decode(img, plan, wait_s)
+
+
+# ------------------------------------------------------------------------------------------- served copies
+MIME_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "GIF": "image/gif",
+              "WEBP": "image/webp"}
+RESIZED_QUALITY = 88
+
+
+def content_type(data: bytes) -> str:
+    """The MIME type of a stored image, from its header (nothing decoded)."""
+    try:
+        fmt = _open(data).format or ""
+    except ImageRejected:
+        fmt = ""
+    return MIME_TYPES.get(fmt, "application/octet-stream")
+
+
+def fit_jpeg(data: bytes, max_edge: int, wait_s: float | None = None) -> bytes:
+    """The image as a JPEG fitting in `max_edge` x `max_edge` (aspect ratio kept, never enlarged; EXIF orientation
+    applied, transparency on white, first frame). Decoded within the process-wide decode budget, at a reduced scale
+    when the image is far larger (see decode_rgb); waits at most `wait_s` seconds for its share, then raises Busy."""
+    Image = _pil()
+    header: PILImage.Image = _open(data)
+    w, h = header.size
+    try:
+        if header.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):
+            w, h = h, w
+    except Exception:  # noqa: BLE001 - a broken EXIF block: decode_rgb keeps the pixels as stored too
+        pass
+    scale = min(1.0, max_edge / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    rgb = decode_rgb(data, min_side=max(1, min(size)), wait_s=wait_s)
+    if rgb.size != size:
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=RESIZED_QUALITY, optimize=True)
+    return out.getvalue()

@@ -274,6 +274,25 @@ class ExportRepository(ABC):
     def in_status(self, status: ExportStatus) -> builtins.list[Export]: ...
 
 
+class SecretRepository(ABC):
+    """Server-wide secrets shared by every process of an install (e.g. the image-link signing key)."""
+
+    @abstractmethod
+    def get_or_add(self, name: str, value: str) -> str:
+        """The stored secret `name`; stores `value` first when there is none (a concurrent process's wins)."""
+
+
+class VariantRepository(ABC):
+    """Derived copies of stored images (resized, thumbnail): the blob key made from a source blob."""
+
+    @abstractmethod
+    def get(self, source_key: str, variant: str) -> str | None: ...
+
+    @abstractmethod
+    def put(self, source_key: str, variant: str, blob_key: str) -> None:
+        """Insert or replace (concurrent puts do not fail)."""
+
+
 class UnitOfWork(ABC):
     """One transaction over every repository; rolls back unless `commit()` was called."""
 
@@ -287,6 +306,8 @@ class UnitOfWork(ABC):
     messages: MessageRepository
     keys: KeyRepository
     exports: ExportRepository
+    secrets: SecretRepository
+    variants: VariantRepository
 
     def __enter__(self) -> UnitOfWork:
         return self
@@ -302,8 +323,9 @@ class UnitOfWork(ABC):
 
     @abstractmethod
     def referenced_blob_keys(self, candidates: Iterable[str] | None = None) -> set[str]:
-        """Blob keys still referenced by an image, an iteration (snapshot, probe, evaluation) or a
-        stored prediction; limited to `candidates` when given."""
+        """Blob keys still referenced by an image, an iteration (snapshot, probe, evaluation), a
+        stored prediction or a derived copy (resized, thumbnail) of a blob still referenced; limited to
+        `candidates` when given."""
 
     def integrity_problems(self) -> builtins.list[str]:
         """What the database's own consistency check reports (empty when sound); a store without one answers []."""

@@ -36,6 +36,8 @@ class Settings:
     trusted_proxies: list[str] = field(default_factory=list)
     rate_limit: float | None = None
     rate_limits: dict[str, float] = field(default_factory=dict)
+    secret_key: str | None = None
+    link_ttl: int = 3600
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -71,6 +73,8 @@ class Settings:
             trusted_proxies=_networks(env.get("CVBOT_TRUSTED_PROXIES")),
             rate_limit=_rate(env.get("CVBOT_RATE_LIMIT"), "CVBOT_RATE_LIMIT"),
             rate_limits=_rates(env.get("CVBOT_RATE_LIMITS")),
+            secret_key=env.get("CVBOT_SECRET_KEY") or None,
+            link_ttl=_seconds(env.get("CVBOT_LINK_TTL"), "CVBOT_LINK_TTL", 3600),
         )
 
     def backbone_settings(self) -> BackboneSettings:
@@ -78,7 +82,8 @@ class Settings:
                                 threads=self.threads)
 
     def __repr__(self) -> str:  # never print secrets
-        hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token"}
+        hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token",
+                  "secret_key"}
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items() if k != "rate_limits"]
         parts.append(f"rate_limits=<{len(self.rate_limits)} keys>")
         return f"Settings({', '.join(parts)})"
@@ -131,3 +136,16 @@ def _rates(value: str | None) -> dict[str, float]:
             raise ValueError("CVBOT_RATE_LIMITS must look like KEY:RATE,KEY2:RATE")
         out[key.strip()] = _rate(rate, "CVBOT_RATE_LIMITS") or 0.0
     return out
+
+
+def _seconds(value: str | None, name: str, default: int) -> int:
+    """A lifetime in whole seconds (at least 1, at most a week: links are capabilities, they must expire)."""
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 1 <= seconds <= 7 * 24 * 3600:
+        raise ValueError(f"{name} must be between 1 and 604800 seconds (a week), not {value!r}")
+    return seconds

@@ -23,7 +23,9 @@ from .repositories import (
     SqlMessages,
     SqlPredictions,
     SqlProjects,
+    SqlSecrets,
     SqlTags,
+    SqlVariants,
     referenced_keys,
 )
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 SQLITE_FULL = 13
@@ -131,6 +133,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.messages = SqlMessages(s)
         self.keys = SqlKeys(s)
         self.exports = SqlExports(s)
+        self.secrets = SqlSecrets(s)
+        self.variants = SqlVariants(s)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -418,16 +418,48 @@ class SqlPredictions(ports.PredictionRepository):
 def referenced_keys(s: Session, candidates: Iterable[str] | None) -> set[str]:
     sources = [t.images.c.sha256, t.iteration_images.c.sha256, t.predictions.c.sha256,
                t.iterations.c.probe_key, t.iterations.c.evaluation_key, t.exports.c.blob_key]
+    # a resized copy or thumbnail is referenced while the image it was made from is
+    v = t.image_variants.c
+    copies = select(v.blob_key).where(v.source_key.in_(
+        select(t.images.c.sha256).union(select(t.predictions.c.sha256), select(t.iteration_images.c.sha256))))
     found: set[str] = set()
     if candidates is None:
         for col in sources:
-            found |= {v for (v,) in s.execute(select(col).distinct()) if v}
+            found |= {k for (k,) in s.execute(select(col).distinct()) if k}
+        found |= {k for (k,) in s.execute(copies.distinct())}
         return found
     cands = list(dict.fromkeys(candidates))
     for chunk in _chunks(cands):
         for col in sources:
-            found |= {v for (v,) in s.execute(select(col).where(col.in_(chunk)).distinct()) if v}
+            found |= {k for (k,) in s.execute(select(col).where(col.in_(chunk)).distinct()) if k}
+        found |= {k for (k,) in s.execute(copies.where(v.blob_key.in_(chunk)).distinct())}
     return found
+
+
+class SqlSecrets(ports.SecretRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def get_or_add(self, name: str, value: str) -> str:
+        _insert_absent(self.s, t.server_secrets, [dict(name=name, value=value)], ["name"])
+        c = t.server_secrets.c
+        stored: str = self.s.execute(select(c.value).where(c.name == name)).scalar_one()
+        return stored
+
+
+class SqlVariants(ports.VariantRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def get(self, source_key: str, variant: str) -> str | None:
+        v = t.image_variants.c
+        key: str | None = self.s.execute(select(v.blob_key).where(
+            v.source_key == source_key, v.variant == variant)).scalar_one_or_none()
+        return key
+
+    def put(self, source_key: str, variant: str, blob_key: str) -> None:
+        _upsert(self.s, t.image_variants, dict(source_key=source_key, variant=variant, blob_key=blob_key),
+                ["source_key", "variant"])
 
 
 class SqlChannels(ports.ChannelRepository):

@@ -173,3 +173,18 @@ exports = Table(
     Column("failure_reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Server-wide secrets shared by every process (the image-link signing key when CVBOT_SECRET_KEY is unset).
+server_secrets = Table(
+    "server_secrets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+# Resized copies and thumbnails of stored images, made on first request: source blob + variant -> the copy's blob.
+image_variants = Table(
+    "image_variants", metadata,
+    Column("source_key", String(64), primary_key=True),
+    Column("variant", String(16), primary_key=True),
+    Column("blob_key", String(64), nullable=False),
+)

@@ -31,7 +31,7 @@ from core.model import (
 )
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
-          "exports", "counters")
+          "exports", "counters", "server_secrets", "image_variants")
 
 
 def _copy(obj: Any) -> Any:
@@ -375,6 +375,27 @@ class FakeExports(_Repo, ports.ExportRepository):
         return [_copy(e) for e in self.rows.values() if e.status == status]
 
 
+class FakeSecrets(_Repo, ports.SecretRepository):
+    table = "server_secrets"
+
+    def get_or_add(self, name: str, value: str) -> str:
+        if name not in self.rows:
+            self._put(name, value)
+        stored: str = self.rows[name]
+        return stored
+
+
+class FakeVariants(_Repo, ports.VariantRepository):
+    table = "image_variants"
+
+    def get(self, source_key: str, variant: str) -> str | None:
+        key: str | None = self.rows.get((source_key, variant))
+        return key
+
+    def put(self, source_key: str, variant: str, blob_key: str) -> None:
+        self._put((source_key, variant), blob_key)
+
+
 class FakeUnitOfWork(ports.UnitOfWork):
     """A transaction: a copy of the committed rows taken at begin; `commit` writes back the rows it changed."""
 
@@ -394,6 +415,8 @@ class FakeUnitOfWork(ports.UnitOfWork):
         self.messages = FakeMessages(self)
         self.keys = FakeKeys(self)
         self.exports = FakeExports(self)
+        self.secrets = FakeSecrets(self)
+        self.variants = FakeVariants(self)
 
     def commit(self) -> None:
         with self.db.lock:
@@ -423,6 +446,8 @@ class FakeUnitOfWork(ports.UnitOfWork):
             found |= {it.probe_key, it.evaluation_key} | {e.sha256 for e in it.snapshot}
         found |= {p.sha256 for p in self.data["predictions"].values()}
         found |= {e.blob_key for e in self.data["exports"].values()}
+        sources = set(found)
+        found |= {key for (source, _), key in self.data["image_variants"].items() if source in sources}
         found.discard(None)  # type: ignore[arg-type]
         return found if candidates is None else found & set(candidates)
 

@@ -8,6 +8,7 @@ from .doctor import Check, DoctorReport, doctor
 from .exports import Exports, export_file
 from .images import ImageResult, Images, ImageUpload, Order, TagPairs
 from .iterations import Iterations
+from .links import LinkedImage, link_secret, linked_image
 from .maintenance import recover
 from .notifications import Notifications
 from .prediction import Predictions
@@ -39,8 +40,8 @@ class UseCases:
 
 __all__ = [
     "Channels", "Check", "Deps", "DoctorReport", "EmbeddingStats", "Exports", "ImageResult", "ImageUpload", "Images",
-    "InlineRunner", "Iterations", "Notifications", "Order", "Predictions", "ProjectSummary", "Projects", "Role",
-    "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor", "embed_blobs", "export_file",
-    "recover", "workspace_for_key",
+    "InlineRunner", "Iterations", "LinkedImage", "Notifications", "Order", "Predictions", "ProjectSummary",
+    "Projects", "Role", "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor", "embed_blobs",
+    "export_file", "link_secret", "linked_image", "recover", "workspace_for_key",
 ]
 __all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]

@@ -49,6 +49,7 @@ def test_objects_are_copied_so_a_missing_update_changes_nothing():
     (ports.EmbeddingRepository, fakes.FakeEmbeddings), (ports.PredictionRepository, fakes.FakePredictions),
     (ports.ChannelRepository, fakes.FakeChannels), (ports.MessageRepository, fakes.FakeMessages),
     (ports.KeyRepository, fakes.FakeKeys), (ports.ExportRepository, fakes.FakeExports),
+    (ports.SecretRepository, fakes.FakeSecrets), (ports.VariantRepository, fakes.FakeVariants),
     (ports.UnitOfWork, fakes.FakeUnitOfWork), (ports.BlobStore, fakes.FakeBlobStore),
 ])
 def test_every_port_is_implemented(port, fake):
