@@ -27,6 +27,7 @@ def project(p: Project) -> dict:
 def image(i: Image, tag_names: dict[str, str]) -> dict:
     out = views.image_json(i, tag_names)
     out.update({"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": None, "regions": [], "metadata": {}})
+    out["metadata"] = dict(i.metadata)
     return out
 
 
@@ -50,7 +51,8 @@ def iteration(it: Iteration, default_id: str | None) -> dict:
         "domainId": domain_id(it.domain), "exportable": exportable,
         "exportableTo": EXPORT_PLATFORMS if exportable else [], "trainingType": "Regular", "reservedBudgetInHours": 0,
         "trainingTimeInMinutes": int(round((it.training_seconds or 0) / 60)),
-        "originalPublishResourceId": "cvbot" if it.publish_name else None, "customBaseModelInfo": None,
+        "originalPublishResourceId": it.publish_resource_id if it.publish_name else None,
+        "customBaseModelInfo": None,
         "trainingErrorDetails": it.failure_reason,
     })
     return out
@@ -85,3 +87,9 @@ def export(e: Export, download_uri: str | None) -> dict:
     done = e.status == ExportStatus.Done
     return {"platform": e.platform, "status": e.status.value, "downloadUri": download_uri if done else None,
             "flavor": e.flavor, "newerVersionAvailable": False, "failureReason": e.failure_reason}
+
+
+def metadata_results(results) -> dict:
+    """ImageMetadataUpdateSummary: isBatchSuccessful only when every image is OK."""
+    return {"isBatchSuccessful": bool(results) and all(r.status == "OK" for r in results),
+            "images": [{"imageId": r.image_id, "status": r.status, "metadata": r.metadata} for r in results]}
