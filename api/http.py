@@ -565,7 +565,7 @@ async def any_case_prefix(request: web.Request, handler):
     alt = request.clone(rel_url=URL.build(path=m.group(0).lower() + raw[m.end():],
                                           query_string=request.rel_url.raw_query_string, encoded=True))
     match = await request.app.router.resolve(alt)
-    if match.http_exception is not None:
+    if isinstance(match.http_exception, web.HTTPNotFound):  # no such operation in any case: say so as sent
         return await handler(request)
     match.add_app(request.app)
     match.freeze()

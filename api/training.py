@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from aiohttp import web
 
@@ -442,6 +443,7 @@ async def get_artifact(ctx: Ctx):
     kind, _, item = path.strip().strip("/").partition("/")
     if kind.lower() not in ("images", "predictions") or not is_guid(item):
         raise ApiError(f"no artifact path {shown(path)}; use {ARTIFACT_PATHS}", "BadRequestInvalidArtifactUri")
+    item = str(uuid.UUID(item))  # ids are stored in the canonical lower-case form
     if kind.lower() == "images":
         data = await ctx.run(ctx.cv.images.data, pid, item)
     else:

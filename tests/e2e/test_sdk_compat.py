@@ -106,7 +106,9 @@ def test_rest_quickstart_with_capitalised_paths(server):
                              colour_images(1, RED, 99)[0])
     assert status == 404 and json.loads(raw)["code"] == "NotFound"
     status, raw = server.raw("GET", "/customvision/v3.3/Training/no/such/thing", key)
-    assert status == 404 and json.loads(raw)["code"] == "NotFound"
+    assert status == 404 and json.loads(raw)["code"] == "NotFound" and "/Training/no/such" in json.loads(raw)["message"]
+    status, raw = server.raw("PUT", f"{training}/projects", key)
+    assert status == 405 and json.loads(raw)["code"] == "BadRequestNotSupported"
     status, raw = server.raw("GET", f"{training}/projects", {})
     assert status == 401
 
@@ -180,6 +182,7 @@ def test_image_metadata_and_artifacts(server):
 
     # get_artifact serves a training image's bytes as uploaded, by images/{imageId}.
     assert b"".join(trainer.get_artifact(project.id, f"images/{ids[1]}")) == blobs[1]
+    assert b"".join(trainer.get_artifact(project.id, f"/Images/{ids[2].upper()}")) == blobs[2]
     status, raw = server.raw("GET", f"/customvision/v3.3/training/projects/{project.id}/artifacts?path=images/{ids[0]}",
                              {"Training-Key": TRAINING_KEY})
     assert status == 200 and raw == blobs[0]
