@@ -8,7 +8,7 @@ from aiohttp import web
 
 from . import prediction as _prediction  # noqa: F401 - registers the operations
 from . import training as _training  # noqa: F401 - registers the operations
-from .http import PREDICTION, REGISTRY, TRAINING, json_errors, make_handler
+from .http import PREDICTION, REGISTRY, TRAINING, any_case_prefix, json_errors, make_handler
 from .limits import RateLimiter
 from .links import setup_links
 from .openapi import document
@@ -25,6 +25,7 @@ ALIASES = {
 
 
 def setup(app: web.Application, container) -> None:
+    app.middlewares.insert(0, any_case_prefix)  # before every other middleware: it re-runs them
     app.middlewares.append(json_errors)
     settings = container.settings
     limiter = RateLimiter(settings.rate_limit, settings.rate_limits)

@@ -18,6 +18,16 @@ DOMAIN_IDS: dict[Domain, str] = {
 # The names Azure shows for these ids (scripts look domains up by name, e.g. "General (compact)").
 DOMAIN_NAMES: dict[Domain, str] = {d: d.value for d in Domain} | {Domain.Compact: "General (compact)"}
 EXPORT_PLATFORMS = ["ONNX"]
+# Azure's object-detection domains (ids and names as Azure lists them). cvbot classifies only: they are listed with
+# `enabled: false`, so a client that looks one up (the SDK's object-detection quickstart does, by type and name)
+# finds it and is refused clearly when it creates a project with it, instead of failing on a missing domain.
+OBJECT_DETECTION_DOMAINS: dict[str, str] = {
+    "da2e3a8a-40a5-4171-82f4-58522f70fbc1": "General",
+    "9c616dff-2e7d-ea11-af59-1866da359ce6": "General [A1]",
+    "1d8ffafe-ec40-4fb2-8f90-72b3b6cecea4": "Logo",
+    "3780a898-81c3-4516-81ae-3a139614e1f3": "Products on Shelves",
+    "a27d5ca5-bb19-49d8-a70a-fec086c47f5b": "General (compact)",
+}
 
 _BY_ID = {v: d for d, v in DOMAIN_IDS.items()}
 
@@ -33,10 +43,14 @@ def parse_domain(value: str, not_found: bool = False) -> Domain:
     key = (value or "").strip().lower()
     if key in _BY_ID:
         return _BY_ID[key]
+    if key in OBJECT_DETECTION_DOMAINS and not not_found:
+        raise errors.InvalidInput(f"the domain {OBJECT_DETECTION_DOMAINS[key]} [object detection] is not supported: "
+                                  "this server trains classification projects only (GET /domains lists the "
+                                  "object-detection domains with enabled=false)", "BadRequestUnsupportedDomain")
     for d in Domain:
         if key in (d.value.lower(), DOMAIN_NAMES[d].lower()):
             return d
-    message = f"no domain {value!r}; GET /domains lists the {len(DOMAIN_IDS)} domains"
+    message = f"no domain {value!r}; GET /domains lists the {len(DOMAIN_IDS)} classification domains"
     if not_found:
         raise errors.NotFound(message, "NotFoundDomain")
     raise errors.InvalidInput(message, "BadRequestProjectUnknownDomain")
@@ -50,3 +64,19 @@ def domain_json(domain: Domain, entry: dict) -> dict:
         "exportablePlatforms": EXPORT_PLATFORMS if exportable else [],
         "modelInformation": {"description": entry.get("description", "")},
     }
+
+
+def object_detection_domain_json(domain_id: str) -> dict:
+    """An object-detection domain as Azure lists it, disabled."""
+    return {"id": domain_id, "name": OBJECT_DETECTION_DOMAINS[domain_id], "type": "ObjectDetection",
+            "exportable": False, "enabled": False, "exportablePlatforms": [],
+            "modelInformation": {"description": "object detection is not supported by this server"}}
+
+
+def lookup_domain_json(value: str, catalogue: list[dict]) -> dict:
+    """GET /domains/{id}: a classification domain, a disabled object-detection one, or NotFoundDomain."""
+    key = (value or "").strip().lower()
+    if key in OBJECT_DETECTION_DOMAINS:
+        return object_detection_domain_json(key)
+    domain = parse_domain(value, not_found=True)
+    return domain_json(domain, next(d for d in catalogue if d["name"] == domain.value))

@@ -12,12 +12,13 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
 from core.errors import CvError
 from core.model import DEFAULT_WORKSPACE
@@ -545,3 +546,32 @@ async def json_errors(request: web.Request, handler):
         message = {404: f"no such operation: {request.method} {request.path}",
                    405: f"{request.method} is not supported on {request.path}"}.get(e.status, e.reason or "")
         return error_response(code, message, e.status)
+
+
+# "/customvision/<version>/<api>" in any case: Azure routes case-insensitively, and Microsoft's REST quickstart
+# sends "/customvision/v3.3/Training/..." and "/customvision/v3.1/Prediction/...".
+_API_PREFIX = re.compile(r"/customvision/v[0-9][^/]*/(?:training|prediction)(?=/|$)", re.IGNORECASE)
+
+
+@web.middleware
+async def any_case_prefix(request: web.Request, handler):
+    """A request whose API prefix is not lower case (`/customvision/V3.3/Training/...`) is routed as if it were;
+    only the prefix is folded: ids and names later in the path keep their case. It must be the app's first
+    middleware: the others run around the re-resolved handler."""
+    m = _API_PREFIX.match(request.rel_url.raw_path)
+    if m is None or request.match_info.http_exception is None or m.group(0) == m.group(0).lower():
+        return await handler(request)
+    raw = request.rel_url.raw_path
+    alt = request.clone(rel_url=URL.build(path=m.group(0).lower() + raw[m.end():],
+                                          query_string=request.rel_url.raw_query_string, encoded=True))
+    match = await request.app.router.resolve(alt)
+    if isinstance(match.http_exception, web.HTTPNotFound):  # no such operation in any case: say so as sent
+        return await handler(request)
+    match.add_app(request.app)
+    match.freeze()
+    alt._match_info = match  # what aiohttp's own normalize_path_middleware sets on a re-resolved request
+    inner = match.handler
+    rest = list(request.app.middlewares)
+    for mw in reversed(rest[rest.index(any_case_prefix) + 1:] if any_case_prefix in rest else rest):
+        inner = partial(mw, handler=inner)
+    return await inner(alt)

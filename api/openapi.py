@@ -29,6 +29,7 @@ def _nullable(schema: dict) -> dict:
     return {**schema, "nullable": True}
 
 
+METADATA = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}, "maxProperties": 10}
 IMAGE_TAG = _obj({"tagId": UUID, "tagName": S, "created": _nullable(TIME)})
 PREDICTION_ITEM = _obj({"probability": N, "tagId": UUID, "tagName": S, "tagType": S, "boundingBox": {"nullable": True}})
 
@@ -44,7 +45,7 @@ SCHEMAS: dict[str, dict] = {
     "Tag": _obj({"id": UUID, "name": S, "description": S, "type": {"type": "string", "enum": ["Regular", "Negative"]},
                  "imageCount": INT}),
     "Image": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "originalName": S,
-                   "tags": _arr(IMAGE_TAG)}),
+                   "tags": _arr(IMAGE_TAG), "metadata": METADATA}),
     "ImageCreateSummary": _obj({"isBatchSuccessful": B, "images": _arr(_obj({
         "sourceUrl": S, "status": {"type": "string", "enum": [
             "OK", "OKDuplicate", "ErrorSource", "ErrorImageFormat", "ErrorImageSize", "ErrorStorage",
@@ -53,9 +54,15 @@ SCHEMAS: dict[str, dict] = {
         "message": S, "image": {"nullable": True, "allOf": [_ref("Image")]}}))}),
     "ImageFileCreateBatch": _obj({"images": _arr(_obj({"name": S, "contents": {"type": "string", "format": "byte"},
                                                        "tagIds": _arr(UUID)}, ("contents",))),
-                                  "tagIds": _arr(UUID)}, ("images",)),
+                                  "tagIds": _arr(UUID), "metadata": METADATA}, ("images",)),
     "ImageUrlCreateBatch": _obj({"images": _arr(_obj({"url": S, "tagIds": _arr(UUID)}, ("url",))),
-                                 "tagIds": _arr(UUID)}, ("images",)),
+                                 "tagIds": _arr(UUID), "metadata": METADATA}, ("images",)),
+    "ImageIdCreateBatch": _obj({"images": _arr(_obj({"id": UUID, "tagIds": _arr(UUID)}, ("id",))),
+                                "tagIds": _arr(UUID), "metadata": METADATA}, ("images",)),
+    "ImageMetadata": METADATA,
+    "ImageMetadataUpdateSummary": _obj({"isBatchSuccessful": B, "images": _arr(_obj({
+        "imageId": UUID, "status": {"type": "string", "enum": ["OK", "ErrorImageNotFound", "ErrorLimitExceed"]},
+        "metadata": _nullable(METADATA)}))}),
     "ImageTagCreateBatch": _obj({"tags": _arr(_obj({"imageId": UUID, "tagId": UUID}, ("imageId", "tagId")))},
                                 ("tags",)),
     "ImageTagCreateSummary": _obj({k: _arr(_obj({"imageId": UUID, "tagId": UUID}))
@@ -64,6 +71,7 @@ SCHEMAS: dict[str, dict] = {
                        "created": TIME, "lastModified": TIME, "trainedAt": _nullable(TIME), "projectId": UUID,
                        "exportable": B, "exportableTo": _arr(S), "domainId": UUID, "classificationType": S,
                        "trainingType": S, "trainingTimeInMinutes": INT, "publishName": _nullable(S),
+                       "originalPublishResourceId": _nullable(S),
                        "trainingErrorDetails": _nullable(S), "isDefault": B}, ("name",)),
     "TrainingParameters": _obj({"selectedTags": _arr(UUID)}),
     "IterationPerformance": _obj({
@@ -145,7 +153,10 @@ def _operation(op: Operation) -> dict:
              "content": {"application/json": {"schema": _ref("CustomVisionError")}}}
     responses: dict = {}
     for status in op.statuses:
-        if status == 204 or op.result is None:
+        if op.result == "binary":
+            responses[str(status)] = {"description": "the stored file", "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        elif status == 204 or op.result is None:
             responses[str(status)] = {"description": "done"}
         else:
             responses[str(status)] = {"description": "OK" if status == 200 else "some items failed (see each status)",

@@ -34,7 +34,7 @@ NO_URIS = {"resizedImageUri": None, "thumbnailUri": None, "originalImageUri": No
 def image(i: Image, tag_names: dict[str, str], uris: Uris | None = None) -> dict:
     out = views.image_json(i, tag_names)
     out.update(NO_URIS if uris is None else uris("image", i.id))
-    out.update({"regions": [], "metadata": {}})
+    out.update({"regions": [], "metadata": dict(i.metadata)})
     return out
 
 
@@ -58,7 +58,8 @@ def iteration(it: Iteration, default_id: str | None) -> dict:
         "domainId": domain_id(it.domain), "exportable": exportable,
         "exportableTo": EXPORT_PLATFORMS if exportable else [], "trainingType": "Regular", "reservedBudgetInHours": 0,
         "trainingTimeInMinutes": int(round((it.training_seconds or 0) / 60)),
-        "originalPublishResourceId": "cvbot" if it.publish_name else None, "customBaseModelInfo": None,
+        "originalPublishResourceId": it.publish_resource_id if it.publish_name else None,
+        "customBaseModelInfo": None,
         "trainingErrorDetails": it.failure_reason,
     })
     return out
@@ -102,3 +103,8 @@ def project_export(e) -> dict:
     return {"iterationCount": e.iteration_count, "imageCount": e.image_count, "tagCount": e.tag_count,
             "regionCount": 0, "estimatedImportTimeInMS": 1000 + e.image_count, "token": e.token}
 
+
+def metadata_results(results) -> dict:
+    """ImageMetadataUpdateSummary: isBatchSuccessful only when every image is OK."""
+    return {"isBatchSuccessful": bool(results) and all(r.status == "OK" for r in results),
+            "images": [{"imageId": r.image_id, "status": r.status, "metadata": r.metadata} for r in results]}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from aiohttp import web
 
@@ -9,12 +10,19 @@ from core import errors
 from core.backbones import domain_catalogue
 from core.images import TRAINING_MAX_BYTES
 from core.model import ClassificationType, TagType
+from core.rules import clean_metadata
 from core.usecases import export_file
 from core.usecases.images import ImageUpload, Order
 from core.views import tag_json
 
 from . import render
-from .domains import domain_json, parse_domain
+from .domains import (
+    OBJECT_DETECTION_DOMAINS,
+    domain_json,
+    lookup_domain_json,
+    object_detection_domain_json,
+    parse_domain,
+)
 from .http import (
     MAX_BATCH,
     MAX_TAGS_PER_IMAGE,
@@ -29,6 +37,7 @@ from .http import (
     json_response,
     no_content,
     read_images,
+    shown,
     training,
 )
 from .links import links
@@ -112,8 +121,8 @@ def _entry_tags(entry: dict, batch_tags: list[str]) -> list[str]:
     return list(dict.fromkeys(list(tags) + batch_tags))
 
 
-async def _json_batch(ctx: Ctx, required_field: str) -> tuple[str, list[dict], list[str]]:
-    """(project id, image entries, batch-wide tag ids) of a JSON upload batch."""
+async def _json_batch(ctx: Ctx, required_field: str) -> tuple[str, list[dict], list[str], dict]:
+    """(project id, image entries, batch-wide tag ids, batch-wide metadata) of a JSON upload batch."""
     body = await ctx.json_body()
     entries, batch_tags = field_list(body, "images"), field_list(body, "tagIds")
     _check_batch(entries)
@@ -121,22 +130,23 @@ async def _json_batch(ctx: Ctx, required_field: str) -> tuple[str, list[dict], l
         raise ApiError("tagIds must be a list of ids", "BadRequestInvalidIds")
     if not all(isinstance(e, dict) and e.get(required_field) is not None for e in entries):
         raise ApiError(f"each image must be an object with '{required_field}'", "BadRequestImageBatch")
-    return ctx.path("projectId"), entries, batch_tags
+    metadata = body.get("metadata") or {}
+    return ctx.path("projectId"), entries, batch_tags, clean_metadata(metadata)
 
 
 # =========================================================================== domains
 @training("GET", "/domains", "get_domains", result="[Domain]")
 async def get_domains(ctx: Ctx):
-    """The six domains; Compact is exportable (ONNX)."""
-    return json_response([domain_json(parse_domain(str(d["name"])), d) for d in domain_catalogue()])
+    """The six classification domains (Compact is exportable as ONNX), then Azure's object-detection domains,
+    listed with enabled=false: creating a project with one is refused (BadRequestUnsupportedDomain)."""
+    return json_response([domain_json(parse_domain(str(d["name"])), d) for d in domain_catalogue()]
+                         + [object_detection_domain_json(i) for i in OBJECT_DETECTION_DOMAINS])
 
 
 @training("GET", "/domains/{domainId}", "get_domain", result="Domain")
 async def get_domain(ctx: Ctx):
-    """One domain by id."""
-    domain = parse_domain(ctx.path("domainId"), not_found=True)
-    entry = next(d for d in domain_catalogue() if d["name"] == domain.value)
-    return json_response(domain_json(domain, entry))
+    """One domain by id (an object-detection one is listed disabled)."""
+    return json_response(lookup_domain_json(ctx.path("domainId"), domain_catalogue()))
 
 
 # =========================================================================== projects
@@ -168,7 +178,8 @@ async def get_project(ctx: Ctx):
 
 @training("DELETE", "/projects/{projectId}", "delete_project", statuses=(204,))
 async def delete_project(ctx: Ctx):
-    """Delete a project with its images, iterations and predictions."""
+    """Delete a project with its images, iterations and predictions (refused, as by Custom Vision, while an
+    iteration is published: BadRequestIterationIsPublished)."""
     await ctx.run(ctx.cv.projects.delete, ctx.path("projectId"))
     return no_content()
 
@@ -276,20 +287,22 @@ async def create_images_from_data(ctx: Ctx):
           result="ImageCreateSummary", statuses=(200, 207), max_body=REQUEST_MAX_BYTES)
 async def create_images_from_files(ctx: Ctx):
     """Upload a JSON batch of base64 images (up to 64), each with its own tagIds."""
-    pid, entries, batch_tags = await _json_batch(ctx, "contents")
+    pid, entries, batch_tags, metadata = await _json_batch(ctx, "contents")
     uploads = []
     for n, e in enumerate(entries):
         data = b64decode(e["contents"])
         uploads.append(ImageUpload(data, field_str(e, "name") or f"image {n + 1}", _entry_tags(e, batch_tags),
-                                   None if data is not None else ("ErrorImageFormat", "the contents are not base64")))
+                                   None if data is not None else ("ErrorImageFormat", "the contents are not base64"),
+                                   metadata))
     return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
 @training("POST", "/projects/{projectId}/images/urls", "create_images_from_urls", body="ImageUrlCreateBatch",
           result="ImageCreateSummary", statuses=(200, 207))
 async def create_images_from_urls(ctx: Ctx):
-    """Upload images by URL; only hosts allowed by CVBOT_ALLOWED_URL_HOSTS are fetched."""
-    pid, entries, batch_tags = await _json_batch(ctx, "url")
+    """Upload images by URL; only hosts allowed by CVBOT_ALLOWED_URL_HOSTS are fetched. A failed image's message
+    names the cause (host not allowed, the HTTP status, too large, not an image)."""
+    pid, entries, batch_tags, metadata = await _json_batch(ctx, "url")
     await ctx.run(ctx.cv.projects.get, pid)
     uploads = []
     for e in entries:
@@ -299,9 +312,9 @@ async def create_images_from_urls(ctx: Ctx):
             data, problem = await fetch_image(e["url"], ctx.settings.allowed_url_hosts, TRAINING_MAX_BYTES), None
         except errors.ImageRejected as rejected:  # too large (declared or while streaming): say so
             data, problem = None, (rejected.status, rejected.message)
-        except errors.CvError:
-            data, problem = None, ("ErrorSource", "the image could not be read")
-        uploads.append(ImageUpload(data, e["url"], _entry_tags(e, batch_tags), problem))
+        except errors.CvError as failed:  # the cause, in words written for the client: host not allowed, HTTP
+            data, problem = None, ("ErrorSource", failed.message)  # status, unreachable, not http(s)...
+        uploads.append(ImageUpload(data, e["url"], _entry_tags(e, batch_tags), problem, metadata))
     return _summary_response(await ctx.run(_add_images, ctx, pid, uploads))
 
 
@@ -401,6 +414,70 @@ async def delete_image_tags(ctx: Ctx):
         raise ApiError("imageIds and tagIds are required", "BadRequestRequiredParamIsNull")
     await ctx.run(ctx.cv.images.remove_tags, ctx.path("projectId"), image_ids, tag_ids)
     return no_content()
+
+
+@training("POST", "/projects/{projectId}/images/metadata", "update_image_metadata", body="ImageMetadata",
+          result="ImageMetadataUpdateSummary", statuses=(200, 207),
+          query=(Param("imageIds", "array", required=True, max_items=64),))
+async def update_image_metadata(ctx: Ctx):
+    """Merge key/value pairs into images' metadata (at most 10 pairs per image, keys up to 128 characters, values
+    up to 256); each image gets its own status."""
+    ids = ctx.q_ids("imageIds", 64, "image id")
+    if not ids:
+        raise ApiError("imageIds is required", "BadRequestRequiredParamIsNull")
+    metadata = await ctx.json_body()
+    results = await ctx.run(ctx.cv.images.update_metadata, ctx.path("projectId"), ids, metadata)
+    return _summary_response(render.metadata_results(results))
+
+
+@training("POST", "/projects/{projectId}/images/predictions", "create_images_from_predictions",
+          body="ImageIdCreateBatch", result="ImageCreateSummary", statuses=(200, 207))
+async def create_images_from_predictions(ctx: Ctx):
+    """Add stored predictions' images to the training set (up to 64), each with its own and the batch's tagIds."""
+    pid, entries, batch_tags, metadata = await _json_batch(ctx, "id")
+    pairs = []
+    for e in entries:
+        if not isinstance(e["id"], str) or not is_guid(e["id"]):
+            raise ApiError("each image's id must be the id of a stored prediction", "BadRequestInvalidIds")
+        pairs.append((e["id"], _entry_tags(e, batch_tags)))
+
+    def add():
+        results = ctx.cv.predictions.add_many_to_training(pid, pairs, metadata, uploaded_by="api")
+        return render.image_results(results, _tag_names(ctx, pid))
+
+    return _summary_response(await ctx.run(add))
+
+
+ARTIFACT_PATHS = "images/{imageId} (a training image's original bytes) or predictions/{predictionId}"
+
+
+@training("GET", "/projects/{projectId}/artifacts", "get_artifact", result="binary",
+          query=(Param("path", required=True, description=ARTIFACT_PATHS),))
+async def get_artifact(ctx: Ctx):
+    """A stored file of the project by its relative path: images/{imageId} (a training image as uploaded) or
+    predictions/{predictionId} (a stored prediction's image)."""
+    pid, path = ctx.path("projectId"), ctx.q_str("path", required=True) or ""
+    kind, _, item = path.strip().strip("/").partition("/")
+    if kind.lower() not in ("images", "predictions") or not is_guid(item):
+        raise ApiError(f"no artifact path {shown(path)}; use {ARTIFACT_PATHS}", "BadRequestInvalidArtifactUri")
+    item = str(uuid.UUID(item))  # ids are stored in the canonical lower-case form
+    if kind.lower() == "images":
+        data = await ctx.run(ctx.cv.images.data, pid, item)
+    else:
+        data = await ctx.run(ctx.cv.predictions.image_data, pid, item)
+    return web.Response(body=data, content_type=sniff_image_type(data),
+                        headers={"Content-Disposition": f'attachment; filename="{kind.lower()}-{item}"'})
+
+
+def sniff_image_type(data: bytes) -> str:
+    """The image's media type from its first bytes (the formats cvbot accepts), else application/octet-stream."""
+    for magic, mime in ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+                        (b"GIF8", "image/gif"), (b"BM", "image/bmp")):
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
 
 
 # =========================================================================== training and iterations
@@ -511,9 +588,10 @@ async def get_image_performance_count(ctx: Ctx):
           query=(Param("publishName", required=True), Param("predictionId"), Param("overwrite", "boolean")))
 async def publish_iteration(ctx: Ctx):
     """Publish a Completed iteration under a name; the Prediction API classifies with it by that name."""
-    name = ctx.q_str("publishName", required=True)
+    name, resource_id = ctx.q_str("publishName", required=True), ctx.q_str("predictionId")
     overwrite = ctx.q_bool("overwrite") is not False
-    await ctx.run(ctx.cv.iterations.publish, ctx.path("projectId"), ctx.path("iterationId"), name, overwrite)
+    await ctx.run(ctx.cv.iterations.publish, ctx.path("projectId"), ctx.path("iterationId"), name, overwrite,
+                  resource_id)
     return json_response(True)
 
 

@@ -107,6 +107,7 @@ class Image:
     tag_ids: list[str] = field(default_factory=list)
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+    metadata: dict[str, str] = field(default_factory=dict)  # Custom Vision's per-image key/value pairs
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Iteration:
     performance: dict[str, Any] | None = None
     training_seconds: float | None = None
     publish_name: str | None = None
+    publish_resource_id: str | None = None  # the prediction resource a client named when publishing, kept as sent
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     trained_at: datetime | None = None

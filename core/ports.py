@@ -134,6 +134,10 @@ class ImageRepository(ABC):
     def set_tags(self, image_id: str, tag_ids: builtins.list[str]) -> None: ...
 
     @abstractmethod
+    def set_metadata(self, image_id: str, metadata: builtins.dict[str, str]) -> None:
+        """Replace the image's metadata (an empty dict: none)."""
+
+    @abstractmethod
     def delete(self, image_id: str) -> None: ...
 
     @abstractmethod

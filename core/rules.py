@@ -99,3 +99,28 @@ def image_tag_problem(tags: Mapping[str, Tag], tag_ids: list[str]) -> TagProblem
                           "the Negative tag cannot be combined with other tags on an image",
                           errors.NegativeAndRegularTag)
     return None
+
+
+# Custom Vision's image metadata: at most 10 key/value pairs per image, keys up to 128 characters, values up to 256.
+MAX_METADATA_PAIRS = 10
+MAX_METADATA_KEY = 128
+MAX_METADATA_VALUE = 256
+
+
+def clean_metadata(metadata: object) -> dict[str, str]:
+    """Image metadata as sent: string keys and values within Custom Vision's limits, else InvalidInput with its
+    codes (BadRequestImageMetadataKey / BadRequestImageMetadataValue). The pair limit is per image, once merged."""
+    if not isinstance(metadata, dict):
+        raise errors.InvalidInput("the metadata must be an object of string keys and values",
+                                  "BadRequestImageMetadataKey")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_METADATA_KEY:
+            raise errors.InvalidInput(f"a metadata key must be 1 to {MAX_METADATA_KEY} characters",
+                                      "BadRequestImageMetadataKey")
+        if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE:
+            raise errors.InvalidInput(f"the metadata value of {key[:40]!r} must be a string of at most "
+                                      f"{MAX_METADATA_VALUE} characters", "BadRequestImageMetadataValue")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise errors.InvalidInput(f"at most {MAX_METADATA_PAIRS} metadata pairs per image",
+                                  "BadRequestImageMetadataKey")
+    return dict(metadata)

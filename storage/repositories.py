@@ -170,7 +170,7 @@ class SqlImages(ports.ImageRepository):
     def _obj(r, tag_ids: list[str]) -> Image:
         return Image(id=r.id, project_id=r.project_id, sha256=r.sha256, width=r.width, height=r.height,
                      original_name=r.original_name, source=r.source, uploaded_by=r.uploaded_by,
-                     created_at=_utc(r.created_at), tag_ids=tag_ids)
+                     created_at=_utc(r.created_at), tag_ids=tag_ids, metadata=dict(r.metadata or {}))
 
     def _tags_of(self, image_ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {i: [] for i in image_ids}
@@ -190,7 +190,7 @@ class SqlImages(ports.ImageRepository):
         self.s.execute(insert(t.images).values(
             id=image.id, project_id=image.project_id, sha256=image.sha256, width=image.width, height=image.height,
             original_name=image.original_name[:512], source=image.source[:64], uploaded_by=image.uploaded_by,
-            created_at=image.created_at))
+            created_at=image.created_at, metadata=dict(image.metadata) or None))
         if image.tag_ids:
             self.s.execute(insert(t.image_tags), [{"image_id": image.id, "tag_id": tid} for tid in image.tag_ids])
 
@@ -237,6 +237,9 @@ class SqlImages(ports.ImageRepository):
         if tag_ids:
             self.s.execute(insert(t.image_tags), [{"image_id": image_id, "tag_id": tid} for tid in tag_ids])
 
+    def set_metadata(self, image_id: str, metadata: dict[str, str]) -> None:
+        self.s.execute(update(t.images).where(t.images.c.id == image_id).values(metadata=dict(metadata) or None))
+
     def delete(self, image_id: str) -> None:
         self.s.execute(delete(t.image_tags).where(t.image_tags.c.image_id == image_id))
         self.s.execute(delete(t.images).where(t.images.c.id == image_id))
@@ -263,7 +266,8 @@ class SqlIterations(ports.IterationRepository):
                     tag_ids=list(it.tag_ids), tag_names=list(it.tag_names),
                     tag_types=[tt.value for tt in it.tag_types], probe_key=it.probe_key,
                     evaluation_key=it.evaluation_key, performance=it.performance,
-                    training_seconds=it.training_seconds, publish_name=it.publish_name, created_at=it.created_at,
+                    training_seconds=it.training_seconds, publish_name=it.publish_name,
+                    publish_resource_id=it.publish_resource_id, created_at=it.created_at,
                     trained_at=it.trained_at)
 
     @staticmethod
@@ -275,6 +279,7 @@ class SqlIterations(ports.IterationRepository):
                          tag_types=[TagType(v) for v in (r.tag_types or [])] or [TagType.Regular] * len(r.tag_ids),
                          probe_key=r.probe_key, evaluation_key=r.evaluation_key, performance=r.performance,
                          training_seconds=r.training_seconds, publish_name=r.publish_name,
+                         publish_resource_id=r.publish_resource_id,
                          created_at=_utc(r.created_at), trained_at=_utc(r.trained_at),
                          notify=dict(r.notify) if r.notify else None, reported_at=_utc(r.reported_at))
 

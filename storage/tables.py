@@ -68,6 +68,7 @@ images = Table(
     Column("source", String(64), nullable=False, default=""),
     Column("uploaded_by", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("metadata", JSON(none_as_null=True)),  # key/value strings (Custom Vision's image metadata); NULL: none
     UniqueConstraint("project_id", "sha256", name="uq_images_project_sha256"),
 )
 
@@ -97,6 +98,7 @@ iterations = Table(
     Column("performance", JSON),
     Column("training_seconds", Float),
     Column("publish_name", String(256)),
+    Column("publish_resource_id", String(1024)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("trained_at", DateTime(timezone=True)),
     # opaque per-adapter notification targets (SQL NULL when none, not JSON null) and when the outcome was reported

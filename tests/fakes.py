@@ -199,6 +199,14 @@ class FakeImages(_Repo, ports.ImageRepository):
         img.tag_ids = sorted(tag_ids)
         self._put(image_id, img)
 
+    def set_metadata(self, image_id: str, metadata: dict[str, str]) -> None:
+        img = self.rows.get(image_id)
+        if img is None:
+            return
+        img = _copy(img)
+        img.metadata = dict(metadata)
+        self._put(image_id, img)
+
     def delete(self, image_id: str) -> None:
         self._drop(image_id)
 

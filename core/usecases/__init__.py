@@ -6,7 +6,7 @@ from .base import Deps, EmbeddingStats, InlineRunner
 from .channels import Channels, workspace_for_key
 from .doctor import Check, DoctorReport, doctor
 from .exports import Exports, export_file
-from .images import ImageResult, Images, ImageUpload, Order, TagPairs
+from .images import ImageResult, Images, ImageUpload, MetadataResult, Order, TagPairs
 from .iterations import Iterations
 from .links import LinkedImage, link_secret, linked_image
 from .maintenance import recover
@@ -40,8 +40,8 @@ class UseCases:
 
 __all__ = [
     "Channels", "Check", "Deps", "DoctorReport", "EmbeddingStats", "Exports", "ImageResult", "ImageUpload", "Images",
-    "InlineRunner", "Iterations", "LinkedImage", "Notifications", "Order", "Predictions", "ProjectSummary",
-    "Projects", "Role", "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor", "embed_blobs",
-    "export_file", "link_secret", "linked_image", "recover", "workspace_for_key",
+    "InlineRunner", "Iterations", "LinkedImage", "MetadataResult", "Notifications", "Order", "Predictions",
+    "ProjectSummary", "Projects", "Role", "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor",
+    "embed_blobs", "export_file", "link_secret", "linked_image", "recover", "workspace_for_key",
 ]
 __all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]

@@ -220,7 +220,7 @@ def _check_iterations(deps: Deps, check: Check, projects: list[Project], broken:
             if repair:  # Failed, and neither published nor default: nothing predicts with it any more
                 it.status = IterationStatus.Failed
                 it.failure_reason = "its model files are missing (found by cvbot doctor); train again"
-                it.publish_name = None
+                it.publish_name, it.publish_resource_id = None, None
                 uow.iterations.update(it)
                 check.repaired += 1
         dangling = []

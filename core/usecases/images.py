@@ -10,7 +10,7 @@ from typing import TypeAlias
 from .. import errors
 from ..images import TRAINING_MAX_BYTES, validate_image
 from ..model import Image
-from ..rules import image_tag_problem
+from ..rules import MAX_METADATA_PAIRS, clean_metadata, image_tag_problem
 from .base import UseCase
 
 
@@ -20,6 +20,7 @@ class ImageUpload:
     name: str = ""
     tag_ids: list[str] = field(default_factory=list)
     problem: tuple[str, str] | None = None  # (status, message) when the adapter could not get the bytes
+    metadata: dict[str, str] = field(default_factory=dict)  # key/value pairs stored with a new image
 
 
 @dataclass
@@ -51,11 +52,25 @@ class TagPairs:
     duplicated: list[tuple[str, str]]
 
 
+@dataclass
+class MetadataResult:
+    """One image's outcome of `update_metadata`: Custom Vision's ImageMetadataUpdateEntry."""
+
+    image_id: str
+    status: str  # OK | ErrorImageNotFound | ErrorLimitExceed
+    metadata: dict[str, str] | None = None
+
+
+MAX_METADATA_BATCH = 64
+
+
 class Images(UseCase):
     def add(self, project_id: str, uploads: list[ImageUpload], source: str = "", uploaded_by: str | None = None,
             max_bytes: int = TRAINING_MAX_BYTES) -> list[ImageResult]:
         """Validate and store a batch; every image gets its own status and one bad image fails only itself."""
         self.scope.require_write("add images")
+        for up in uploads:
+            up.metadata = clean_metadata(up.metadata)
         with self.deps.uow() as uow:
             self.project(uow, project_id)
             tags = {t.id: t for t in uow.tags.list(project_id)}
@@ -81,7 +96,8 @@ class Images(UseCase):
                 results[i] = ImageResult(name, "OKDuplicate", "same image earlier in this batch", fresh[info.sha256][1])
                 continue
             image = Image(project_id=project_id, sha256=info.sha256, width=info.width, height=info.height,
-                          original_name=up.name or "", source=source, uploaded_by=uploaded_by, tag_ids=tag_ids)
+                          original_name=up.name or "", source=source, uploaded_by=uploaded_by, tag_ids=tag_ids,
+                          metadata=dict(up.metadata))
             fresh[info.sha256] = (i, image)
         stored = self._store(project_id, uploads, fresh, results)
         for r in results:
@@ -189,6 +205,37 @@ class Images(UseCase):
                 img.tag_ids = new
             uow.commit()
             return images
+
+    def update_metadata(self, project_id: str, image_ids: Ids,
+                        metadata: dict[str, str]) -> builtins.list[MetadataResult]:
+        """Merge key/value pairs into each image's metadata (a key sent again takes the new value). Each image gets
+        its own status: ErrorImageNotFound (not in this project), ErrorLimitExceed (it would hold more than 10
+        pairs; it is left unchanged). Bad keys or values refuse the whole batch and change nothing."""
+        self.scope.require_write("update image metadata")
+        image_ids = list(dict.fromkeys(image_ids))
+        if not image_ids:
+            raise errors.InvalidInput("give the ids of the images to update", "BadRequestImageBatch")
+        if len(image_ids) > MAX_METADATA_BATCH:
+            raise errors.InvalidInput(f"at most {MAX_METADATA_BATCH} images in one metadata update",
+                                      "BadRequestExceededBatchSize")
+        metadata = clean_metadata(metadata)
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            found = {i.id: i for i in uow.images.get_many(image_ids) if i.project_id == project_id}
+            results = []
+            for image_id in image_ids:
+                img = found.get(image_id)
+                if img is None:
+                    results.append(MetadataResult(image_id, "ErrorImageNotFound"))
+                    continue
+                merged = img.metadata | metadata
+                if len(merged) > MAX_METADATA_PAIRS:
+                    results.append(MetadataResult(image_id, "ErrorLimitExceed", img.metadata))
+                    continue
+                uow.images.set_metadata(image_id, merged)
+                results.append(MetadataResult(image_id, "OK", merged))
+            uow.commit()
+            return results
 
     def delete(self, project_id: str, image_ids: Ids | None = None, all_images: bool = False) -> int:
         self.scope.require_write("delete images")

@@ -60,8 +60,10 @@ class Iterations(UseCase):
             uow.commit()
             return project
 
-    def publish(self, project_id: str, iteration_id: str, publish_name: str, overwrite: bool = True) -> Iteration:
-        """Publish under a name; the name moves from another iteration only with `overwrite`."""
+    def publish(self, project_id: str, iteration_id: str, publish_name: str, overwrite: bool = True,
+                resource_id: str | None = None) -> Iteration:
+        """Publish under a name; the name moves from another iteration only with `overwrite`. `resource_id`: the
+        prediction resource the client named (Custom Vision's predictionId), kept as sent and shown back."""
         self.scope.require_write("publish iterations")
         publish_name = clean_name(publish_name, "publish name")
         with self.deps.uow() as uow:
@@ -71,9 +73,10 @@ class Iterations(UseCase):
                     if not overwrite:
                         raise errors.CvError(f"'{publish_name}' is already the publish name of '{other.name}'; "
                                              "pass overwrite=true", "BadRequestInvalidPublishName")
-                    other.publish_name = None
+                    other.publish_name, other.publish_resource_id = None, None
                     uow.iterations.update(other)
             it.publish_name = publish_name
+            it.publish_resource_id = (resource_id or "").strip()[:1024] or None
             uow.iterations.update(it)
             uow.commit()
             return it
@@ -84,7 +87,7 @@ class Iterations(UseCase):
             it = self.iteration(uow, project_id, iteration_id)
             if not it.publish_name:
                 raise errors.CvError("this iteration is not published", "BadRequestIterationNotPublished")
-            it.publish_name = None
+            it.publish_name, it.publish_resource_id = None, None
             uow.iterations.update(it)
             uow.commit()
             return it

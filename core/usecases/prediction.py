@@ -10,6 +10,7 @@ from ..embedding import Embedder
 from ..images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES, validate_image
 from ..model import Domain, Iteration, Prediction, Project, TagPrediction
 from ..ports import UnitOfWork
+from ..rules import clean_metadata
 from .base import UseCase, completed
 from .images import ImageResult, Images, ImageUpload
 
@@ -95,6 +96,13 @@ class Predictions(UseCase):
                 raise errors.NotFound(f"no prediction {prediction_id} in this project")
             return p
 
+    def image_data(self, project_id: str, prediction_id: str) -> bytes:
+        """The image of a stored prediction (NotFound when the prediction was made without storing it)."""
+        p = self.get(project_id, prediction_id)
+        if not p.sha256:
+            raise errors.NotFound(f"prediction {prediction_id} was made without storing its image")
+        return self.deps.blobs.get(p.sha256)
+
     def list(self, project_id: str, iteration_id: str | None = None, skip: int = 0,
              take: int | None = None) -> builtins.list[Prediction]:
         with self.deps.uow() as uow:
@@ -129,14 +137,36 @@ class Predictions(UseCase):
         return len(preds)
 
     def add_to_training(self, project_id: str, prediction_id: str, tag_ids: builtins.list[str],
-                        uploaded_by: str | None = None) -> ImageResult:
+                        uploaded_by: str | None = None, metadata: dict[str, str] | None = None) -> ImageResult:
         """Custom Vision's "test and retrain": the predicted image joins the training set with confirmed tags."""
         p = self.get(project_id, prediction_id)
         data = self.deps.blobs.get(p.sha256 or "")
         images = Images(self.deps, self.scope)
-        result = images.add(project_id, [ImageUpload(data, f"prediction {prediction_id[:8]}", tag_ids)],
+        upload = ImageUpload(data, f"prediction {prediction_id[:8]}", tag_ids, metadata=dict(metadata or {}))
+        result = images.add(project_id, [upload],
                             source="prediction", uploaded_by=uploaded_by,
                             max_bytes=max(TRAINING_MAX_BYTES, len(data)))[0]
         if result.status == "OKDuplicate" and result.image is not None:
             images.set_tags(project_id, [result.image.id], tag_ids)
         return result
+
+    def add_many_to_training(self, project_id: str, entries: builtins.list[tuple[str, builtins.list[str]]],
+                             metadata: dict[str, str] | None = None,
+                             uploaded_by: str | None = None) -> builtins.list[ImageResult]:
+        """Custom Vision's create_images_from_predictions: each (prediction id, tag ids) adds that stored
+        prediction's image to the training set; each gets its own status (an unknown or unstored prediction:
+        ErrorSource) and one bad entry fails only itself."""
+        self.scope.require_write("add images")
+        metadata = clean_metadata(metadata or {})
+        with self.deps.uow() as uow:
+            self.project(uow, project_id)
+            stored = {p.id for p in (uow.predictions.get(i) for i, _ in entries)
+                      if p is not None and p.project_id == project_id and p.sha256}
+        results = []
+        for prediction_id, tag_ids in entries:
+            if prediction_id not in stored:
+                results.append(ImageResult(prediction_id, "ErrorSource",
+                                           f"no stored prediction {prediction_id} in this project"))
+                continue
+            results.append(self.add_to_training(project_id, prediction_id, tag_ids, uploaded_by, metadata))
+        return results

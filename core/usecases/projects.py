@@ -96,8 +96,14 @@ class Projects(UseCase):
         self.scope.require_write("delete projects")
         with self.deps.uow() as uow:
             self.project(uow, project_id)
-            if any(it.status.running for it in uow.iterations.list(project_id)):
+            iterations = uow.iterations.list(project_id)
+            if any(it.status.running for it in iterations):
                 raise errors.TrainingInProgress("the project is training; wait for it to finish before deleting it")
+            published = [it for it in iterations if it.publish_name]
+            if published:  # as Custom Vision: a published model may be serving clients; unpublish it first
+                raise errors.CvError(f"the project has a published iteration ('{published[0].name}', published as "
+                                     f"'{published[0].publish_name}'); unpublish it before deleting the project",
+                                     "BadRequestIterationIsPublished")
             keys = project_blob_keys(uow, project_id)
             uow.projects.delete(project_id)
             uow.commit()

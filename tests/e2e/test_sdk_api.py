@@ -487,7 +487,7 @@ def test_older_api_versions_and_openapi(server):
     headers = {"Training-Key": TRAINING_KEY}
     for version in ("v3.3", "v3.0", "v3.4-preview"):
         status, body = server.raw("GET", f"/customvision/{version}/training/domains", headers)
-        assert status == 200 and len(json.loads(body)) == 6
+        assert status == 200 and len([d for d in json.loads(body) if d["enabled"]]) == 6
     status, body = server.raw("POST", f"/customvision/v3.0/prediction/{uuid.uuid4()}/classify/iterations/x/image",
                               {"Prediction-Key": PREDICTION_KEY, "Content-Type": "application/octet-stream"},
                               png_bytes())
