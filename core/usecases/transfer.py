@@ -32,6 +32,7 @@ from ..ports import UnitOfWork
 from ..rules import (
     MAX_TAGS_PER_PROJECT,
     clean_description,
+    clean_metadata,
     clean_name,
     image_tag_problem,
     parse_classification_type,
@@ -133,7 +134,8 @@ class Transfer(UseCase):
             raise _invalid("the exported project no longer exists") from None
 
     def copy(self, project_id: str, name: str | None = None, created_by: str | None = None) -> Project:
-        """A full copy of a project in its workspace: settings, tags, images with their tags (the same blobs).
+        """A full copy of a project in its workspace: settings, tags, images with their tags and metadata (the same
+        blobs).
         Without `name`: '<name> (copy)', or '(copy 2)'... when taken. Iterations and predictions are not copied."""
         self.scope.require_write("copy projects")
         with self.deps.uow() as uow:
@@ -199,7 +201,8 @@ class Transfer(UseCase):
                 if max_bytes is not None and written > max_bytes:
                     raise ArchiveTooLarge(f"the dataset is larger than {max_bytes // (1024 * 1024)} MB")
                 lines.append(archive.ManifestEntry(path, img.sha256, [names[t] for t in img.tag_ids if t in names],
-                                                   _metadata(img), img.source, img.original_name).line())
+                                                   dict(img.metadata), img.source,
+                                                   img.original_name).line())
                 if progress:
                     progress(n, len(images))
             zf.writestr(archive.SETTINGS_FILE, json.dumps(settings.as_json(
@@ -238,9 +241,13 @@ class Transfer(UseCase):
                     raise errors.InvalidInput(f"{entry.file}: {problem.message}")
                 if entry.file not in members:
                     raise errors.InvalidInput(f"{entry.file} is in the manifest but not in the archive")
+                try:  # Custom Vision's limits on metadata, as update_image_metadata has them
+                    metadata = clean_metadata(entry.metadata)
+                except errors.CvError as e:
+                    raise errors.InvalidInput(f"{entry.file}: {e.message}") from None
                 images.append(Image(project_id=project.id, sha256=entry.sha256, width=0, height=0,
                                     original_name=entry.original_name, source=entry.source[:64],
-                                    uploaded_by=created_by, tag_ids=tag_ids))
+                                    uploaded_by=created_by, tag_ids=tag_ids, metadata=metadata))
             return self._store_archive(zf, members, project, tags, entries, images, progress)
 
     def _store_archive(self, zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], project: Project,
@@ -268,8 +275,8 @@ class Transfer(UseCase):
                     raise errors.Conflict(f"a project named '{project.name}' already exists")
                 for t in tags:
                     uow.tags.add(t)
-                for entry, img in zip(entries, images, strict=True):
-                    uow.images.add(_with_metadata(img, entry.metadata))
+                for img in images:
+                    uow.images.add(img)
                 uow.commit()
         except BaseException:
             self.collect(written)
@@ -278,21 +285,9 @@ class Transfer(UseCase):
 
 
 def _image_copy(img: Image, project_id: str, tag_ids: list[str]) -> Image:
-    copy = Image(project_id=project_id, sha256=img.sha256, width=img.width, height=img.height,
+    return Image(project_id=project_id, sha256=img.sha256, width=img.width, height=img.height,
                  original_name=img.original_name, source=img.source, uploaded_by=img.uploaded_by, tag_ids=tag_ids,
-                 created_at=img.created_at)
-    return _with_metadata(copy, _metadata(img))
-
-
-def _metadata(img: Image) -> dict[str, str]:
-    """The image's metadata where the model has it (Image.metadata arrives with REST compatibility, #10)."""
-    return dict(getattr(img, "metadata", None) or {})
-
-
-def _with_metadata(img: Image, metadata: dict[str, str]) -> Image:
-    if hasattr(img, "metadata"):
-        img.metadata = dict(metadata)
-    return img
+                 created_at=img.created_at, metadata=dict(img.metadata))
 
 
 def _read(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], path: str, limit: int) -> bytes:

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from tests.e2e.test_cli import jrun, run
-from tests.helpers import TUXPAINT, colour_images
+from tests.helpers import TUXPAINT, colour_images, env_with
 
 
 def pictures(n: int) -> dict[str, list[bytes]]:
@@ -24,7 +24,8 @@ def pictures(n: int) -> dict[str, list[bytes]]:
 
 
 def contents(archive) -> tuple[dict, dict]:
-    """(settings less the name, {sha256: (tags, original name, bytes' own sha256)}) of a dataset zip."""
+    """(settings less the name, {sha256: (tags, original name, bytes' own sha256, folder, metadata)}) of a
+    dataset zip."""
     with zipfile.ZipFile(archive) as zf:
         settings = json.loads(zf.read("settings.json"))
         settings["project"].pop("name")
@@ -32,8 +33,26 @@ def contents(archive) -> tuple[dict, dict]:
         for line in zf.read("manifest.jsonl").decode().splitlines():
             e = json.loads(line)
             images[e["sha256"]] = (tuple(sorted(e["tags"])), e["originalName"],
-                                   hashlib.sha256(zf.read(e["file"])).hexdigest(), e["file"].split("/")[0])
+                                   hashlib.sha256(zf.read(e["file"])).hexdigest(), e["file"].split("/")[0],
+                                   tuple(sorted(e["metadata"].items())))
     return settings, images
+
+
+def set_metadata(tmp_path, project: str, pairs: dict[str, str], count: int) -> None:
+    """Metadata on `count` of the project's images, as update_image_metadata sets it (the CLI has no command)."""
+    from core.model import DEFAULT_WORKSPACE
+    from core.usecases import Scope
+    from cvbot.bootstrap import bootstrap
+    from cvbot.config import Settings
+
+    container = bootstrap(Settings.from_env(env_with(tmp_path)), recover=False)
+    try:
+        cv = container.usecases(Scope.of(DEFAULT_WORKSPACE))
+        p = cv.projects.find(project)
+        ids = [i.id for i in cv.images.list(p.id)][:count]
+        assert all(r.status == "OK" for r in cv.images.update_metadata(p.id, ids, pairs))
+    finally:
+        container.close()
 
 
 @pytest.mark.slow
@@ -54,12 +73,14 @@ def test_dataset_export_import_round_trip(tmp_path, ctype):
     run(tmp_path, "project", "update", "Stamps", "--threshold", "0.65")
     run(tmp_path, "import", str(root), "--project", "Stamps")
     sources = {hashlib.sha256(f.read_bytes()).hexdigest() for f in root.rglob("*.png")}
+    set_metadata(tmp_path, "Stamps", {"camera": "north", "note": "Tux Paint stamp"}, 3)
 
     out = tmp_path / "stamps.zip"
     done = run(tmp_path, "dataset", "export", "--project", "Stamps", "-o", str(out))
     assert f"to {out}" in done.stdout
     settings, images = contents(out)
-    assert set(images) == sources and all(sha == own for sha, (_, _, own, _) in images.items())
+    assert set(images) == sources and all(sha == own for sha, (_, _, own, _, _) in images.items())
+    assert [v[4] for v in images.values() if v[4]] == [(("camera", "north"), ("note", "Tux Paint stamp"))] * 3
     assert settings["project"] == {"description": "Tux Paint", "domain": "Food", "classificationType": ctype,
                                    "threshold": 0.65}
     assert {(t["name"], t["type"]) for t in settings["tags"]} == {("Animals & Pets", "Regular"), ("food", "Regular"),

@@ -29,7 +29,8 @@ def real_images(n: int) -> tuple[list[bytes], list[bytes]]:
 
 
 def snapshot(server, project_id: str) -> tuple:
-    """(settings, tags, {sha256: (tag names, original name)}) read over the raw API (the SDK drops sha256)."""
+    """(settings, tags, {sha256: (tag names, original name, metadata)}) read over the raw API (the SDK drops
+    sha256)."""
     headers = {"Training-Key": TRAINING_KEY}
     status, body = server.raw("GET", f"/customvision/v3.3/training/projects/{project_id}", headers)
     assert status == 200, body
@@ -45,7 +46,8 @@ def snapshot(server, project_id: str) -> tuple:
         assert status == 200, body
         page = json.loads(body)
         for i in page:
-            images[i["sha256"]] = (tuple(sorted(t["tagName"] for t in i["tags"])), i["originalName"])
+            images[i["sha256"]] = (tuple(sorted(t["tagName"] for t in i["tags"])), i["originalName"],
+                                   i.get("metadata") or {})
         if len(page) < 256:
             break
         skip += 256
@@ -68,7 +70,11 @@ def test_export_then_import_gives_an_identical_project(server, ctype):
                 ImageFileCreateEntry(name="loose.png", contents=animals[4])]
     if ctype == "Multilabel":
         entries.append(ImageFileCreateEntry(name="both.png", contents=animals[5], tag_ids=[animal.id, food.id]))
-    assert trainer.create_images_from_files(project.id, ImageFileCreateBatch(images=entries)).is_batch_successful
+    created = trainer.create_images_from_files(project.id, ImageFileCreateBatch(images=entries))
+    assert created.is_batch_successful
+    ids = [r.image.id for r in created.images]
+    trainer.update_image_metadata(project.id, ids[:2], {"camera": "north", "shift": "night"})
+    trainer.update_image_metadata(project.id, ids[-1:], {"camera": "south"})
 
     export = trainer.export_project(project.id)
     assert (export.image_count, export.tag_count, export.iteration_count) == (len(entries), 3, 0)
@@ -79,6 +85,8 @@ def test_export_then_import_gives_an_identical_project(server, ctype):
     assert copy.settings.classification_type == ctype
     original = snapshot(server, project.id)
     assert len(original[2]) == len(entries)
+    assert sorted(tuple(sorted(m.items())) for *_, m in original[2].values() if m) == \
+        [(("camera", "north"), ("shift", "night"))] * 2 + [(("camera", "south"),)]
     assert snapshot(server, copy.id) == original
 
     # a second import of the same token makes a second copy; without a name it is named after the original

@@ -34,6 +34,8 @@ def filled(cv, ctype="Multiclass"):
     if ctype == "Multilabel":
         ups.append(ImageUpload(imgs[5], "f.png", [cat.id, dog.id]))
     assert all(r.ok for r in cv.images.add(p.id, ups, source="test"))
+    ids = [i.id for i in cv.images.list(p.id)]
+    cv.images.update_metadata(p.id, ids[:2], {"camera": "north", "lens": "50mm"})
     return cv.projects.get(p.id)
 
 
@@ -45,8 +47,8 @@ def state(cv, project_id):
     return ({"domain": p.domain, "type": p.classification_type, "description": p.description,
              "threshold": p.threshold},
             sorted((t.name, t.type, t.description, t.image_count) for t in tags),
-            sorted((i.sha256, tuple(sorted(names[t] for t in i.tag_ids)), i.original_name, i.width, i.height)
-                   for i in cv.images.list(project_id)))
+            sorted((i.sha256, tuple(sorted(names[t] for t in i.tag_ids)), i.original_name, i.width, i.height,
+                    tuple(sorted(i.metadata.items()))) for i in cv.images.list(project_id)))
 
 
 def test_copy_is_complete_and_shares_the_blobs(cv):
@@ -151,6 +153,7 @@ def test_a_bad_archive_changes_nothing(cv):
         "Negative": _rewrite(good, first(lambda x: x | {"tags": ["Nothing", "dog"]})),
         "not in the archive": _rewrite(good, first(lambda x: x | {"file": "cat/missing.png"})),
         "same image twice": _rewrite(good, manifest(lambda lines: [*lines, lines[0]])),
+        "metadata pairs": _rewrite(good, first(lambda x: x | {"metadata": {f"k{n}": "v" for n in range(11)}})),
         "no settings.json": _rewrite(good, lambda n, b: [] if n == "settings.json" else [(n, b)]),
         "not a zip": b"PK\x03\x04 nothing",
     }
