@@ -1,19 +1,23 @@
 """Signed image links (originalImageUri, resizedImageUri, thumbnailUri), like Custom Vision's SAS links: a link
-names one image and expires; whoever holds it may fetch the image without a key. Signing is core.links; what a
-link serves is core.usecases.linked_image. Links start with CVBOT_PUBLIC_URL (see http.base_url: never the
-client's own headers unless a trusted proxy sent them)."""
+names one image and expires; whoever holds it may fetch the image without a key. Signed dataset links (what
+`/cv export dataset` posts when the zip is larger than Slack allows) work alike for one project's dataset zip.
+Signing is core.links; what a link serves is core.usecases.linked_image. Links start with CVBOT_PUBLIC_URL (see
+http.base_url: never the client's own headers unless a trusted proxy sent them)."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from core import errors
-from core.links import expiry, sign, verify
-from core.usecases import link_secret, linked_image
+from core.links import DATASET_LINK, expiry, sign, verify, verify_dataset
+from core.usecases import Scope, link_secret, linked_image
 
 from .http import Ctx, base_url, error_response
 
@@ -82,6 +86,46 @@ async def serve_image(request: web.Request, container, signer: Signer) -> web.St
     return web.Response(body=image.data, content_type=image.content_type, headers=headers)
 
 
+def _export_to_temp(container, project_id: str) -> tuple[str, str]:
+    """(path of a temporary zip of the project's dataset, the project's name); the caller removes the file."""
+    fd, path = tempfile.mkstemp(prefix="cvbot-dataset-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            summary = container.usecases(Scope.system()).transfer.export_dataset(project_id, f)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
+    return path, summary.project.name
+
+
+async def serve_dataset(request: web.Request, container, signer: Signer) -> web.StreamResponse:
+    """The dataset zip of the one project a signed link names, made on request into a temporary file and streamed
+    from it (never the whole archive in memory)."""
+    project_id = request.match_info["projectId"]
+    query = request.rel_url.query
+    if not verify_dataset(signer.secret, project_id, query.get("exp", ""), query.get("sig", ""), signer.clock()):
+        return _denied()
+    loop = asyncio.get_running_loop()
+    try:
+        path, name = await loop.run_in_executor(None, _export_to_temp, container, project_id)
+    except errors.NotFound:
+        return error_response("NotFound", "the project is no longer stored", 404)
+    try:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "dataset"
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{safe}.zip"',
+            "Content-Length": str(os.path.getsize(path)), "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff"})
+        await response.prepare(request)
+        with open(path, "rb") as f:
+            while chunk := await loop.run_in_executor(None, f.read, 1024 * 1024):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
 def setup_links(app: web.Application, container) -> None:
     """Resolve the signing key (CVBOT_SECRET_KEY, or the one stored in the database, made on first start) and add
     the image route."""
@@ -89,5 +133,6 @@ def setup_links(app: web.Application, container) -> None:
     signer = Signer(link_secret(container.deps, settings.secret_key), settings.link_ttl)
     app[SIGNER] = signer
     app.router.add_get(IMAGE_LINK, lambda request: serve_image(request, container, signer))
+    app.router.add_get(DATASET_LINK, lambda request: serve_dataset(request, container, signer))
     log.info("image links expire after %d s; signed with %s", settings.link_ttl,
              "CVBOT_SECRET_KEY" if settings.secret_key else "the key stored in the database")

@@ -13,6 +13,27 @@ import logging
 log = logging.getLogger("bot")
 
 
+def dataset_links(container):
+    """project id → a signed link to its dataset zip, served by this server's API (api/links.py) at
+    CVBOT_PUBLIC_URL, else at the address it listens on; valid for CVBOT_LINK_TTL seconds."""
+    import time
+
+    from core.links import dataset_url, expiry
+    from core.usecases import link_secret
+
+    secret: list[bytes] = []  # resolved on first use (it may be generated and stored in the database then)
+
+    def link(project_id: str) -> str:
+        settings = container.settings
+        if not secret:
+            secret.append(link_secret(container.deps, settings.secret_key))
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        base = settings.public_url or f"http://{host}:{settings.port}"
+        return dataset_url(base, secret[0], project_id, expiry(time.time(), settings.link_ttl))
+
+    return link
+
+
 def setup(app, container) -> None:
     from aiohttp import web
 
@@ -32,6 +53,7 @@ def setup(app, container) -> None:
     from .runtime import SlackBot
 
     cv = SlackBot(container.deps, settings.slack_bot_token, settings.default_domain)
+    cv.dataset_url = dataset_links(container)
     bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
     if mode.http:
         app.router.add_post("/slack/events", events_handler(bolt, settings.slack_signing_secret))

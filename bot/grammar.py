@@ -32,8 +32,8 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv performance [N] [threshold=0.7]` an iteration's precision, recall and AP at any threshold
 
 *Data*
-• `/cv export dataset` post the project's images, tags and settings as a zip in a thread \
-(`cvbot dataset import` restores it)
+• `/cv export dataset` post the project's images, tags and settings as a zip in a thread, or a download link \
+when it is larger than Slack allows (`cvbot dataset import` restores it)
 
 *Classify*
 • Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; \

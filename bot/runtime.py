@@ -95,6 +95,9 @@ class SlackBot:
         # iterations whose outcome this process reports already (ids, kept for the process's life), so the
         # start-up catch-up (bot.training.report_unreported) never reports one twice
         self.following: set[str] = set()
+        # project id → a signed, expiring link to its dataset zip on this server (`/cv export dataset` posts one
+        # when the zip is larger than Slack allows); None where no server serves them
+        self.dataset_url: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------- plumbing
     def scoped(self, workspace: str) -> UseCases:

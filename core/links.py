@@ -57,3 +57,37 @@ def expiry(now: float, ttl_s: int) -> int:
     them again."""
     step = max(1, min(60, ttl_s // 10))
     return -(-(int(now) + ttl_s) // step) * step
+
+
+# ---------------------------------------------------------------- dataset archives
+# A link to one project's dataset zip (`/cv export dataset` posts one when the zip is larger than Slack allows):
+# made on request by the server, fetched without a key until it expires. The message differs from an image link's,
+# so no image signature is ever a dataset signature or the reverse.
+DATASET_LINK = "/customvision/datasets/{projectId}"
+
+
+def _dataset_message(project_id: str, expires: int) -> bytes:
+    return f"cvbot-dataset-link/v1\n{project_id}\n{expires}".encode()
+
+
+def sign_dataset(secret: bytes, project_id: str, expires: int) -> str:
+    """The signature (64 hex digits) of a link to the dataset zip of `project_id`, valid until `expires`."""
+    if not secret:
+        raise ValueError("the link secret is empty")
+    return hmac.new(secret, _dataset_message(project_id, int(expires)), hashlib.sha256).hexdigest()
+
+
+def verify_dataset(secret: bytes, project_id: str, expires: str, signature: str, now: float) -> bool:
+    """Whether a dataset link's parts (as received) carry a valid signature and have not expired at `now`."""
+    if not secret or not project_id or len(project_id) > _MAX_ID or len(signature) != 64:
+        return False
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or str(int(expires)) != expires:
+        return False
+    expected = sign_dataset(secret, project_id, int(expires))
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")) and now <= int(expires)
+
+
+def dataset_url(base: str, secret: bytes, project_id: str, expires: int) -> str:
+    """The signed link to a project's dataset zip on the server at `base` (CVBOT_PUBLIC_URL or its own address)."""
+    return (base.rstrip("/") + DATASET_LINK.format(projectId=project_id)
+            + f"?exp={int(expires)}&sig={sign_dataset(secret, project_id, expires)}")

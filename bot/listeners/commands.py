@@ -228,12 +228,23 @@ async def cmd_export(req: Request) -> None:
             title=f"{p.name}: dataset", initial_comment=f"{summary.images} images of *{blocks.esc(p.name)}* "
                                                         "(restore with `cvbot dataset import FILE.zip`)")
     except ArchiveTooLarge:
-        # TODO(#10 image links): answer a signed download link instead, once cvbot serves signed links.
-        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts, **blocks.error_message(
-            f"The dataset of {p.name} is larger than Slack allows ({SLACK_MAX_FILE_BYTES // 1024 ** 3} GB per "
-            "file). Export it on the server with `cvbot dataset export --project NAME -o FILE.zip`."))
+        too_large = f"The dataset of {p.name} is larger than Slack allows ({_size(SLACK_MAX_FILE_BYTES)} per file)."
+        if cv.dataset_url is None:
+            await req.client.chat_postMessage(channel=req.channel, thread_ts=ts, **blocks.error_message(
+                f"{too_large} Export it on the server with `cvbot dataset export --project NAME -o FILE.zip`."))
+        else:
+            url = await cv.call(cv.dataset_url, p.id)  # the first link reads the secret from the store
+            await req.client.chat_postMessage(
+                channel=req.channel, thread_ts=ts, unfurl_links=False,
+                text=f":package: {too_large} <{url}|Download the zip> (the link expires; ask again for a new one), "
+                     "then restore it with `cvbot dataset import FILE.zip`.")
     finally:
         Path(path).unlink(missing_ok=True)
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024 ** 3} GB" if n >= 1024 ** 3 else f"{max(1, n // 1024 ** 2)} MB" if n >= 1024 ** 2 \
+        else f"{n} bytes"
 
 
 def _file_name(name: str) -> str:

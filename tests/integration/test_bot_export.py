@@ -1,15 +1,27 @@
 """`/cv export dataset`: the zip is posted in a thread, or a clear message when Slack would refuse its size."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
+import re
+import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from bot import dataset_links
 from bot.listeners import commands
+from bot.runtime import SlackBot
+from core.links import dataset_url
 from core.usecases import ImageUpload
 from tests.helpers import colour_images
 from tests.integration import test_bot_listeners as listeners
+from tests.integration.test_api_limits import LiveServer, _settings
 from tests.integration.test_bot_listeners import CH, CREATOR, RecordingClient, said, slash, team
 
 cv, runner = listeners.cv, listeners.runner  # the same fixtures: a SlackBot over real use cases
@@ -75,3 +87,61 @@ def test_export_needs_the_word_dataset_and_a_bound_project(cv):
     assert "/cv export dataset" in said(respond)["text"]
     ack, respond = slash(cv, "export dataset", client, channel="C-UNBOUND")
     assert said(respond)["response_type"] == "ephemeral" and client.calls == []
+
+
+@pytest.fixture
+def live(tmp_path):
+    server = LiveServer(replace(_settings(tmp_path), secret_key="dataset-link-test-secret"))
+    yield server
+    server.close()
+
+
+def test_export_dataset_too_large_for_slack_posts_a_signed_link(live, monkeypatch):
+    """The bot built as `cvbot serve` builds it (bot.dataset_links) posts a link; the server's keyless route
+    answers the same zip; a tampered, expired or other project's link gets 403 and a deleted project 404."""
+    settings = replace(live.container.settings, public_url=f"http://127.0.0.1:{live.port}")
+    bot = SlackBot(live.container.deps, "xoxb-test", progress_interval=0)
+    bot.dataset_url = dataset_links(SimpleNamespace(settings=settings, deps=live.container.deps))
+    p = bound_project(bot)
+    other = team(bot).projects.create("Other")
+    direct = io.BytesIO()
+    team(bot).transfer.export_dataset(p.id, direct)
+    monkeypatch.setattr(commands, "SLACK_MAX_FILE_BYTES", 1000)
+    client = KeepingClient()
+    slash(bot, "export dataset", client)
+    assert client.of("files.upload_v2") == []
+    started, answer = client.of("chat.postMessage")
+    assert answer["thread_ts"] == "1.0001" and "larger than Slack allows" in answer["text"]
+    (url,) = re.findall(r"<(http[^|>]+)\|Download the zip>", answer["text"])
+    parts = urlsplit(url)
+    assert parts.path == f"/customvision/datasets/{p.id}" and set(parse_qs(parts.query)) == {"exp", "sig"}
+
+    def get(path_and_query: str) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+        try:
+            conn.request("GET", path_and_query)  # no key: the signature is the permission
+            r = conn.getresponse()
+            return r.status, dict(r.headers), r.read()
+        finally:
+            conn.close()
+
+    status, headers, body = get(f"{parts.path}?{parts.query}")
+    assert status == 200 and headers["Content-Type"] == "application/zip", body[:200]
+    assert 'filename="Colours.zip"' in headers["Content-Disposition"]
+    assert body == direct.getvalue()  # the same zip, byte for byte
+    back = team(bot).transfer.import_dataset(io.BytesIO(body), "Colours back")
+    assert back.images == 4
+
+    q = parse_qs(parts.query)
+    exp, sig = q["exp"][0], q["sig"][0]
+    flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    for bad in (f"{parts.path}?exp={exp}&sig={flipped}", f"{parts.path}?exp={int(exp) + 1}&sig={sig}",
+                f"{parts.path}?exp={exp}", f"/customvision/datasets/{other.id}?exp={exp}&sig={sig}",
+                f"{parts.path}?exp=0{exp}&sig={sig}"):
+        status, _, body = get(bad)
+        assert status == 403 and json.loads(body)["code"] == "Forbidden", bad
+        assert b"Colours" not in body
+    expired = dataset_url("", b"dataset-link-test-secret", p.id, int(time.time()) - 1)
+    assert get(expired)[0] == 403
+    team(bot).projects.delete(p.id)
+    assert get(f"{parts.path}?{parts.query}")[0] == 404
