@@ -31,6 +31,9 @@ def _nullable(schema: dict) -> dict:
 
 METADATA = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}, "maxProperties": 10}
 IMAGE_TAG = _obj({"tagId": UUID, "tagName": S, "created": _nullable(TIME)})
+# originalImageUri, resizedImageUri, thumbnailUri: signed, expiring links (api/links.py), null where none is stored
+IMAGE_URIS = {k: _nullable({"type": "string", "format": "uri"})
+              for k in ("originalImageUri", "resizedImageUri", "thumbnailUri")}
 PREDICTION_ITEM = _obj({"probability": N, "tagId": UUID, "tagName": S, "tagType": S, "boundingBox": {"nullable": True}})
 
 SCHEMAS: dict[str, dict] = {
@@ -45,7 +48,7 @@ SCHEMAS: dict[str, dict] = {
     "Tag": _obj({"id": UUID, "name": S, "description": S, "type": {"type": "string", "enum": ["Regular", "Negative"]},
                  "imageCount": INT}),
     "Image": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "originalName": S,
-                   "tags": _arr(IMAGE_TAG), "metadata": METADATA}),
+                   "tags": _arr(IMAGE_TAG), "metadata": METADATA, **IMAGE_URIS}),
     "ImageCreateSummary": _obj({"isBatchSuccessful": B, "images": _arr(_obj({
         "sourceUrl": S, "status": {"type": "string", "enum": [
             "OK", "OKDuplicate", "ErrorSource", "ErrorImageFormat", "ErrorImageSize", "ErrorStorage",
@@ -79,7 +82,7 @@ SCHEMAS: dict[str, dict] = {
                                         "recallStdDeviation": N, "averagePrecision": N})),
         "precision": N, "precisionStdDeviation": N, "recall": N, "recallStdDeviation": N, "averagePrecision": N}),
     "ImagePerformance": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "tags": _arr(IMAGE_TAG),
-                              "predictions": _arr(PREDICTION_ITEM)}),
+                              "predictions": _arr(PREDICTION_ITEM), "imageUri": _nullable(S), **IMAGE_URIS}),
     "ImagePrediction": _obj({"id": UUID, "project": UUID, "iteration": UUID, "created": TIME,
                              "predictions": _arr(PREDICTION_ITEM)}),
     "ImageUrl": _obj({"url": S}, ("url",)),
@@ -91,7 +94,7 @@ SCHEMAS: dict[str, dict] = {
         "startTime": _nullable(TIME), "endTime": _nullable(TIME), "application": _nullable(S)}),
     "PredictionQueryResult": _obj({"token": _ref("PredictionQueryToken"), "results": _arr(_obj({
         "id": UUID, "project": UUID, "iteration": UUID, "created": TIME, "domain": S,
-        "predictions": _arr(PREDICTION_ITEM)}))}),
+        "predictions": _arr(PREDICTION_ITEM), **IMAGE_URIS}))}),
     "Export": _obj({"platform": S, "status": {"type": "string", "enum": ["Exporting", "Failed", "Done"]},
                     "downloadUri": _nullable(S), "flavor": _nullable(S), "newerVersionAvailable": B}),
     "ProjectExport": _obj({"iterationCount": INT, "imageCount": INT, "tagCount": INT, "regionCount": INT,
@@ -168,6 +171,10 @@ def _operation(op: Operation) -> dict:
 
 
 def document(operations: list[Operation], prefixes: dict[str, str], aliases: dict[str, list[str]]) -> dict:
+    """Every Custom Vision operation cvbot implements. The signed link routes (api/links.py: an image's
+    originalImageUri/resizedImageUri/thumbnailUri, `/cv export dataset`'s download link) are left out on purpose:
+    they are not API operations (no key, no SDK method; a client follows the URL it was given, as with Azure's SAS
+    links), and listing them would invite clients to build such URLs themselves. The description says so."""
     paths: dict[str, dict] = {}
     for op in operations:
         paths.setdefault(prefixes[op.api] + op.path, {})[op.method.lower()] = _operation(op)
@@ -176,7 +183,9 @@ def document(operations: list[Operation], prefixes: dict[str, str], aliases: dic
         "openapi": "3.0.3",
         "info": {"title": "cvbot: Custom Vision-compatible API", "version": "3.4-preview",
                  "description": "The subset of Azure Custom Vision's Training (v3.4-preview) and Prediction (v3.1) "
-                                f"APIs that cvbot implements (image classification). Same operations {note}."},
+                                f"APIs that cvbot implements (image classification). Same operations {note}. "
+                                "Image URIs in responses (originalImageUri, resizedImageUri, thumbnailUri) are "
+                                "signed, expiring links fetched without a key, like Azure's SAS links."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
