@@ -55,6 +55,22 @@ def test_signing_refuses_what_has_no_route():
         links.sign(b"", "image", ID, "original", 1)
 
 
+def test_a_dataset_link_names_one_project_and_expires():
+    sig = links.sign_dataset(SECRET, ID, 2000)
+    assert links.verify_dataset(SECRET, ID, "2000", sig, 2000.0)
+    assert links.dataset_url("https://cv.example.org/", SECRET, ID, 2000) == \
+        f"https://cv.example.org/customvision/datasets/{ID}?exp=2000&sig={sig}"
+    for secret, pid, exp, signature, now in (
+            (SECRET, ID, "2000", sig, 2000.5), (b"other", ID, "2000", sig, 1000.0),
+            (SECRET, ID.replace("0b", "0c"), "2000", sig, 1000.0), (SECRET, ID, "2001", sig, 1000.0),
+            (SECRET, ID, "02000", sig, 1000.0), (SECRET, ID, "", sig, 1000.0), (SECRET, ID, "2000", sig[:-1], 1000.0),
+            (SECRET, ID, "2000", "0" * 64, 1000.0), (SECRET, "", "2000", sig, 1000.0), (b"", ID, "2000", sig, 1000.0),
+            (SECRET, ID, "2000", links.sign(SECRET, "image", ID, "original", 2000), 1000.0)):
+        assert not links.verify_dataset(secret, pid, exp, signature, now), (pid, exp, signature, now)
+    # nor is a dataset signature ever an image link's
+    assert not links.verify(SECRET, "image", ID, "original", "2000", sig, 1000.0)
+
+
 def test_expiry_is_the_lifetime_rounded_up_to_a_tenth_of_it_at_most_a_minute():
     assert links.expiry(1000.3, 3600) == 4620  # 4600 rounded up to the minute
     assert links.expiry(1020.0, 3600) == 4620  # the same link a few seconds later: cacheable
