@@ -336,6 +336,7 @@ class SourceImage:
     uri: str  # originalImageUri: signed, fetched without the key
     tag_ids: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
+    name: str = ""  # the file name it was uploaded with, where the source keeps one (cvbot's originalName)
 
 
 class SourceProjects(ABC):

@@ -118,7 +118,8 @@ class HttpSource(SourceProjects):
                          take=take, skip=skip)
         return [SourceImage(str(i["id"]), str(i.get("originalImageUri") or ""),
                             tuple(str(t["tagId"]) for t in (i.get("tags") or [])),
-                            tuple((str(k), str(v)) for k, v in (i.get("metadata") or {}).items()))
+                            tuple((str(k), str(v)) for k, v in (i.get("metadata") or {}).items()),
+                            str(i.get("originalName") or ""))
                 for i in rows]
 
     def image_count(self, project_id: str) -> int:

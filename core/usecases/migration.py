@@ -259,7 +259,7 @@ class Migration(UseCase):
                     outcome.duplicates += 1
                 else:
                     copy = Image(project_id=project.id, sha256=sha, width=info.width, height=info.height,
-                                 original_name=f"{img.id}", source="migrate", uploaded_by="migrate",
+                                 original_name=(img.name or img.id)[:256], source="migrate", uploaded_by="migrate",
                                  tag_ids=targets, metadata=metadata)
                     uow.images.add(copy)
                     uow.migrated.put(key, "image", img.id, copy.id, project.id)
