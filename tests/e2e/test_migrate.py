@@ -101,7 +101,7 @@ def source_projects(server):
     neg = trainer.create_tag(mc.id, "Negative", type="Negative", description="none of these")
     a_ids = upload(trainer, mc.id, animals[:6], [animal.id], "animal")
     upload(trainer, mc.id, food[:6], [dish.id], "food")
-    upload(trainer, mc.id, colour_images(2, (128, 128, 128), 31), [neg.id], "neg")
+    upload(trainer, mc.id, colour_images(5, (128, 128, 128), 31), [neg.id], "neg")
     u_ids = upload(trainer, mc.id, colour_images(3, (10, 200, 200), 32), None, "untagged")
     trainer.update_image_metadata(mc.id, a_ids[:2], {"camera": "north", "shift": "night"})
     trainer.update_image_metadata(mc.id, u_ids[:1], {"note": "unsorted"})
@@ -121,7 +121,7 @@ def test_migrate_copies_everything_and_a_rerun_adds_nothing(server, target, sour
     summary = json.loads(out)
     expected = state(server, source_projects)
     assert summary["projects"] == 2 and summary["failures"] == [] and summary["skippedProjects"] == []
-    assert summary["images"] == sum(p["count"] for p in expected.values()) == 22
+    assert summary["images"] == sum(p["count"] for p in expected.values()) == 25
     assert summary["tags"] == 5 and summary["bytes"] > 0
     assert state(target, source_projects) == expected
 
@@ -129,7 +129,7 @@ def test_migrate_copies_everything_and_a_rerun_adds_nothing(server, target, sour
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()[-3000:]
     again = json.loads(out)
-    assert again["images"] == 0 and again["tags"] == 0 and again["skippedDuplicates"] == 22
+    assert again["images"] == 0 and again["tags"] == 0 and again["skippedDuplicates"] == 25
     assert state(target, source_projects) == expected
 
 
@@ -162,3 +162,22 @@ def test_a_migration_killed_half_way_and_rerun_loses_and_duplicates_nothing(serv
     summary = json.loads(out)
     assert summary["images"] == 120 - partial["count"] and summary["failures"] == []
     assert state(target, {"Migrate killed"}) == expected
+
+
+def test_train_compares_the_copy_with_the_sources_last_iteration(server, target, source_projects):
+    trainer = server.trainer()
+    [mc] = [p for p in trainer.get_projects() if p.name == "Migrate MC"]
+    it = test_sdk_api.wait_trained(trainer, mc.id, trainer.train_project(mc.id))
+    assert it.status == "Completed"
+    source_perf = trainer.get_iteration_performance(mc.id, it.id)
+
+    proc = migrate(target, server.url, "--project", mc.id, "--train")  # by id; already copied: only trains
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    text = out.decode()
+    assert "total: 1 projects, 0 tags, 0 images" in text
+    line = next(x for x in text.splitlines() if x.startswith("'Migrate MC' iteration 1:"))
+    assert f"(source: precision {source_perf.precision:.3f}, recall {source_perf.recall:.3f}" in line
+    [copy] = [p for p in _get(target, "/projects") if p["name"] == "Migrate MC"]
+    [trained] = _get(target, f"/projects/{copy['id']}/iterations")
+    assert trained["status"] == "Completed"
