@@ -41,6 +41,16 @@ def _retry_after(value: str | None, attempt: int) -> float:
     return min(MAX_WAIT_S, 0.5 * 2 ** attempt)
 
 
+class _KeyStaysOnItsHost(urllib.request.HTTPRedirectHandler):
+    """A redirect to another host does not carry the training key along (urllib copies every header)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Training-key")
+        return new
+
+
 class HttpSource(SourceProjects):
     def __init__(self, endpoint: str, training_key: str, sleep: Callable[[float], None] = time.sleep,
                  opener: Callable[..., Any] | None = None):
@@ -52,7 +62,7 @@ class HttpSource(SourceProjects):
         self.endpoint = endpoint
         self._key = training_key
         self._sleep = sleep
-        self._open = opener or urllib.request.urlopen
+        self._open = opener or urllib.request.build_opener(_KeyStaysOnItsHost()).open
         self._domains: dict[str, dict[str, Any]] | None = None
         self.calls = 0
         self.waited = 0.0

@@ -62,7 +62,7 @@ class MigrationSummary:
         return sum(int(getattr(p, what)) for p in self.projects)
 
     def as_json(self) -> dict[str, Any]:
-        copied = [p for p in self.projects if p.skipped is None]
+        copied = [p for p in self.projects if p.skipped is None and p.target_id is not None]
         return {"source": self.source, "projects": len(copied), "tags": self.total("tags"),
                 "images": self.total("images"), "bytes": self.total("bytes"),
                 "skippedDuplicates": self.total("already") + self.total("duplicates"),

@@ -235,3 +235,19 @@ def test_a_prediction_scope_cannot_migrate():
     cv = UseCases(fake_deps(), Scope.of("default", role="prediction"))
     with pytest.raises(errors.CvError):
         cv.migration.run(_azure_like())
+
+
+def test_a_project_the_source_fails_on_is_reported_and_the_others_are_copied(cv):
+    src = _azure_like()
+    real_tags = src.tags
+
+    def tags(project_id):
+        if project_id == "p-mc":
+            raise errors.CvError("HTTP 500 from the source", "SourceUnavailable")
+        return real_tags(project_id)
+
+    src.tags = tags
+    data = cv.migration.run(src).as_json()
+    assert data["projects"] == 1 and data["images"] == 2
+    assert data["failures"] == ["Fruit: HTTP 500 from the source"]
+    assert [p.name for p in cv.projects.list()] == ["Scenes"]

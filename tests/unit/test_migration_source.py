@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import urllib.error
+import urllib.request
 from email.message import Message
 
 import pytest
@@ -107,3 +108,14 @@ def test_bad_endpoints_and_missing_keys_are_refused():
         HttpSource("ftp://x", "KEY")
     with pytest.raises(errors.InvalidInput):
         HttpSource(ENDPOINT, "")
+
+
+def test_a_redirect_to_another_host_does_not_carry_the_key():
+    from email.message import Message as Headers
+
+    handler = source_module._KeyStaysOnItsHost()
+    req = urllib.request.Request(API + "/projects", headers={"Training-Key": "KEY"})
+    same = handler.redirect_request(req, None, 302, "Found", Headers(), API + "/projects/")
+    other = handler.redirect_request(req, None, 302, "Found", Headers(), "https://evil.example/projects")
+    assert same.get_header("Training-key") == "KEY"
+    assert other.get_header("Training-key") is None
