@@ -161,6 +161,47 @@ class Cli:
                  f"imported {summary.images} images into new project '{p.name}' "
                  f"({p.domain.value}, {p.classification_type.value}) id {p.id}")
 
+    def cmd_migrate(self):
+        import os
+
+        from tqdm import tqdm
+
+        from .source import HttpSource
+
+        key = self.args.training_key or os.environ.get("CVBOT_SOURCE_TRAINING_KEY", "")
+        source = HttpSource(self.args.from_endpoint, key)
+        bars: dict[str, tqdm] = {}
+
+        def progress(p) -> None:
+            bar = bars.get(p.project)
+            if bar is None:
+                for old in bars.values():
+                    old.close()
+                bar = bars[p.project] = tqdm(total=p.total, unit="img", desc=f"migrating {p.project}",
+                                             disable=self.args.json or None, file=sys.stderr)
+            bar.total = p.total
+            bar.update(p.done - bar.n)
+
+        try:
+            summary = self.cv.migration.run(source, self.args.project or (), progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+        data = summary.as_json()
+        trained = []
+        if self.args.train:
+            for outcome in summary.projects:
+                if outcome.target_id and not outcome.skipped:
+                    if not self.args.json:
+                        print(f"training '{outcome.target_name}'…", file=sys.stderr)
+                    try:
+                        trained.append(self.cv.migration.train(source, outcome))
+                    except errors.CvError as e:
+                        trained.append({"project": outcome.target_name, "failure": e.message})
+            data["training"] = trained
+        self.out(data, _migration_text(data))
+        return 1 if data["failures"] else 0
+
     def cmd_tags(self):
         p = self.project()
         tags = self.cv.tags.list(p.id)
@@ -382,6 +423,32 @@ def _doctor_text(report, settings) -> str:
     return "\n".join(lines)
 
 
+def _migration_text(data: dict) -> str:
+    lines = [f"migrated from {data['source']}:"]
+    for p in data["details"]:
+        if p["skipped"]:
+            lines.append(f"  skipped '{p['name']}': {p['skipped']}")
+        else:
+            lines.append(f"  '{p['name']}' → '{p['target_name'] or '-'}' ({p['domain']}): {p['tags']} new tags, "
+                         f"{p['images']} images ({p['bytes']:,} bytes), {p['already']} copied before, "
+                         f"{p['duplicates']} duplicates, {len(p['failures'])} failures")
+    lines.append(f"total: {data['projects']} projects, {data['tags']} tags, {data['images']} images, "
+                 f"{data['bytes']:,} bytes, {data['skippedDuplicates']} skipped duplicates, "
+                 f"{len(data['failures'])} failures")
+    lines += [f"failed: {f}" for f in data["failures"]]
+    for t in data.get("training", []):
+        if t.get("target"):
+            src = t.get("source") or {}
+            lines.append(f"'{t['project']}' iteration {t['iteration']}: precision {t['target']['precision']:.3f}, "
+                         f"recall {t['target']['recall']:.3f}, AP {t['target']['averagePrecision']:.3f}"
+                         + (f" (source: precision {src.get('precision', 0):.3f}, recall {src.get('recall', 0):.3f}, "
+                            f"AP {src.get('averagePrecision', 0):.3f})" if src else " (the source has no trained "
+                                                                                   "iteration)"))
+        else:
+            lines.append(f"'{t['project']}': training failed: {t.get('failure')}")
+    return "\n".join(lines)
+
+
 def _performance_text(perf: dict) -> str:
     lines = [f"threshold {perf['threshold']:.2f}: "
              f"precision {perf['precision']:.3f} (±{perf['precisionStdDeviation']:.3f}), "
@@ -444,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("import", Cli.cmd_dataset_import, "create a project from a zip made by `dataset export`", data)
     p.add_argument("archive")
     p.add_argument("--project", help="the new project's name (default: the archive's)")
+
+    p = cmd("migrate", Cli.cmd_migrate, "copy projects from a Custom Vision Training endpoint (Azure or cvbot)")
+    p.add_argument("--from-endpoint", required=True, help="e.g. https://<resource>.cognitiveservices.azure.com")
+    p.add_argument("--training-key", help="the source's training key (default: CVBOT_SOURCE_TRAINING_KEY)")
+    p.add_argument("--project", action="append", help="a project name or id to copy (repeatable; default: all)")
+    p.add_argument("--train", action="store_true", help="train each migrated project and compare with the source")
 
     p = cmd("tags", Cli.cmd_tags, "list a project's tags with image counts")
     p.add_argument("--project", required=True)

@@ -21,6 +21,7 @@ from .repositories import (
     SqlIterations,
     SqlKeys,
     SqlMessages,
+    SqlMigrated,
     SqlPredictions,
     SqlProjects,
     SqlSecrets,
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 SQLITE_FULL = 13
@@ -135,6 +136,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.exports = SqlExports(s)
         self.secrets = SqlSecrets(s)
         self.variants = SqlVariants(s)
+        self.migrated = SqlMigrated(s)
         return self
 
     def __exit__(self, *exc) -> None:

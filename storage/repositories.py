@@ -467,6 +467,21 @@ class SqlVariants(ports.VariantRepository):
                 ["source_key", "variant"])
 
 
+class SqlMigrated(ports.MigrationRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def get(self, source: str, kind: str, source_id: str) -> str | None:
+        m = t.migrated.c
+        target: str | None = self.s.execute(select(m.target_id).where(
+            m.source == source, m.kind == kind, m.source_id == source_id)).scalar_one_or_none()
+        return target
+
+    def put(self, source: str, kind: str, source_id: str, target_id: str, project_id: str) -> None:
+        _upsert(self.s, t.migrated, dict(source=source, kind=kind, source_id=source_id, target_id=target_id,
+                                         project_id=project_id), ["source", "kind", "source_id"])
+
+
 class SqlChannels(ports.ChannelRepository):
     def __init__(self, session: Session):
         self.s = session

@@ -190,3 +190,14 @@ image_variants = Table(
     Column("variant", String(16), primary_key=True),
     Column("blob_key", String(64), nullable=False),
 )
+
+# What `cvbot migrate` copied from another Custom Vision endpoint: a rerun skips these. Deleting the target project
+# drops its records, so migrating again after that copies everything again.
+migrated = Table(
+    "migrated", metadata,
+    Column("source", String(512), primary_key=True),  # the source endpoint, normalised
+    Column("kind", String(16), primary_key=True),  # project / tag / image
+    Column("source_id", String(128), primary_key=True),
+    Column("target_id", ID, nullable=False),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+)

@@ -31,7 +31,8 @@ from core.model import (
 )
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
-          "exports", "counters", "server_secrets", "image_variants")
+          "exports", "counters", "server_secrets", "image_variants",
+          "migrated")
 
 
 def _copy(obj: Any) -> Any:
@@ -404,6 +405,20 @@ class FakeVariants(_Repo, ports.VariantRepository):
         self._put((source_key, variant), blob_key)
 
 
+class FakeMigrated(_Repo, ports.MigrationRepository):
+    table = "migrated"
+
+    def get(self, source: str, kind: str, source_id: str) -> str | None:
+        row = self.rows.get((source, kind, source_id))
+        if row is None or row[1] not in self.uow.data["projects"]:  # the target project's records go with it
+            return None
+        target: str = row[0]
+        return target
+
+    def put(self, source: str, kind: str, source_id: str, target_id: str, project_id: str) -> None:
+        self._put((source, kind, source_id), (target_id, project_id))
+
+
 class FakeUnitOfWork(ports.UnitOfWork):
     """A transaction: a copy of the committed rows taken at begin; `commit` writes back the rows it changed."""
 
@@ -425,6 +440,7 @@ class FakeUnitOfWork(ports.UnitOfWork):
         self.exports = FakeExports(self)
         self.secrets = FakeSecrets(self)
         self.variants = FakeVariants(self)
+        self.migrated = FakeMigrated(self)
 
     def commit(self) -> None:
         with self.db.lock:

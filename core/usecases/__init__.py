@@ -10,6 +10,7 @@ from .images import ImageResult, Images, ImageUpload, MetadataResult, Order, Tag
 from .iterations import Iterations
 from .links import LinkedImage, link_secret, linked_image
 from .maintenance import recover
+from .migration import Migration, MigrationProgress, MigrationSummary, ProjectOutcome, map_domain
 from .notifications import Notifications
 from .prediction import Predictions
 from .projects import Projects, ProjectSummary
@@ -36,6 +37,7 @@ class UseCases:
         self.channels = Channels(deps, scope)
         self.notifications = Notifications(deps, scope)
         self.transfer = Transfer(deps, scope)
+        self.migration = Migration(deps, scope)
 
 
 __all__ = [
@@ -44,4 +46,5 @@ __all__ = [
     "ProjectSummary", "Projects", "Role", "Scope", "TagPairs", "Tags", "Training", "TrainingJob", "UseCases", "doctor",
     "embed_blobs", "export_file", "link_secret", "linked_image", "recover", "workspace_for_key",
 ]
+__all__ += ["Migration", "MigrationProgress", "MigrationSummary", "ProjectOutcome", "map_domain"]
 __all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]

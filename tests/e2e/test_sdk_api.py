@@ -92,6 +92,22 @@ def image_host():
     host.httpd.shutdown()
 
 
+def start_serve(port: int, env: dict, log) -> tuple[subprocess.Popen, str]:
+    """`cvbot serve` on a loopback port, once it answers /healthz (fails the test with its log if it does not)."""
+    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail("cvbot serve did not start:\n" + log.read())
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, image_host):
     tmp = tmp_path_factory.mktemp("api")
@@ -99,18 +115,7 @@ def server(tmp_path_factory, model_dir, image_host):
     env = env_with(tmp, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
                    CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_ALLOWED_URL_HOSTS=f"127.0.0.1:{image_host.port}")
     with open(tmp / "server.log", "w+") as log:
-        proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail("cvbot serve did not start:\n" + log.read())
-                time.sleep(0.2)
+        proc, url = start_serve(port, env, log)
         yield Server(url, tmp / "data", env, proc)
         proc.terminate()
         proc.wait(timeout=30)
