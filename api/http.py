@@ -388,7 +388,10 @@ async def read_images(request: web.Request, max_total: int, max_count: int = MAX
     ctype = request.content_type.lower()
     if request.content_length is not None and request.content_length > max_total:
         raise _too_large(max_total, "BadRequestImageSizeBytes")
-    if ctype.startswith("multipart/"):
+    # Microsoft's REST quickstart sends one image's raw bytes labelled multipart/form-data, with no boundary: a
+    # body that cannot be multipart (no boundary) is read as the raw image it is.
+    has_boundary = "boundary=" in (request.headers.get("Content-Type") or "").lower()
+    if ctype.startswith("multipart/") and has_boundary:
         files: list[UploadedFile] = []
         total = 0
         try:

@@ -79,6 +79,10 @@ def test_rest_quickstart_with_capitalised_paths(server):
         ctype, body = multipart(colour_images(6, colour, seed))
         summary = call("POST", f"{training}/projects/{pid}/images?tagIds={tags[name]}", {"Content-Type": ctype}, body)
         assert summary["isBatchSuccessful"] and len(summary["images"]) == 6
+        # the quickstart's own upload: one image's raw bytes labelled multipart/form-data, with no boundary
+        raw = call("POST", f"{training}/projects/{pid}/images?tagIds={tags[name]}",
+                   {"Content-Type": "multipart/form-data"}, colour_images(1, colour, seed + 10)[0])
+        assert raw["isBatchSuccessful"] and [i["status"] for i in raw["images"]] == ["OK"]
     iteration = call("POST", f"{training}/projects/{pid}/train")
     deadline = time.monotonic() + 180
     while iteration["status"] == "Training" and time.monotonic() < deadline:
