@@ -17,7 +17,7 @@ from typing import Any
 
 from core import errors
 from core.images import TRAINING_MAX_BYTES
-from core.ports import SourceImage, SourceProject, SourceProjects, SourceTag
+from core.sources import SourceImage, SourceProject, SourceProjects, SourceTag
 
 API = "/customvision/v3.3/training"
 RETRIES = 6

@@ -19,8 +19,9 @@ from typing import Any
 from .. import errors
 from ..images import sha256_of, validate_image
 from ..model import ClassificationType, Domain, Image, IterationStatus, Project, Tag, TagType
-from ..ports import SourceImage, SourceProject, SourceProjects, SourceTag, UnitOfWork
+from ..ports import UnitOfWork
 from ..rules import clean_description, clean_metadata, clean_name, image_tag_problem, parse_threshold
+from ..sources import SourceImage, SourceProject, SourceProjects, SourceTag
 from .base import UseCase
 from .iterations import Iterations
 from .training import Training

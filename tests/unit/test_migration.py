@@ -7,7 +7,7 @@ import pytest
 
 from core import errors
 from core.model import ClassificationType, Domain, TagType
-from core.ports import SourceImage, SourceProject, SourceProjects, SourceTag
+from core.sources import SourceImage, SourceProject, SourceProjects, SourceTag
 from core.usecases import map_domain
 from core.usecases.migration import source_key
 from tests.helpers import png_bytes
