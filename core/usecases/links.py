@@ -7,7 +7,8 @@ import secrets
 from dataclasses import dataclass
 
 from .. import errors
-from ..images import BUDGET, content_type, fit_jpeg, sha256_of
+from ..decode_budget import BUDGET
+from ..images import content_type, fit_jpeg, sha256_of
 from ..links import KINDS, MAX_EDGES, VARIANTS
 from .base import Deps
 

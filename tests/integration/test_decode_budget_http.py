@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
 from core import images
-from core.images import MAX_EDGE, DecodeBudget
+from core.decode_budget import DecodeBudget
+from core.images import MAX_EDGE
 from cvbot.bootstrap import bootstrap
 from cvbot.config import Settings
 from cvbot.server import build_app

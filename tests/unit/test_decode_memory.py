@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core import images
+from core.decode_budget import DecodeBudget
 from core.errors import Busy
-from core.images import MAX_EDGE, DecodeBudget, decode_rgb, validate_image
+from core.images import MAX_EDGE, decode_rgb, validate_image
 from tests.helpers import TUXPAINT
 
 Image.MAX_IMAGE_PIXELS = MAX_EDGE * MAX_EDGE  # building the test image itself must not warn
