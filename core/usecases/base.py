@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .. import errors
@@ -17,7 +17,7 @@ from .scope import Scope
 class InlineRunner(JobRunner):
     """Runs jobs on a plain thread each (the composition root may plug a scheduler instead)."""
 
-    def submit(self, job_id: str, fn) -> None:  # type: ignore[no-untyped-def]
+    def submit(self, job_id: str, fn: Callable[[], None]) -> None:
         threading.Thread(target=fn, name=f"job-{job_id[:8]}", daemon=True).start()
 
 
@@ -58,7 +58,8 @@ def collect_blobs(deps: Deps, keys: Iterable[str]) -> None:
     if not wanted:
         return
     with deps.uow() as uow:
-        gone = [k for k in wanted if k not in uow.referenced_blob_keys(wanted)]
+        referenced = uow.referenced_blob_keys(wanted)
+        gone = [k for k in wanted if k not in referenced]
         uow.embeddings.delete(gone)
         uow.commit()
     for k in gone:
