@@ -1,8 +1,9 @@
-"""Export an iteration as one self-contained ONNX model: backbone features, L2 normalisation, the linear probe and
-softmax (Multiclass) or sigmoid (Multilabel), packaged in a zip with the labels, as Custom Vision's ONNX export.
+"""The classifier as one self-contained ONNX graph: pixels in the platform's convention, the backbone's
+normalisation, backbone features, L2 normalisation, the linear probe and softmax (Multiclass) or sigmoid
+(Multilabel). Every platform's exporter starts from this graph.
 
-The model takes RGB pixels in 0..255, already resized (shorter side to the input size) and centre-cropped, as
-float32 NCHW; the backbone's normalisation is inside the graph. Its output `probabilities` has one column per tag.
+The input is float32 NCHW, already resized to the input size; its channel order and range are the `Convention`'s.
+The output has one column per tag, in labels.txt order.
 """
 from __future__ import annotations
 
@@ -16,16 +17,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .backbones.base import Backbone
-from .errors import CvError
-from .probe import LinearProbe
+from ..backbones.base import Backbone
+from ..probe import LinearProbe
+from .base import Convention, ExportUnsupported
 
 INPUT, OUTPUT = "data", "probabilities"
 OPSET = 17
-
-
-class ExportUnsupported(CvError):
-    code = "BadRequestExportValidationFailed"
+RGB_0_255 = Convention()
 
 
 def feature_model_path(backbone: Backbone) -> Path:
@@ -42,7 +40,7 @@ def feature_model_path(backbone: Backbone) -> Path:
 
 
 def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], tag_ids: list[str],
-                metadata: dict[str, str] | None = None) -> bytes:
+                metadata: dict[str, str] | None = None, convention: Convention = RGB_0_255) -> bytes:
     """One ONNX graph: pixels -> normalise -> backbone features -> L2 normalise -> linear -> softmax/sigmoid."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -60,17 +58,22 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
         raise ExportUnsupported(
             f"probe weights {coef.shape} do not fit {backbone.dim} features and {len(tag_ids)} tags")
 
-    def const(name: str, value: npt.NDArray[np.float32]) -> None:
+    def const(name: str, value: npt.NDArray[Any]) -> None:
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
 
-    const("cv_scale", (1.0 / (255.0 * std)).astype(np.float32))
+    const("cv_scale", (1.0 / (convention.scale * std)).astype(np.float32))
     const("cv_shift", (-mean / std).astype(np.float32))
     const("cv_eps", np.asarray([1e-12], np.float32))
     const("cv_weight", coef[:-1])
     const("cv_bias", coef[-1])
-    # Pixels in, the backbone's own normalisation first: x / 255 - mean) / std == x * scale + shift.
-    pre = [helper.make_node("Mul", [INPUT, "cv_scale"], ["cv_scaled"]),
-           helper.make_node("Add", ["cv_scaled", "cv_shift"], [feat_in])]
+    # Pixels in, the backbone's own normalisation first: (x / range - mean) / std == x * scale + shift.
+    pixels = INPUT
+    if convention.colors == "BGR":
+        const("cv_bgr_to_rgb", np.asarray([2, 1, 0], np.int64))
+        pixels = "cv_rgb"
+    pre = ([helper.make_node("Gather", [INPUT, "cv_bgr_to_rgb"], [pixels], axis=1)] if pixels != INPUT else []) + [
+        helper.make_node("Mul", [pixels, "cv_scale"], ["cv_scaled"]),
+        helper.make_node("Add", ["cv_scaled", "cv_shift"], [feat_in])]
     post = [
         helper.make_node("ReduceL2", [feat_out], ["cv_norm"], axes=[1], keepdims=1),
         helper.make_node("Max", ["cv_norm", "cv_eps"], ["cv_norm_safe"]),
