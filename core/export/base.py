@@ -31,6 +31,12 @@ class Convention:
 
 
 @dataclass(frozen=True)
+class ExportSettings:
+    """Where the converters live: read once at the edge (cvbot/config.py), handed to every exporter."""
+    converter_python: str | None = None   # the interpreter of the converters' own virtualenv (TensorFlow, ...)
+
+
+@dataclass(frozen=True)
 class ExportRequest:
     onnx: bytes                       # the classifier graph, NCHW, for the exporter's convention
     tag_names: list[str]
@@ -45,6 +51,9 @@ class Exporter(ABC):
     flavors: tuple[str | None, ...] = (None,)
     aliases: dict[str, str | None] = {}   # accepted flavor name -> canonical flavor
     convention: Convention = Convention()
+
+    def __init__(self, settings: ExportSettings | None = None):
+        self.settings = settings or ExportSettings()
 
     def canonical_flavor(self, flavor: str | None) -> str | None:
         """The flavor as stored, or ExportUnsupported naming the ones this platform has."""
