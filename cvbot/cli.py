@@ -395,7 +395,8 @@ class Cli:
 
 
 def _doctor_text(report, settings) -> str:
-    lines = [f"cvbot doctor: data in {settings.data_dir}" + ("" if report.exclusive else
+    lines = [f"cvbot doctor: data in {settings.data_dir}" + (f", blobs in {settings.blob_url}" if settings.blob_url
+                                                             else "") + ("" if report.exclusive else
              " (another cvbot process uses the store: a check only)")]
     for c in report.checks:
         if not c.problems:
