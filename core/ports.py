@@ -78,6 +78,10 @@ class BlobStore(ABC):
         self.put(data)
         return len(data)
 
+    def size(self, key: str) -> int:
+        """The blob's length in bytes (KeyError when it is missing); this default reads it."""
+        return len(self.get(key))
+
     def age_seconds(self, key: str) -> float | None:
         """Seconds since the blob was written, or None when it is missing or the store cannot tell."""
         return None

@@ -99,6 +99,12 @@ class LocalBlobStore(BlobStore):
             raise
         return size
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
     def age_seconds(self, key: str) -> float | None:
         try:
             return max(0.0, time.time() - self._path(key).stat().st_mtime)

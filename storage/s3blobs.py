@@ -195,6 +195,12 @@ class S3BlobStore(BlobStore):
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise KeyError(key)
+        return int(head["ContentLength"])
+
     def age_seconds(self, key: str) -> float | None:
         head = self._head(key)
         if head is None:

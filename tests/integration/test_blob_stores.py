@@ -91,6 +91,9 @@ def test_put_get_exists_delete_keys(store):
         store.get("../../etc/passwd")
     assert store.age_seconds(kb) is not None and 0 <= store.age_seconds(kb) < 120
     assert store.age_seconds(ka) is None
+    assert store.size(kb) == len(b)
+    with pytest.raises(KeyError):
+        store.size(ka)
 
 
 def test_keys_page_through_many_blobs(store):
