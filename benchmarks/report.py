@@ -523,7 +523,7 @@ def _render_blobstore(r: dict) -> list[str]:
            f"| first training | {loc['first_training_images_per_s']:.1f} images/s | "
            f"{s3['first_training_images_per_s']:.1f} images/s | **{ratio['first_training_images_per_s']:.3g}×** |",
            "", f"Load average {r['load_average']}. The S3 server shares the machine's cores with cvbot here; each "
-           "request is a round trip (writing a new blob is a copy-in-place attempt answered 404, then the PUT; local "
+           "request is a round trip (a write is one PUT, a read one GET; local "
            "reads come from the page cache), so raw blob traffic is latency-bound, while a training spends its "
            "time decoding and embedding."]
     return out

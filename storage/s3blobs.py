@@ -3,7 +3,8 @@ BlobStore port over boto3.
 
 A blob's object key is `<prefix>/<k[0:2]>/<k[2:4]>/<k>` for its sha256 `k`, the same layout as the local store's
 directory, so `aws s3 sync data/blobs s3://bucket/prefix` and back are valid copies too. Blobs up to
-`multipart_threshold` bytes are written with one PUT (atomic: a reader sees the whole object or none). Larger ones
+`multipart_threshold` bytes are written with one PUT (atomic: a reader sees the whole object or none; the same
+bytes again overwrite themselves, one request where checking first would take two). Larger ones
 are written as a multipart upload while their sha256 is checked, and completed only when it matches: an upload cut
 off by a crash is an incomplete multipart upload, which is what `partial_files` lists and `delete_partial` aborts.
 Listing pages through the bucket (1,000 keys a request) and yields as it goes; reads stream.
@@ -210,17 +211,17 @@ class S3BlobStore(BlobStore):
     # ------------------------------------------------------------------ writes
     def put(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()
-        if self._refresh(key):
-            return key
-        if len(data) > self.multipart_threshold:
-            self._multipart(io.BytesIO(data), key)
-        else:
+        if len(data) <= self.multipart_threshold:
+            # one request: storing the same bytes again under their own key is harmless, and makes the blob young
             self._put_object(key, data)
+        elif not self._refresh(key):
+            self._multipart(io.BytesIO(data), key)
         return key
 
     def _refresh(self, key: str) -> bool:
-        """Whether `key` is stored; if so its modification time becomes now (a copy onto itself), so orphan
-        collection on another machine takes it for a new write until the row naming it is committed."""
+        """Whether large blob `key` is stored; if so its modification time becomes now (a copy onto itself, rather
+        than uploading it again), so orphan collection on another machine takes it for a new write until the row
+        naming it is committed."""
         name = self._object(key)
         try:
             self.client.copy_object(Bucket=self.bucket, Key=name, CopySource={"Bucket": self.bucket, "Key": name},
@@ -257,8 +258,7 @@ class S3BlobStore(BlobStore):
         if len(head) <= self.multipart_threshold:
             if hashlib.sha256(head).hexdigest() != key:
                 raise ValueError(f"the content does not match its key {key}: nothing was stored")
-            if not self._refresh(key):
-                self._put_object(key, head)
+            self._put_object(key, head)
             return len(head)
         if self._refresh(key):  # stored already: only check that the content is what its key says
             digest, size = hashlib.sha256(head), len(head)
