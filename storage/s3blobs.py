@@ -78,6 +78,10 @@ def make_client(options: S3Options) -> Any:
     import boto3
     from botocore.config import Config
 
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):  # their DEBUG logs carry signed request headers
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
     style = options.addressing_style or ("path" if options.endpoint_url else "auto")
     config = Config(s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"},
                     connect_timeout=10, read_timeout=60, max_pool_connections=32,
