@@ -6,6 +6,7 @@ session fixture `s3_endpoint` in tests/conftest.py. `S3Endpoint.env()` gives the
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -127,6 +128,7 @@ def start_seaweedfs(tmp_dir: str | os.PathLike, bucket: str = "cvbot", timeout: 
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=root, start_new_session=True)
     endpoint = S3Endpoint(f"http://127.0.0.1:{s3}", access, secret, bucket, process=proc, log_path=log_path)
+    atexit.register(endpoint.stop)  # its own session: an interrupted test run must not leave it running
     deadline, last = time.monotonic() + timeout, None
     client = endpoint.client()
     while time.monotonic() < deadline:
