@@ -506,9 +506,33 @@ def _render_attack(r: dict) -> list[str]:
     return out
 
 
+def _render_blobstore(r: dict) -> list[str]:
+    loc, s3, ratio = r["local"], r["s3"], r["ratio_s3_to_local"]
+    out = [f"The same work on the local disk and on an S3 bucket ({r['server']}), in turns, best of {r['repeats']}: "
+           f"{r['blob_count']} random blobs of {r['blob_bytes'] // 1024} KiB written then read (`BlobStore.put` / "
+           f"`get`), {r['images']} real stamps ({r['image_bytes'] / 1e6:.1f} MB, {r['tags']} tags) uploaded through "
+           "the use case (validation included), then the project's first training (each image read back from the "
+           "store, decoded and embedded with Compact, then the probe).", "",
+           "| | local disk | S3 | S3 ÷ local |", "|---|---|---|---|",
+           f"| blob writes | {loc['blob_write_mb_s']:.1f} MB/s | {s3['blob_write_mb_s']:.1f} MB/s | "
+           f"**{ratio['blob_write_mb_s']:.3g}×** |",
+           f"| blob reads | {loc['blob_read_mb_s']:.1f} MB/s | {s3['blob_read_mb_s']:.1f} MB/s | "
+           f"**{ratio['blob_read_mb_s']:.3g}×** |",
+           f"| image upload | {loc['upload_images_per_s']:.1f} images/s | {s3['upload_images_per_s']:.1f} images/s | "
+           f"**{ratio['upload_images_per_s']:.3g}×** |",
+           f"| first training | {loc['first_training_images_per_s']:.1f} images/s | "
+           f"{s3['first_training_images_per_s']:.1f} images/s | **{ratio['first_training_images_per_s']:.3g}×** |",
+           "", f"Load average {r['load_average']}. The S3 server shares the machine's cores with cvbot here; each "
+           "request is a round trip (a write is one PUT, a read one GET; local "
+           "reads come from the page cache), so raw blob traffic is latency-bound, while a training spends its "
+           "time decoding and embedding."]
+    return out
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
-           "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack}
+           "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack,
+           "blobstore": _render_blobstore}
 
 
 def rerender() -> None:

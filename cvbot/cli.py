@@ -383,6 +383,99 @@ class Cli:
         self.out(report.as_dict(), _doctor_text(report, self.settings))
         return 0 if report.ok else 1
 
+    def cmd_move(self):
+        """Copy this install (database rows and the blobs they reference) to another database and blob store."""
+        from sqlalchemy.engine import make_url
+        from tqdm import tqdm
+
+        from storage import make_engine, migrate
+        from storage.move import copy_blobs, copy_rows, row_counts, verify_blobs
+
+        from .bootstrap import bootstrap
+
+        target_url = self.args.to_database
+        shown = make_url(target_url).render_as_string(hide_password=True)
+        if make_url(target_url) == make_url(self.settings.database_url):
+            raise errors.InvalidInput("--to-database is this install's own database; name the new one")
+        # the source to ourselves: nothing may change while it is copied (refused while a server runs)
+        self._container = bootstrap(self.settings, recover=False, lock="exclusive")
+        source_blobs = self._container.deps.blobs
+        target_blobs = self._target_blobs(self.args.to_blobs)
+        engine = make_engine(target_url)
+        try:
+            migrate(engine)
+            filled = {t: n for t, n in row_counts(engine).items() if n}
+            if filled:
+                raise errors.Conflict(f"the target database {shown} is not empty ("
+                                      + ", ".join(f"{n} rows in {t}" for t, n in sorted(filled.items()))
+                                      + "); cvbot move fills only a new, empty database", code="BadRequest")
+            source_engine = make_engine(self.settings.database_url)
+            source_rows = row_counts(source_engine)
+            with self._container.deps.uow() as uow:
+                keys = sorted(uow.referenced_blob_keys())
+            quiet = self.args.json or None
+            with tqdm(total=len(keys), unit="blob", desc="copying blobs", disable=quiet, file=sys.stderr) as bar:
+                def blob_done(n: int, size: int) -> None:
+                    bar.update(n)
+
+                blobs = copy_blobs(keys, source_blobs, target_blobs, workers=self.args.workers, progress=blob_done)
+            if blobs.failures:
+                data = {"ok": False, "failures": blobs.failures, "blobs": blobs.referenced}
+                self.out(data, f"{len(blobs.failures)} of {blobs.referenced} blobs could not be copied; no row was "
+                         "copied (the target database is still empty):\n"
+                         + "\n".join(f"  {f}" for f in blobs.failures[:50])
+                         + "\nrun `cvbot doctor` on this install, fix what it reports, then run cvbot move again")
+                return 1
+            with tqdm(total=sum(source_rows.values()), unit="row", desc="copying rows", disable=quiet,
+                      file=sys.stderr) as bar:
+                copy_rows(source_engine, engine, lambda _t, n: bar.update(n))
+            target_rows = row_counts(engine)
+            count, size, missing = verify_blobs(keys, target_blobs, workers=self.args.workers)
+            source_engine.dispose()
+        finally:
+            engine.dispose()
+        ok = target_rows == source_rows and count == len(keys) and size == blobs.bytes and not missing
+        data = {"ok": ok, "database": shown, "blobs": str(self.args.to_blobs),
+                "tables": {t: {"source": source_rows[t], "target": target_rows.get(t, 0)} for t in source_rows},
+                "blobCount": {"source": len(keys), "target": count, "copied": blobs.copied,
+                              "alreadyThere": blobs.present},
+                "blobBytes": {"source": blobs.bytes, "target": size}, "missing": missing[:50]}
+        rows = [[t, v["source"], v["target"], "ok" if v["source"] == v["target"] else "DIFFERS"]
+                for t, v in data["tables"].items()]
+        rows.append(["blobs", len(keys), count, "ok" if count == len(keys) and not missing else "DIFFERS"])
+        rows.append(["blob bytes", f"{blobs.bytes:,}", f"{size:,}", "ok" if size == blobs.bytes else "DIFFERS"])
+        text = (f"moved to {shown} + {self.args.to_blobs} ({blobs.copied} blobs copied, {blobs.present} were there "
+                "already); nothing was deleted here\n" + _table(rows, ["", "source", "target", "check"]))
+        if ok:
+            blob_env = (f"CVBOT_BLOB_URL={self.args.to_blobs}" if str(self.args.to_blobs).startswith("s3://")
+                        else f"(blobs in {self.args.to_blobs}: point CVBOT_DATA_DIR's blobs/ there)")
+            text += f"\nall counts match. Start cvbot with DATABASE_URL={shown} {blob_env}"
+        else:
+            text += "\nCOUNTS DIFFER: do not switch over; see the rows marked DIFFERS"
+        self.out(data, text)
+        return 0 if ok else 1
+
+    def _target_blobs(self, where: str):
+        from dataclasses import replace
+
+        from storage import LocalBlobStore
+
+        from .bootstrap import make_blob_store
+        from .config import _blob_url
+
+        if where.startswith("s3://"):
+            try:
+                url = _blob_url(where)
+            except ValueError as e:
+                raise errors.InvalidInput(str(e).replace("CVBOT_BLOB_URL", "--to-blobs")) from None
+            if url == self.settings.blob_url:
+                raise errors.InvalidInput("--to-blobs is this install's own blob store; name the new one")
+            return make_blob_store(replace(self.settings, blob_url=url))
+        path = Path(where).resolve()
+        if not self.settings.blob_url and path == (self.settings.data_dir / "blobs").resolve():
+            raise errors.InvalidInput("--to-blobs is this install's own blob directory; name the new one")
+        return LocalBlobStore(path)
+
     def cmd_serve(self):
         from .server import serve
 
@@ -395,7 +488,8 @@ class Cli:
 
 
 def _doctor_text(report, settings) -> str:
-    lines = [f"cvbot doctor: data in {settings.data_dir}" + ("" if report.exclusive else
+    lines = [f"cvbot doctor: data in {settings.data_dir}" + (f", blobs in {settings.blob_url}" if settings.blob_url
+                                                             else "") + ("" if report.exclusive else
              " (another cvbot process uses the store: a check only)")]
     for c in report.checks:
         if not c.problems:
@@ -548,6 +642,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("doctor", Cli.cmd_doctor, "check the store (database, files, caches); exit 1 if something is wrong")
     p.add_argument("--repair", action="store_true",
                    help="fix what is safe and say what was done (refused while a server or command uses the store)")
+    p = cmd("move", Cli.cmd_move, "copy this install (every row and referenced blob) to another database and blob "
+            "store, e.g. PostgreSQL + S3; checks the counts at the end, deletes nothing here")
+    p.add_argument("--to-database", required=True, metavar="URL",
+                   help="an empty database, e.g. postgresql+psycopg://user:pw@host/cvbot (migrated first)")
+    p.add_argument("--to-blobs", required=True, metavar="s3://BUCKET/PREFIX",
+                   help="the new blob store: s3://bucket/prefix (AWS_* variables for the endpoint and keys), or a "
+                        "directory")
+    p.add_argument("--workers", type=int, default=8, help="blobs copied at once (default 8)")
     p = cmd("recover", Cli.cmd_doctor, "the same as doctor --repair (after a crash; stop the server first)")
     p.set_defaults(repair=True)
     return parser
