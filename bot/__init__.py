@@ -43,7 +43,8 @@ def image_links(container):
     from core.usecases import link_secret
 
     settings = container.settings
-    if not settings.public_url:
+    public_url = getattr(settings, "public_url", None)
+    if not public_url:
         return None
     secret: list[bytes] = []
 
@@ -51,7 +52,7 @@ def image_links(container):
         if not secret:
             secret.append(link_secret(container.deps, settings.secret_key))
         exp = expiry(time.time(), settings.link_ttl)
-        return (f"{settings.public_url.rstrip('/')}/customvision/images/image/{image_id}/thumbnail"
+        return (f"{public_url.rstrip('/')}/customvision/images/image/{image_id}/thumbnail"
                 f"?exp={exp}&sig={sign(secret[0], 'image', image_id, 'thumbnail', exp)}")
 
     return link

@@ -75,3 +75,25 @@ def test_channel_settings_message():
     on = blocks.channel_settings_message(p, ChannelBinding("T", "C", "p1", keep_untagged=True), ["keep-untagged"], "U1")
     assert "keep-untagged *on*" in on["text"] and "<@U1>" in on["text"]
     assert "ignored" in blocks.channel_settings_message(p, ChannelBinding("T", "C", "p1"))["text"]
+
+
+def test_thumbnail_links_need_a_public_url_and_verify():
+    import time
+    from types import SimpleNamespace
+    from urllib.parse import parse_qs, urlsplit
+
+    from bot import image_links
+    from core.links import verify
+    from core.usecases import link_secret
+    from tests.fakes import fake_deps
+
+    deps = fake_deps()
+    assert image_links(SimpleNamespace(settings=SimpleNamespace(public_url=None), deps=deps)) is None
+    settings = SimpleNamespace(public_url="https://cv.example.org/", secret_key=None, link_ttl=60)
+    url = image_links(SimpleNamespace(settings=settings, deps=deps))("i1")
+    parts = urlsplit(url)
+    assert url.startswith("https://cv.example.org/customvision/images/image/i1/thumbnail?")
+    q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    secret = link_secret(deps, None)
+    assert verify(secret, "image", "i1", "thumbnail", q["exp"], q["sig"], time.time())
+    assert not verify(secret, "image", "i2", "thumbnail", q["exp"], q["sig"], time.time())
