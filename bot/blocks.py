@@ -165,7 +165,7 @@ def projects_message(rows: list[ProjectRow], bound_project_id: str | None) -> di
     return message("\n".join(lines))
 
 
-def settings_message(p: Project, changed: list[str] | None = None) -> dict:
+def settings_message(p: Project, changed: list[str] | None = None, binding: ChannelBinding | None = None) -> dict:
     head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*; "
             "it takes effect at the next training (`/cv train`)."
             if changed else f":gear: Settings of *{esc(p.name)}*")
@@ -173,6 +173,8 @@ def settings_message(p: Project, changed: list[str] | None = None) -> dict:
              f"• threshold: *{p.threshold:g}*"]
     if p.description:
         lines.append(f"• description: {esc(p.description)}")
+    if binding is not None:
+        lines.append(f"• this channel: keep-untagged *{'on' if binding.keep_untagged else 'off'}*")
     if not changed:
         lines.append("_Change with `/cv settings type=multilabel domain=General` and `/cv threshold 0.7`._")
     return message("\n".join(lines))

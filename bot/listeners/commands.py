@@ -120,10 +120,8 @@ async def cmd_settings(req: Request) -> None:
         if not opts:
             return
     if not opts:
-        await req.say(blocks.settings_message(p))
         binding = await cv.call(req.uc.channels.binding, req.channel)
-        if binding is not None:
-            await req.say(blocks.channel_settings_message(p, binding))
+        await req.say(blocks.settings_message(p, binding=binding))
         return
     if "threshold" in opts:
         raise grammar.GrammarError("set the threshold with `/cv threshold 0.7`")

@@ -182,3 +182,13 @@ def test_suggest_and_audit_before_training_say_what_to_do(cv):  # noqa: F811
     for command in ("suggest", "audit"):
         _, respond = slash(cv, command, client)
         assert "no trained iteration yet" in said(respond)["text"]
+
+
+def test_settings_show_the_channel_setting_in_one_message(cv):  # noqa: F811
+    client = RecordingClient()
+    slash(cv, "new shown", client)
+    _, respond = slash(cv, "settings", client)
+    assert "keep-untagged *off*" in said(respond)["text"]  # said() also checks there was one answer
+    slash(cv, "settings keep-untagged=on", client)
+    _, respond = slash(cv, "settings", client)
+    assert "keep-untagged *on*" in said(respond)["text"]
