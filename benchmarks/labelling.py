@@ -81,8 +81,9 @@ def run_suggestions(X: np.ndarray, y: np.ndarray, seeds: int, budgets=BUDGETS, v
             for b in budgets:
                 model, classes = _fit(X[chosen[:b]], y[chosen[:b]])
                 curves[name][b].append(_accuracy(model, classes, X[test], y[test]))
+    ceiling, classes = _fit(X[pool], y[pool])
     out = {"pool": int(len(pool)), "test": int(len(test)), "seeds": seeds, "start": START, "batch": BATCH,
-           "orders": {}}
+           "whole_pool_accuracy": round(_accuracy(ceiling, classes, X[test], y[test]), 4), "orders": {}}
     for name, by_budget in curves.items():
         out["orders"][name] = {str(b): {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4),
                                         "min": round(float(np.min(v)), 4), "max": round(float(np.max(v)), 4),
