@@ -187,3 +187,23 @@ def test_prediction_scope_cannot_answer(cv, trained):
         reader.labelling.keep(p.id, ids["wrong"])
     with pytest.raises(errors.CvError):
         reader.labelling.skip(p.id, ids["u-red"])
+
+
+def test_multilabel_projects_get_suggestions_and_an_audit(cv):
+    p = cv.projects.create("multi", classification_type=ClassificationType.Multilabel)
+    red, blue = cv.tags.create(p.id, "red"), cv.tags.create(p.id, "blue")
+    ups = [ImageUpload(_red(i), f"red{i}", [red.id]) for i in range(7)]
+    ups += [ImageUpload(_blue(i), f"blue{i}", [blue.id]) for i in range(7)]
+    ups += [ImageUpload(_blue(20), "wrong", [red.id])]
+    ups += [ImageUpload(png_bytes((200, 25, 25), size=(8, 8)), "u-red"),
+            ImageUpload(png_bytes((110, 25, 110), size=(8, 8)), "u-purple")]
+    ids = {r.source_name: r.image.id for r in cv.images.add(p.id, ups)}
+    cv.training.train(p.id)
+    cv.deps.runner.run_all()
+    s = cv.labelling.suggest(p.id)
+    assert {x.image.id for x in s} == {ids["u-red"], ids["u-purple"]}
+    assert s[0].image.id == ids["u-purple"]  # the doubtful one first
+    assert all(0 <= t.probability <= 1 for x in s for t in x.predictions)
+    audit = cv.labelling.audit(p.id)
+    assert audit[0].image.id == ids["wrong"] and audit[0].tag_names == ["red"]
+    assert "blue" in audit[0].suggested_names and audit[0].score > 0.5
