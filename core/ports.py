@@ -19,6 +19,7 @@ from .model import (
     Image,
     Iteration,
     IterationStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -341,6 +342,18 @@ class MigrationRepository(ABC):
         """Insert or replace."""
 
 
+class DecisionRepository(ABC):
+    """What people answered about images (the audit's Keep / Retag, a suggestion's Skip / Confirm)."""
+
+    @abstractmethod
+    def put(self, decision: LabelDecision) -> None:
+        """Insert or replace the image's decision of that kind."""
+
+    @abstractmethod
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        """The project's decisions of one kind, by image id."""
+
+
 class UnitOfWork(ABC):
     """One transaction over every repository; rolls back unless `commit()` was called."""
 
@@ -357,6 +370,7 @@ class UnitOfWork(ABC):
     secrets: SecretRepository
     variants: VariantRepository
     migrated: MigrationRepository
+    decisions: DecisionRepository
 
     def __enter__(self) -> UnitOfWork:
         return self

@@ -332,6 +332,59 @@ class Cli:
         self.out(out, "\n".join(lines))
         return 1 if failed else 0
 
+    def cmd_suggest(self):
+        p = self.project()
+        it_id = self._iteration(p).id if self.args.iteration else None
+        found = self.cv.labelling.suggest(p.id, it_id)[:self.args.take]
+        data = [_suggestion_json(s) for s in found]
+        rows = [[s.image.id, s.image.original_name, s.best.tag_name if s.best else "",
+                 f"{s.best.probability:.3f}" if s.best else "", f"{s.uncertainty:.3f}"] for s in found]
+        text = (_table(rows, ["image", "name", "suggested tag", "probability", "uncertainty"]) if rows
+                else f"'{p.name}' has no untagged images to suggest tags for")
+        self.out(data, text)
+
+    def cmd_audit(self):
+        p = self.project()
+        a = self.args
+        if a.keep or a.retag:
+            if a.keep:
+                img = self.cv.labelling.keep(p.id, a.keep, "cli")
+                msg = f"kept the tags of image {img.id}; the audit will not ask about it again until they change"
+            else:
+                image_id, names = a.retag[0], a.retag[1:]
+                if not names:
+                    raise errors.InvalidInput("name the new tags: --retag IMAGE_ID TAG [TAG ...]")
+                tags = self.cv.tags.get_or_create(p.id, names)
+                img = self.cv.labelling.retag(p.id, image_id, [t.id for t in tags], "cli")
+                msg = f"image {img.id} is now tagged {', '.join(t.name for t in tags)}"
+            self.out({"imageId": img.id, "tagIds": img.tag_ids}, msg)
+            return 0
+        it_id = self._iteration(p).id if a.iteration else None
+        found = self.cv.labelling.audit(p.id, it_id, include_decided=a.all)[:a.take]
+        data = [_audit_json(x) for x in found]
+        rows = [[x.image.id, x.image.original_name, ", ".join(x.tag_names), ", ".join(x.suggested_names),
+                 f"{x.score:.3f}"] for x in found]
+        text = (_table(rows, ["image", "name", "tags", "suggested", "score"]) if rows
+                else f"nothing to audit in '{p.name}'")
+        self.out(data, text)
+
+    def cmd_untagged(self):
+        p = self.project()
+        a = self.args
+        if a.delete_all or a.delete:
+            ids = [i.id for i in self.cv.images.list(p.id, tagged=False)] if a.delete_all else a.delete
+            untagged = {i.id for i in self.cv.images.get_many(p.id, ids) if not i.tag_ids}
+            if set(ids) - untagged:
+                raise errors.InvalidInput(f"{sorted(set(ids) - untagged)[0]} is not an untagged image of this project")
+            n = self.cv.images.delete(p.id, ids) if ids else 0
+            self.out({"deleted": n}, f"deleted {n} untagged image{'s' if n != 1 else ''} of '{p.name}'")
+            return 0
+        images = self.cv.images.list(p.id, tagged=False)
+        self.out([{"id": i.id, "originalName": i.original_name, "created": i.created_at.isoformat(),
+                   "source": i.source} for i in images],
+                 _table([[i.id, i.original_name, i.source, i.created_at.isoformat()] for i in images],
+                        ["image", "name", "source", "added"]) if images else f"'{p.name}' has no untagged images")
+
     def cmd_iterations(self):
         p = self.project()
         default = self.cv.projects.get(p.id).default_iteration_id
@@ -487,6 +540,22 @@ class Cli:
         return self.cv.iterations.current(p.id)
 
 
+def _suggestion_json(s) -> dict:
+    best = s.best
+    return {"imageId": s.image.id, "originalName": s.image.original_name, "iteration": s.iteration.id,
+            "suggestedTagId": best.tag_id if best else None, "suggestedTagName": best.tag_name if best else None,
+            "probability": best.probability if best else None, "predictionUncertainty": s.uncertainty,
+            "skipped": s.skipped,
+            "predictions": [{"tagId": x.tag_id, "tagName": x.tag_name, "probability": x.probability}
+                            for x in s.predictions]}
+
+
+def _audit_json(x) -> dict:
+    return {"imageId": x.image.id, "originalName": x.image.original_name, "iteration": x.iteration.id,
+            "tagIds": x.tag_ids, "tagNames": x.tag_names, "suggestedTagIds": x.suggested_ids,
+            "suggestedTagNames": x.suggested_names, "score": x.score, "probabilities": x.probabilities}
+
+
 def _doctor_text(report, settings) -> str:
     lines = [f"cvbot doctor: data in {settings.data_dir}" + (f", blobs in {settings.blob_url}" if settings.blob_url
                                                              else "") + ("" if report.exclusive else
@@ -629,6 +698,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--iteration", type=int)
     p.add_argument("--no-store", action="store_true", help="do not keep the image and prediction")
+    p = cmd("suggest", Cli.cmd_suggest, "suggested tags for untagged images, in the order that saves labels")
+    p.add_argument("--project", required=True)
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the newest Completed one)")
+    p.add_argument("--take", type=int, default=20, help="how many to list (default 20)")
+    p = cmd("audit", Cli.cmd_audit, "training images whose tags look wrong, most suspicious first")
+    p.add_argument("--project", required=True)
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the newest Completed one)")
+    p.add_argument("--take", type=int, default=20, help="how many to list (default 20)")
+    p.add_argument("--all", action="store_true", help="also images whose tags someone already kept")
+    p.add_argument("--keep", metavar="IMAGE_ID", help="record that the image's tags are right")
+    p.add_argument("--retag", nargs="+", metavar=("IMAGE_ID", "TAG"), help="replace the image's tags")
+    p = cmd("untagged", Cli.cmd_untagged, "list or delete a project's untagged images")
+    p.add_argument("--project", required=True)
+    p.add_argument("--delete", nargs="+", metavar="IMAGE_ID", help="delete these untagged images")
+    p.add_argument("--delete-all", action="store_true", help="delete every untagged image of the project")
     p = cmd("iterations", Cli.cmd_iterations, "list iterations")
     p.add_argument("--project", required=True)
     p = cmd("iteration", Cli.cmd_iteration, "make default, rename or delete an iteration")

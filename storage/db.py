@@ -15,6 +15,7 @@ from core.ports import UnitOfWork
 from .blobs import storage_full
 from .repositories import (
     SqlChannels,
+    SqlDecisions,
     SqlEmbeddings,
     SqlExports,
     SqlImages,
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0010"
 
 
 SQLITE_FULL = 13
@@ -137,6 +138,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.secrets = SqlSecrets(s)
         self.variants = SqlVariants(s)
         self.migrated = SqlMigrated(s)
+        self.decisions = SqlDecisions(s)
         return self
 
     def __exit__(self, *exc) -> None:

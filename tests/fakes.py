@@ -18,11 +18,13 @@ import numpy as np
 from core import ports
 from core.model import (
     ChannelBinding,
+    DecisionKind,
     Export,
     ExportStatus,
     Image,
     Iteration,
     IterationStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -32,7 +34,7 @@ from core.model import (
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
           "exports", "counters", "server_secrets", "image_variants",
-          "migrated")
+          "migrated", "decisions")
 
 
 def _copy(obj: Any) -> Any:
@@ -419,6 +421,18 @@ class FakeMigrated(_Repo, ports.MigrationRepository):
         self._put((source, kind, source_id), (target_id, project_id))
 
 
+class FakeDecisions(_Repo, ports.DecisionRepository):
+    table = "decisions"
+
+    def put(self, decision: LabelDecision) -> None:
+        self._put((decision.image_id, DecisionKind(decision.kind).value), decision)
+
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        images = self.uow.data["images"]  # a decision goes with its image
+        return {d.image_id: _copy(d) for (image_id, k), d in self.rows.items()
+                if d.project_id == project_id and k == DecisionKind(kind).value and image_id in images}
+
+
 class FakeUnitOfWork(ports.UnitOfWork):
     """A transaction: a copy of the committed rows taken at begin; `commit` writes back the rows it changed."""
 
@@ -441,6 +455,7 @@ class FakeUnitOfWork(ports.UnitOfWork):
         self.secrets = FakeSecrets(self)
         self.variants = FakeVariants(self)
         self.migrated = FakeMigrated(self)
+        self.decisions = FakeDecisions(self)
 
     def commit(self) -> None:
         with self.db.lock:
