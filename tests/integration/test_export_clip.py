@@ -77,3 +77,13 @@ def test_a_clip_iteration_exports_one_graph_with_the_servers_answers(tmp_path, c
     assert abs(float(scores.sum()) - 1) > 1e-3 if multilabel else abs(float(scores.sum()) - 1) < 1e-4
     print(f"CLIP {MODEL} ({runtime}) export: max |p_onnx - p_server| = {worst:.2e}")
     assert worst <= 1e-4, worst
+    if runtime == "auto":  # float16 holds for a transformer tower too
+        half = trained.export("ONNX", "ONNXFloat16")
+        session = ort.InferenceSession(half.read("model.onnx"), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for data in trained.test_images:
+            scores = session.run(None, {"data": sample_pixels(data, 224, "BGR", 255.0, dtype=np.float16)})[0][0]
+            served = trained.server(data)
+            worst = max(worst, max(abs(float(scores[i]) - served[n]) for i, n in enumerate(names)))
+        print(f"CLIP {MODEL} ONNXFloat16: max |p_onnx - p_server| = {worst:.2e}")
+        assert worst <= 2e-3, worst
