@@ -192,8 +192,19 @@ def test_export_model_posts_the_zip_with_a_usage_note_in_a_thread(trained_bot):
         assert json.loads(zf.read("cvexport.manifest"))["Flavor"] == "ONNXFloat16"
 
 
-def test_export_model_refusals_answer_only_the_caller(trained_bot):
-    for text, says in (("export vaidk", "the platforms are ONNX"),
+def test_export_model_refusals_answer_only_the_caller(trained_bot, monkeypatch):
+    from core.export import platforms
+    from core.export.onnx import OnnxExporter
+
+    class Missing(OnnxExporter):
+        platform = "Elsewhere"
+
+        def unavailable(self):
+            return "run `make export-env` (no converter here)"
+
+    monkeypatch.setitem(platforms.PLATFORMS, "Elsewhere", Missing)
+    for text, says in (("export elsewhere", "Elsewhere export is not available on this server: run `make export-env`"),
+                       ("export vaidk", "the platforms are ONNX"),
                        ("export onnx tensorflowlite", "ONNX has no flavor 'tensorflowlite'"),
                        ("export onnx 7", "7"),
                        ("export onnx 1 2", "one flavor and one iteration number at most"),
