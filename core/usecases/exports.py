@@ -14,10 +14,11 @@ from ..backbones import exportable
 from ..export import graph
 from ..export.base import ExportRequest
 from ..export.platforms import usable_exporter
-from ..model import ClassificationType, Export, ExportStatus, Iteration, IterationStatus
+from ..model import ClassificationType, Domain, Export, ExportStatus, Iteration, IterationStatus
 from .base import Deps, UseCase, collect_blobs
 
 log = logging.getLogger(__name__)
+LEGACY_EXPORTS = ("ONNX", None, Domain.Compact)  # what cvbot exported before cvbotExportFormat 2
 
 
 def _exportable(it: Iteration) -> Iteration:
@@ -49,7 +50,7 @@ class Exports(UseCase):
                 raise errors.CvError("this iteration is already being exported", "BadRequestExportAlreadyInProgress")
             done = [e for e in existing if e.status == ExportStatus.Done and e.platform == exporter.platform
                     and e.flavor == flavor]
-        current = next((e for e in done if self._current(e)), None)
+        current = next((e for e in done if self._current(e, it)), None)
         if current is not None:
             return current
         with self.deps.uow() as uow:
@@ -59,9 +60,12 @@ class Exports(UseCase):
         self.deps.runner.submit(f"export-{export.id}", ExportJob(self.deps, it.id, export.id).run)
         return export
 
-    def _current(self, export: Export) -> bool:
+    def _current(self, export: Export, it: Iteration) -> bool:
         """Whether a finished export follows today's conventions. Files made before cvexport.manifest carried
-        cvbotExportFormat 2 (ONNX in RGB) stay downloadable as they are, but asking again makes a new one."""
+        cvbotExportFormat 2 (ONNX in RGB) stay downloadable as they are, but asking again makes a new one. Only
+        plain ONNX of Compact iterations was exported then: other exports are current without reading them."""
+        if (export.platform, export.flavor, it.domain) != LEGACY_EXPORTS:
+            return True
         try:
             with zipfile.ZipFile(io.BytesIO(self.deps.blobs.get(export.blob_key or ""))) as z:
                 found = json.loads(z.read("cvexport.manifest")).get("cvbotExportFormat")
