@@ -158,8 +158,8 @@ class Classifier:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads or int(os.environ.get("THREADS", "0") or 0)  # 0: every core
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads leave decoding the CPU
         self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         (inp,) = self.session.get_inputs()
         self.input = inp.name
@@ -228,6 +228,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "cvbot-export"
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a connection may stay silent (a client that stops sending is dropped)
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms wait for a delayed ACK
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if urllib.parse.urlsplit(self.path).path == "/":
