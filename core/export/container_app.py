@@ -166,7 +166,8 @@ class Classifier:
         self.size = int(inp.shape[2])
         meta: dict[str, str] = self.session.get_modelmeta().custom_metadata_map
         self.labels = (folder / "labels.txt").read_text(encoding="utf-8").splitlines()
-        self.tag_ids: list[str] = json.loads(meta.get("tagIds", "[]")) or [""] * len(self.labels)
+        tag_ids = json.loads(meta.get("tagIds", "[]"))
+        self.tag_ids: list[str] = tag_ids if len(tag_ids) == len(self.labels) else [""] * len(self.labels)
         self.project, self.iteration = meta.get("projectId", ""), meta.get("iterationId", "")
         self.bgr = meta.get("Image.BitmapPixelFormat", "Rgb8") == "Bgr8"
         self.scale = 1.0 / 255.0 if meta.get("Image.NominalPixelRange") == "Normalized_0_1" else 1.0
@@ -191,6 +192,16 @@ class Classifier:
                 "iteration": self.iteration, "predictions": predictions, "project": self.project}
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise BadRequest("BadRequestImageUrl", "the url redirects to an address that is not http or https")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 def fetch(url: str) -> bytes:
     """An image from an http(s) URL: at most MAX_IMAGE_BYTES, within URL_TIMEOUT_S."""
     parts = urllib.parse.urlsplit(url)
@@ -198,7 +209,7 @@ def fetch(url: str) -> bytes:
         raise BadRequest("BadRequestImageUrl", "the url must be an http or https address")
     deadline = time.monotonic() + URL_TIMEOUT_S
     try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - scheme checked above
+        with OPENER.open(url, timeout=URL_TIMEOUT_S) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
                 raise BadRequest("BadRequestImageSizeBytes", "the image at the url is larger than 4 MB")
@@ -246,6 +257,10 @@ class Handler(BaseHTTPRequestHandler):
             body = json.dumps(self.classifier.predict(data)).encode()
         except BadRequest as e:
             self.error(e)
+            return
+        except Exception as e:  # noqa: BLE001 - answered, and logged, rather than a dropped connection
+            self.log_error("prediction failed: %r", e)
+            self.error(BadRequest("InternalServerError", f"prediction failed: {type(e).__name__}", 500))
             return
         self.send(200, body, "application/json")
 

@@ -116,6 +116,12 @@ def image_host():
 
     class Serve(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
+            if self.path == "/to-file":  # a redirect the app must not follow
+                self.send_response(302)
+                self.send_header("Location", "file:///etc/passwd")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data = images.get(self.path.lstrip("/"))
             self.send_response(200 if data is not None else 404)
             self.send_header("Content-Length", str(len(data or b"")))
@@ -202,6 +208,7 @@ def test_bad_input_gets_a_clear_error(app, image_host):
         ("/url", b'{"url": "file:///etc/passwd"}', "application/json", 400, "BadRequestImageUrl"),
         ("/url", json.dumps({"url": f"{host}/missing.png"}).encode(), "application/json", 400, "BadRequestImageUrl"),
         ("/url", json.dumps({"url": f"{host}/text.txt"}).encode(), "application/json", 400, "BadRequestImageFormat"),
+        ("/url", json.dumps({"url": f"{host}/to-file"}).encode(), "application/json", 400, "BadRequestImageUrl"),
         ("/nothing", b"", "application/octet-stream", 404, "NotFound"),
     ]
     for path, body, ctype, status, code in cases:
