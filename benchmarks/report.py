@@ -582,10 +582,46 @@ def _render_labelling(r: dict) -> list[str]:
     return out
 
 
+def _render_export_platforms(r: dict) -> list[str]:
+    def mb(n) -> str:
+        return f"{n / 1e6:.1f} MB"
+
+    ref = r["server_in_process"]
+    rows = [f"One 1.1-megapixel photo ({r['image_bytes']:,} bytes), Compact; p50 / p95 of single-image requests "
+            f"(load average {r.get('load_average')}).", "",
+            "| path | files | p50 | p95 | × server in-process |", "|---|---|---|---|---|",
+            f"| cvbot in-process `Predictions.predict` (decode, preprocess, model, probe) | — | {ref['p50_ms']:.1f} ms "
+            f"| {ref['p95_ms']:.1f} ms | 1.00 |"]
+    o = r["onnxruntime_model"]
+    rows.append(f"| ONNX Runtime, the classifier graph alone (preprocessed pixels) | — | {o['p50_ms']:.1f} ms | "
+                f"{o['p95_ms']:.1f} ms | {o['p50_ms'] / ref['p50_ms']:.2f} |")
+    ov = r.get("openvino", {})
+    if "f32" in ov:
+        d = ov["default"]
+        rows += [f"| OpenVINO IR, float32 (`INFERENCE_PRECISION_HINT=f32`), model alone | {mb(ov['ir_bytes'])} "
+                 f"(zip {mb(ov['zip_bytes'])}) | {ov['f32']['p50_ms']:.1f} ms | {ov['f32']['p95_ms']:.1f} ms | "
+                 f"{ov['f32']['p50_ms'] / ref['p50_ms']:.2f} |",
+                 f"| OpenVINO IR, the CPU plugin's default precision ({d['precision']}), model alone | same | "
+                 f"{d['p50_ms']:.1f} ms | {d['p95_ms']:.1f} ms | {d['p50_ms'] / ref['p50_ms']:.2f} |"]
+    else:
+        rows.append(f"| OpenVINO | skipped: {ov.get('skipped')} | | | |")
+    dk = r["dockerfile"]
+    h = dk["http_image"]
+    rows += [f"| DockerFile `python app.py`, POST /image over HTTP (decode, preprocess, model, JSON) | zip "
+             f"{mb(dk['zip_bytes'])} | {h['p50_ms']:.1f} ms | {h['p95_ms']:.1f} ms | "
+             f"{h['p50_ms'] / ref['p50_ms']:.2f} |",
+             "", f"The container app answered {dk['ready_s']:.1f} s after it was started."]
+    if "f32" in ov:
+        rows.append(f"OpenVINO at its default precision differs from float32 by up to "
+                    f"{ov['max_abs_diff_default_vs_f32']:.1e} in probability on this image.")
+    return rows
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
            "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack,
-           "blobstore": _render_blobstore, "labelling": _render_labelling}
+           "blobstore": _render_blobstore, "labelling": _render_labelling,
+           "export_platforms": _render_export_platforms}
 
 
 def rerender() -> None:

@@ -9,13 +9,17 @@ from collections.abc import Callable
 
 from ..errors import InvalidInput
 from .base import Exporter, ExporterUnavailable, ExportSettings
+from .coreml import CoreMLExporter
+from .dockerfile import DockerFileExporter
 from .onnx import OnnxExporter
+from .openvino import OpenVinoExporter
 
-# Azure's spelling of each platform -> its exporter. The other platforms of issue #11 register here, one line each:
-#   "TensorFlow": TensorFlowExporter, "OpenVino": OpenVinoExporter, "DockerFile": DockerFileExporter,
-#   "CoreML": CoreMLExporter,
+# Azure's spelling of each platform -> its exporter.
 PLATFORMS: dict[str, Callable[[ExportSettings], Exporter]] = {
     "ONNX": OnnxExporter,
+    "OpenVino": OpenVinoExporter,
+    "DockerFile": DockerFileExporter,
+    "CoreML": CoreMLExporter,
 }
 UNSUPPORTED_PLATFORM = "BadRequestProjectUnsupportedExportPlatform"
 
