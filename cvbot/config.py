@@ -38,6 +38,12 @@ class Settings:
     rate_limits: dict[str, float] = field(default_factory=dict)
     secret_key: str | None = None
     link_ttl: int = 3600
+    scheduled_jobs: bool = True
+    retrain_at: str = "02:00"
+    cleanup_at: str = "03:30"
+    schedule_interval: float | None = None
+    prediction_retention_days: int | None = None
+    orphan_grace_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -75,7 +81,20 @@ class Settings:
             rate_limits=_rates(env.get("CVBOT_RATE_LIMITS")),
             secret_key=env.get("CVBOT_SECRET_KEY") or None,
             link_ttl=_seconds(env.get("CVBOT_LINK_TTL"), "CVBOT_LINK_TTL", 3600),
+            scheduled_jobs=_switch(env.get("CVBOT_SCHEDULED_JOBS"), "CVBOT_SCHEDULED_JOBS"),
+            retrain_at=_time_of_day(env.get("CVBOT_RETRAIN_AT"), "CVBOT_RETRAIN_AT", "02:00"),
+            cleanup_at=_time_of_day(env.get("CVBOT_CLEANUP_AT"), "CVBOT_CLEANUP_AT", "03:30"),
+            schedule_interval=_positive(env.get("CVBOT_SCHEDULE_INTERVAL"), "CVBOT_SCHEDULE_INTERVAL"),
+            prediction_retention_days=_retention(env.get("CVBOT_PREDICTION_RETENTION_DAYS")),
+            orphan_grace_seconds=_positive(env.get("CVBOT_ORPHAN_GRACE_SECONDS"),
+                                           "CVBOT_ORPHAN_GRACE_SECONDS") or 3600.0,
         )
+
+    def schedule_settings(self):
+        from core.usecases import ScheduleSettings
+
+        return ScheduleSettings(prediction_retention_days=self.prediction_retention_days,
+                                orphan_grace_seconds=self.orphan_grace_seconds)
 
     def backbone_settings(self) -> BackboneSettings:
         return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime,
@@ -149,3 +168,45 @@ def _seconds(value: str | None, name: str, default: int) -> int:
     if not 1 <= seconds <= 7 * 24 * 3600:
         raise ValueError(f"{name} must be between 1 and 604800 seconds (a week), not {value!r}")
     return seconds
+
+
+def _switch(value: str | None, name: str, default: bool = True) -> bool:
+    if value is None or not value.strip():
+        return default
+    v = value.strip().lower()
+    if v in ("on", "1", "true", "yes"):
+        return True
+    if v in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def _time_of_day(value: str | None, name: str, default: str) -> str:
+    """A UTC time of day, HH:MM (checked here so a typo stops the server at start-up)."""
+    from .scheduler import parse_time_of_day
+
+    text = (value or "").strip() or default
+    parse_time_of_day(text, name)
+    return text
+
+
+def _positive(value: str | None, name: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def _retention(value: str | None) -> int | None:
+    """CVBOT_PREDICTION_RETENTION_DAYS: days stored predictions are kept (unset or 0: for ever)."""
+    if value is None or not value.strip():
+        return None
+    v = value.strip()
+    if not v.isdigit() or int(v) > 36500:
+        raise ValueError(f"CVBOT_PREDICTION_RETENTION_DAYS must be a number of days (0: keep for ever), not {value!r}")
+    return int(v) or None

@@ -77,11 +77,33 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     container = bootstrap(settings)
     warm_up(container)
     app = build_app(container)
+    if settings.scheduled_jobs:
+        add_scheduler(app, container)
     host = host or settings.host
     port = port if port is not None else settings.port
     log.info("cvbot serving on http://%s:%s (data in %s)", host, port, settings.data_dir)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True,
                 access_log=None if settings.log_level.upper() != "DEBUG" else log)
+
+
+def add_scheduler(app: web.Application, container: Container) -> None:
+    """Scheduled jobs (cvbot/scheduler.py) from the server's start to its cleanup; every process runs the scheduler,
+    and each run happens in one of them."""
+    from .scheduler import Scheduler, parse_time_of_day, timings_from
+
+    s = container.settings
+    timings = timings_from(parse_time_of_day(s.retrain_at, "CVBOT_RETRAIN_AT"),
+                           parse_time_of_day(s.cleanup_at, "CVBOT_CLEANUP_AT"), s.schedule_interval)
+    scheduler = Scheduler(container.deps, s.schedule_settings(), timings)
+
+    async def start(_app) -> None:
+        scheduler.start()
+
+    async def stop(_app) -> None:
+        scheduler.shutdown()
+
+    app.on_startup.append(start)
+    app.on_cleanup.insert(0, stop)  # before the container closes
 
 
 async def run_in_thread(fn, *args, **kwargs):

@@ -1,0 +1,36 @@
+"""The scheduler adapter's slots (cvbot/scheduler.py): every process names a firing's slot alike, also when it fires
+late, so that the run log's (job, slot) row lets exactly one of them run it."""
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cvbot.config import Settings
+from cvbot.scheduler import Daily, Every, parse_time_of_day, timings_from
+
+
+def test_a_daily_firing_names_the_scheduled_time_it_is_for():
+    at = Daily(2, 30)
+    fired = datetime(2026, 3, 4, 2, 30, 0, 120000, tzinfo=UTC)
+    assert at.slot(fired) == at.slot(fired + timedelta(minutes=50)) == "2026-03-04T02:30Z"  # late: the same slot
+    assert at.slot(datetime(2026, 3, 4, 1, 0, tzinfo=UTC)) == "2026-03-03T02:30Z"  # before today's time: yesterday's
+
+
+def test_an_interval_firing_names_its_grid_instant_even_when_late():
+    every = Every(2)
+    base = datetime(2026, 3, 4, 2, 30, 0, tzinfo=UTC)
+    assert {every.slot(base + timedelta(seconds=d)) for d in (0, 0.01, 1.2, 1.99)} == {every.slot(base)}
+    assert every.slot(base + timedelta(seconds=2)) != every.slot(base)
+
+
+def test_times_of_day_and_the_test_interval_come_from_the_environment():
+    s = Settings.from_env({"CVBOT_RETRAIN_AT": "01:15", "CVBOT_PREDICTION_RETENTION_DAYS": "30"})
+    assert (s.retrain_at, s.cleanup_at, s.prediction_retention_days, s.scheduled_jobs) == ("01:15", "03:30", 30, True)
+    assert Settings.from_env({}).prediction_retention_days is None  # keep everything unless told
+    assert Settings.from_env({"CVBOT_SCHEDULED_JOBS": "off"}).scheduled_jobs is False
+    timings = timings_from(parse_time_of_day("01:15", "x"), parse_time_of_day("03:30", "y"), None)
+    assert timings["retrain"] == Daily(1, 15) and timings["store-cleanup"] == Daily(3, 30)
+    assert set(timings_from(Daily(1, 0), Daily(2, 0), 5.0).values()) == {Every(5.0)}
+    for env in ({"CVBOT_RETRAIN_AT": "25:00"}, {"CVBOT_CLEANUP_AT": "3pm"}, {"CVBOT_SCHEDULE_INTERVAL": "0"},
+                {"CVBOT_PREDICTION_RETENTION_DAYS": "-3"}, {"CVBOT_SCHEDULED_JOBS": "maybe"}):
+        with pytest.raises(ValueError):
+            Settings.from_env(env)
