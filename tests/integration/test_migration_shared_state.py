@@ -20,10 +20,12 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def test_upgrade_keeps_projects_unscheduled_and_the_new_tables_work(database_url):  # noqa: F811
     engine = make_engine(database_url)
     _alembic(engine, command.upgrade, "0008")
-    with engine.begin() as c:  # as the previous release wrote it
+    with engine.begin() as c:  # as the previous release wrote it: a project with a tag
         c.execute(insert(t.projects).values(
             id="p1", workspace="T1", name="old", name_lower="old", description="", domain="Compact",
             classification_type="Multiclass", threshold=0.5, created_at=NOW, modified_at=NOW))
+        c.execute(insert(t.tags).values(id="t1", project_id="p1", name="cat", name_lower="cat", type="Regular",
+                                        description="", created_at=NOW))
 
     assert migrate(engine) and schema_revisions(engine) == {HEAD_REVISION}
     uow_factory = unit_of_work_factory(engine)
@@ -57,8 +59,9 @@ def test_upgrade_keeps_projects_unscheduled_and_the_new_tables_work(database_url
     assert not {"claims", "job_runs", "orphan_blobs"} & set(names)
     columns = {c["name"] for c in inspect(engine).get_columns("projects")}
     assert not {"retrain", "prediction_retention_days"} & columns
-    with engine.connect() as c:
+    with engine.connect() as c:  # no project's rows went by cascade, neither way
         assert c.execute(select(t.projects.c.name)).scalars().all() == ["old"]
+        assert c.execute(select(t.tags.c.id)).scalars().all() == ["t1"]
 
 
 def test_processes_starting_together_migrate_a_new_database_once(database_url):  # noqa: F811

@@ -20,10 +20,11 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both databases (as 0005): SQLite's batch mode would copy and drop `projects`, and with foreign
+# keys on, dropping it deletes every project's rows by cascade.
 def upgrade() -> None:
-    with op.batch_alter_table('projects') as batch:
-        batch.add_column(sa.Column('retrain', sa.String(16), nullable=True))
-        batch.add_column(sa.Column('prediction_retention_days', sa.Integer(), nullable=True))
+    op.add_column('projects', sa.Column('retrain', sa.String(16), nullable=True))
+    op.add_column('projects', sa.Column('prediction_retention_days', sa.Integer(), nullable=True))
     op.create_table(
         'claims',
         sa.Column('key', sa.String(255), nullable=False),
@@ -57,6 +58,5 @@ def downgrade() -> None:
     op.drop_table('job_runs')
     op.drop_index(op.f('ix_claims_expires_at'), table_name='claims')
     op.drop_table('claims')
-    with op.batch_alter_table('projects') as batch:
-        batch.drop_column('prediction_retention_days')
-        batch.drop_column('retrain')
+    op.execute("ALTER TABLE projects DROP COLUMN prediction_retention_days")  # SQLite 3.35+ and PostgreSQL
+    op.execute("ALTER TABLE projects DROP COLUMN retrain")
