@@ -17,6 +17,7 @@ from .runtime import SlackBot
 log = logging.getLogger("bot")
 FINAL_STAGES = ("done", "failed")
 NOTIFY_KEY = "slack"  # this adapter's key in Iteration.notify
+REPORT_CLAIM_SECONDS = 600.0  # a process reporting an outcome holds it this long (a failed report is retried after)
 
 
 async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user: str, project: Project, force: bool,
@@ -93,6 +94,11 @@ async def post_results(cv: SlackBot, uc: UseCases, client, channel: str, ts: str
     final = await cv.call(uc.training.wait, project_id, iteration_id, 60)
     if final.status.running:
         log.warning("iteration %s is still %s; its result is not posted yet", final.id, final.status.value)
+        return
+    # several web processes may follow one training (the one that queued it, and another's start-up catch-up):
+    # the first to claim the report posts it; the claim expires, so a report Slack never received is retried
+    if not await cv.seen.claim(f"report:{final.id}", REPORT_CLAIM_SECONDS):
+        log.info("the result of iteration %s is reported by another process", final.id)
         return
     try:
         await _post_outcome(cv, uc, client, channel, ts, final)

@@ -49,7 +49,7 @@ async def handle_message(event, body, client, context, logger=None):
                                     thread_parent=thread_ts if thread_ts != ts else None)
     if intent is None:
         return
-    if not cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
+    if not await cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
         return
     logger = logger or log
     reply = in_thread(client, channel, thread_ts or ts, logger)
