@@ -16,6 +16,8 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv projects` list the projects of this workspace
 • `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
 (takes effect at the next training)
+• `/cv settings retrain=nightly|off retention=DAYS|keep|default` retrain each night when new images arrived; \
+how many days stored predictions are kept
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
 
 *Images and tags*
@@ -85,7 +87,8 @@ def parse_command(text: str) -> Command:
     args, options = [], {}
     for tok in _tokens(rest):
         m = _OPTION.match(tok)
-        if m and m.group(1).lower() in ("domain", "type", "threshold", "t", "description", "desc"):
+        if m and m.group(1).lower() in ("domain", "type", "threshold", "t", "description", "desc", "retrain",
+                                        "retention"):
             key = {"t": "threshold", "desc": "description"}.get(m.group(1).lower(), m.group(1).lower())
             options[key] = m.group(2).strip()
         else:

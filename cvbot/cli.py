@@ -96,6 +96,19 @@ class Cli:
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
                                   f"threshold {p.threshold}")
 
+    def cmd_project_settings(self):
+        """cvbot's own settings of a project (scheduled jobs): shown, or changed with --retrain / --retention."""
+        a = self.args
+        p = self.cv.projects.find(a.name)
+        if a.retrain is not None or a.retention is not None:
+            p = self.cv.projects.update(p.id, retrain=a.retrain, prediction_retention=a.retention)
+        days = p.prediction_retention_days
+        install = self.settings.prediction_retention_days
+        kept = ("for ever" if days == 0 else f"{days} days" if days else
+                f"the install's default ({f'{install} days' if install else 'for ever'})")
+        self.out(project_json(p)["settings"]["cvbot"],
+                 f"project '{p.name}': retraining {p.retrain or 'off'}, stored predictions kept {kept}")
+
     def cmd_project_delete(self):
         p = self.cv.projects.find(self.args.name)
         if not self.args.yes:
@@ -495,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain")
     p.add_argument("--type")
     p.add_argument("--threshold", type=float)
+    p = cmd("settings", Cli.cmd_project_settings, "show or change a project's scheduled retraining and prediction "
+            "retention", proj)
+    p.add_argument("name")
+    p.add_argument("--retrain", help="nightly (retrain each night when new images arrived) or off")
+    p.add_argument("--retention", help="days stored predictions are kept; keep (for ever) or default "
+                   "(CVBOT_PREDICTION_RETENTION_DAYS)")
     p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
     p.add_argument("name")
     p.add_argument("--yes", action="store_true")
