@@ -3,6 +3,7 @@ and the migration lock: processes that start together on a new database migrate 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from alembic import command
@@ -78,11 +79,13 @@ def test_processes_starting_together_migrate_a_new_database_once(database_url): 
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             results[i] = e
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(engines))]
+    # daemon threads and one deadline: migrations that deadlock fail the test instead of hanging the run
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(engines))]
     for th in threads:
         th.start()
+    deadline = time.monotonic() + 120
     for th in threads:
-        th.join(120)
+        th.join(max(0.0, deadline - time.monotonic()))
     assert results == [True] * len(engines), results
     assert schema_revisions(engines[0]) == {HEAD_REVISION}
     assert set(t.metadata.tables) <= set(inspect(engines[0]).get_table_names())
