@@ -181,12 +181,18 @@ def _switch(value: str | None, name: str, default: bool = True) -> bool:
     raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
+def time_of_day(value: str, name: str) -> tuple[int, int]:
+    """"HH:MM" (UTC, 24-hour clock) → (hour, minute)."""
+    hh, sep, mm = value.strip().partition(":")
+    if not sep or not hh.isdigit() or not mm.isdigit() or not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
+        raise ValueError(f"{name} must be a UTC time of day like 02:30, not {value!r}")
+    return int(hh), int(mm)
+
+
 def _time_of_day(value: str | None, name: str, default: str) -> str:
     """A UTC time of day, HH:MM (checked here so a typo stops the server at start-up)."""
-    from .scheduler import parse_time_of_day
-
     text = (value or "").strip() or default
-    parse_time_of_day(text, name)
+    time_of_day(text, name)
     return text
 
 

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from core.model import JobRun
 from core.usecases import JOBS, Deps, ScheduleSettings, run_once
 
+from .config import time_of_day
+
 log = logging.getLogger(__name__)
 
 
@@ -67,10 +69,7 @@ Timing = Daily | Every
 
 def parse_time_of_day(value: str, name: str) -> Daily:
     """"HH:MM" (UTC, 24-hour clock)."""
-    hh, sep, mm = value.strip().partition(":")
-    if not sep or not hh.isdigit() or not mm.isdigit() or not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
-        raise ValueError(f"{name} must be a UTC time of day like 02:30, not {value!r}")
-    return Daily(int(hh), int(mm))
+    return Daily(*time_of_day(value, name))
 
 
 def owner_name() -> str:
