@@ -92,6 +92,7 @@ class Scheduler:
         self.on_run = on_run
         self.clock = clock
         self.scheduler = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def fire(self, name: str) -> JobRun | None:
@@ -111,7 +112,7 @@ class Scheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         with self._lock:
-            if self.scheduler is not None:
+            if self.scheduler is not None or self._closed:
                 return
             # one thread: the jobs of this process run one after the other (retraining only queues trainings);
             # a firing missed by up to an hour (a busy or suspended process) still runs, coalesced into one
@@ -124,8 +125,15 @@ class Scheduler:
         log.info("scheduled jobs: %s (each run once across every process of the install)",
                  ", ".join(f"{n} {describe(t)}" for n, t in self.timings.items()))
 
+    def start_in_background(self) -> threading.Thread:
+        """`start` on a thread of its own (APScheduler's import takes a moment the server need not wait for)."""
+        thread = threading.Thread(target=self.start, name="scheduler-start", daemon=True)
+        thread.start()
+        return thread
+
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             if self.scheduler is not None:
                 self.scheduler.shutdown(wait=False)
                 self.scheduler = None

@@ -97,7 +97,7 @@ def add_scheduler(app: web.Application, container: Container) -> None:
     scheduler = Scheduler(container.deps, s.schedule_settings(), timings)
 
     async def start(_app) -> None:
-        scheduler.start()
+        scheduler.start_in_background()  # /healthz need not wait for APScheduler's import
 
     async def stop(_app) -> None:
         scheduler.shutdown()

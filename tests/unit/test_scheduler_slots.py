@@ -34,3 +34,23 @@ def test_times_of_day_and_the_test_interval_come_from_the_environment():
                 {"CVBOT_PREDICTION_RETENTION_DAYS": "-3"}, {"CVBOT_SCHEDULED_JOBS": "maybe"}):
         with pytest.raises(ValueError):
             Settings.from_env(env)
+
+
+def test_two_schedulers_firing_one_slot_run_it_once_and_a_closed_one_never_starts():
+    from core.usecases import ScheduleSettings
+    from cvbot.scheduler import Scheduler
+    from tests.fakes import fake_deps
+
+    deps = fake_deps()
+    now = datetime(2026, 3, 4, 3, 30, 5, tzinfo=UTC)
+    heard = []
+    first, second = (Scheduler(deps, ScheduleSettings(), {"store-cleanup": Daily(3, 30)}, owner=name,
+                               on_run=heard.append, clock=lambda: now) for name in ("a:1", "b:2"))
+    run = first.fire("store-cleanup")
+    assert run is not None and run.slot == "2026-03-04T03:30Z" and run.owner == "a:1"
+    assert second.fire("store-cleanup") is None and heard == [run]
+    with pytest.raises(ValueError):
+        Scheduler(deps, ScheduleSettings(), {"backup": Daily(1, 0)})
+    second.shutdown()
+    second.start_in_background().join(5)
+    assert second.scheduler is None  # shut down before its start ran: it stays down
