@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import errors
+from ..links import MAX_EDGES
 from ..model import Image, Iteration, JobRun, JobRunStatus, Project, utcnow
 from ..rules import RETRAIN_NIGHTLY
 from .base import Deps, UseCase, collect_blobs
@@ -142,8 +143,11 @@ class Schedule(UseCase):
                     batch = uow.predictions.older_than(p.id, cutoff, DELETE_BATCH)
                     for pred in batch:
                         uow.predictions.delete(pred.id)
+                    images = [pred.sha256 for pred in batch if pred.sha256]
+                    copies = [k for sha in images for v in MAX_EDGES if (k := uow.variants.get(sha, v))]
                     uow.commit()
-                collect_blobs(self.deps, [pred.sha256 for pred in batch if pred.sha256])
+                # the images and their resized copies, unless another row still uses them
+                collect_blobs(self.deps, images + copies)
                 gone += len(batch)
                 if len(batch) < DELETE_BATCH:
                     break

@@ -104,13 +104,17 @@ def test_expired_predictions_go_with_their_images_unless_an_image_still_uses_the
     old = _prediction(cv, p.id, png_bytes(seed=900), age_days=40)
     old_shared = _prediction(cv, p.id, cv.deps.blobs.get(training_image.sha256), age_days=40)
     young = _prediction(cv, p.id, png_bytes(seed=901), age_days=10)
+    thumbnail = cv.deps.blobs.put(b"old's thumbnail")  # made when its link was first fetched
+    with cv.deps.uow() as uow:
+        uow.variants.put(old.sha256, "thumbnail", thumbnail)
+        uow.commit()
     old_kept = _prediction(cv, kept_forever.id, png_bytes(seed=902), age_days=400)
 
     assert Schedule(cv.deps).expire_predictions(None)["predictions_deleted"] == 0  # the default keeps everything
     result = Schedule(cv.deps).expire_predictions(30)
     assert result == {"predictions_deleted": 2, "projects": 1}
     assert {x.id for x in cv.predictions.list(p.id)} == {young.id}
-    assert not cv.deps.blobs.exists(old.sha256)  # no orphan left behind
+    assert not cv.deps.blobs.exists(old.sha256) and not cv.deps.blobs.exists(thumbnail)  # no orphan left behind
     assert cv.deps.blobs.exists(old_shared.sha256)  # still a training image's file
     assert cv.deps.blobs.exists(young.sha256) and cv.deps.blobs.exists(old_kept.sha256)
     assert [x.id for x in cv.predictions.list(kept_forever.id)] == [old_kept.id]
