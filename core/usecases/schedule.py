@@ -101,6 +101,11 @@ class Schedule(UseCase):
     def __init__(self, deps: Deps, scope: Scope | None = None):
         super().__init__(deps, scope or Scope.system())
 
+    def runs(self, job: str | None = None, limit: int = 50) -> list[JobRun]:
+        """The run log, newest first."""
+        with self.deps.uow() as uow:
+            return uow.job_runs.list(job, limit)
+
     def retrain(self) -> dict[str, Any]:
         """Queue a training of every project that opted in to nightly retraining and received new images since its
         last iteration; a project that cannot train (too few images, nothing changed) is skipped with the reason."""

@@ -62,3 +62,35 @@ def test_cli_project_settings(tmp_path):
     assert out.returncode == 2 and "retrain must be nightly or off" in out.stderr
     out = run("project", "settings", "Birds")
     assert "retraining nightly, stored predictions kept for ever" in out.stdout
+
+
+def test_cli_schedule_runs_a_job_now_and_lists_the_run_log(tmp_path, provider, model_dir):
+    import json
+
+    from core.usecases import ImageUpload
+    from tests.conftest import make_cv
+    from tests.helpers import colour_images
+
+    (tmp_path / "data").mkdir()
+    seed = make_cv(tmp_path / "data", provider)
+    p = seed.projects.create("nightly")
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        tag = seed.tags.create(p.id, name)
+        seed.images.add(p.id, [ImageUpload(d, f"{name}{i}.png", [tag.id])
+                               for i, d in enumerate(colour_images(5, colour, len(name)))])
+    seed.projects.update(p.id, retrain="nightly")
+    cvbot = str(Path(sys.executable).parent / "cvbot")
+    env = env_with(tmp_path, CVBOT_MODEL_DIR=model_dir)
+
+    def run(*args):
+        return subprocess.run([cvbot, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    out = run("--json", "schedule", "run", "retrain")
+    assert out.returncode == 0, out.stderr
+    [started] = json.loads(out.stdout)["result"]["started"]
+    assert (started["name"], started["status"]) == ("nightly", "Completed")  # finished before the command ended
+    out = run("--json", "schedule", "run", "retrain")
+    assert json.loads(out.stdout)["result"]["started"] == []  # no new images since
+    assert run("schedule", "run", "backup").returncode == 2
+    runs = json.loads(run("--json", "schedule", "list", "--job", "retrain").stdout)
+    assert [r["status"] for r in runs] == ["Done", "Done"] and all(r["slot"].startswith("manual ") for r in runs)
