@@ -34,6 +34,30 @@ def dataset_links(container):
     return link
 
 
+def image_links(container):
+    """image id → a signed thumbnail link at CVBOT_PUBLIC_URL (valid for CVBOT_LINK_TTL seconds), or None when no
+    public address is configured (Slack must fetch the picture itself)."""
+    import time
+
+    from core.links import expiry, sign
+    from core.usecases import link_secret
+
+    settings = container.settings
+    public_url = getattr(settings, "public_url", None)
+    if not public_url:
+        return None
+    secret: list[bytes] = []
+
+    def link(image_id: str) -> str:
+        if not secret:
+            secret.append(link_secret(container.deps, settings.secret_key))
+        exp = expiry(time.time(), settings.link_ttl)
+        return (f"{public_url.rstrip('/')}/customvision/images/image/{image_id}/thumbnail"
+                f"?exp={exp}&sig={sign(secret[0], 'image', image_id, 'thumbnail', exp)}")
+
+    return link
+
+
 def setup(app, container) -> None:
     from aiohttp import web
 
@@ -54,6 +78,7 @@ def setup(app, container) -> None:
 
     cv = SlackBot(container.deps, settings.slack_bot_token, settings.default_domain)
     cv.dataset_url = dataset_links(container)
+    cv.image_url = image_links(container)
     bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
     if mode.http:
         app.router.add_post("/slack/events", events_handler(bolt, settings.slack_signing_secret))

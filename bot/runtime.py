@@ -119,6 +119,9 @@ class SlackBot:
         # project id → a signed, expiring link to its dataset zip on this server (`/cv export dataset` posts one
         # when the zip is larger than Slack allows); None where no server serves them
         self.dataset_url: Callable[[str], str] | None = None
+        # image id → a signed thumbnail link Slack can fetch (only where CVBOT_PUBLIC_URL says where Slack reaches
+        # this server: Slack refuses a whole message whose image it cannot download); None: no pictures
+        self.image_url: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------- plumbing
     def scoped(self, workspace: str) -> UseCases:

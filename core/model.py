@@ -186,6 +186,26 @@ class ChannelBinding:
     collect_tags: list[str] | None = None
     bound_by: str | None = None
     updated_at: datetime = field(default_factory=utcnow)
+    keep_untagged: bool = False  # images posted without a tag join the project's untagged pool
+
+
+class DecisionKind(str, Enum):
+    Audit = "audit"  # the mislabel audit asked about the image's stored tags
+    Suggest = "suggest"  # a suggestion for an untagged image was answered
+
+
+@dataclass
+class LabelDecision:
+    """What a person answered about one image (Keep / Retag in the audit, Skip / Confirm on a suggestion), for the
+    tags the image carried then: it is not asked about again while its tags keep `tags_key`."""
+
+    project_id: str
+    image_id: str
+    kind: DecisionKind
+    tags_key: str
+    decision: str  # keep | retag | skip | confirm
+    decided_by: str | None = None
+    decided_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from .model import (
     IterationStatus,
     JobRun,
     JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -39,7 +42,14 @@ class PartialFile:
 
 class BlobStore(ABC):
     """Content-addressed bytes: the key of a blob is the sha256 of its content. A write that finds no room raises
-    `errors.StorageFull` and stores nothing."""
+    `errors.StorageFull` and stores nothing.
+
+    A `shared` store (an S3 bucket) may be written by processes on other machines, which this machine's store lock
+    does not see: blobs are then collected as orphans only once `age_seconds` says nobody wrote them for a while,
+    and `put` of content already stored makes it young again, so a writer's blob is never taken for an orphan
+    between its `put` and the commit of the row that names it."""
+
+    shared: bool = False
 
     @abstractmethod
     def put(self, data: bytes) -> str: ...
@@ -55,6 +65,29 @@ class BlobStore(ABC):
 
     @abstractmethod
     def keys(self) -> Iterable[str]: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """The blob's bytes as a stream (KeyError when it is missing): a store that can streams them, so a large
+        blob is never held whole in memory; this default reads it whole."""
+        return io.BytesIO(self.get(key))
+
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        """Store the bytes read from `stream` under `key`, which must be their sha256: a mismatch raises
+        ValueError and stores nothing. Returns the number of bytes. A store that can writes in bounded memory;
+        this default reads the stream whole."""
+        data = stream.read()
+        if hashlib.sha256(data).hexdigest() != key:
+            raise ValueError(f"the content does not match its key {key}: nothing was stored")
+        self.put(data)
+        return len(data)
+
+    def size(self, key: str) -> int:
+        """The blob's length in bytes (KeyError when it is missing); this default reads it."""
+        return len(self.get(key))
+
+    def age_seconds(self, key: str) -> float | None:
+        """Seconds since the blob was written, or None when it is missing or the store cannot tell."""
+        return None
 
     def partial_files(self, older_than: float = 0.0) -> list[PartialFile]:
         """Unfinished writes untouched for at least `older_than` seconds (a younger one may be a concurrent
@@ -364,6 +397,18 @@ class OrphanRepository(ABC):
     def forget(self, keys: builtins.list[str]) -> None: ...
 
 
+class DecisionRepository(ABC):
+    """What people answered about images (the audit's Keep / Retag, a suggestion's Skip / Confirm)."""
+
+    @abstractmethod
+    def put(self, decision: LabelDecision) -> None:
+        """Insert or replace the image's decision of that kind."""
+
+    @abstractmethod
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        """The project's decisions of one kind, by image id."""
+
+
 class UnitOfWork(ABC):
     """One transaction over every repository; rolls back unless `commit()` was called."""
 
@@ -383,6 +428,7 @@ class UnitOfWork(ABC):
     claims: ClaimRepository
     job_runs: JobRunRepository
     orphans: OrphanRepository
+    decisions: DecisionRepository
 
     def __enter__(self) -> UnitOfWork:
         return self

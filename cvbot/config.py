@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,13 @@ class Settings:
     schedule_interval: float | None = None
     prediction_retention_days: int | None = None
     orphan_grace_seconds: float = 3600.0
+    blob_url: str | None = None  # s3://bucket/prefix; None: blobs in data_dir/blobs
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    s3_addressing_style: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -88,6 +96,14 @@ class Settings:
             prediction_retention_days=_retention(env.get("CVBOT_PREDICTION_RETENTION_DAYS")),
             orphan_grace_seconds=_positive(env.get("CVBOT_ORPHAN_GRACE_SECONDS"),
                                            "CVBOT_ORPHAN_GRACE_SECONDS") or 3600.0,
+            blob_url=_blob_url(env.get("CVBOT_BLOB_URL")),
+            s3_endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            s3_addressing_style=_choice(env.get("CVBOT_S3_ADDRESSING_STYLE"), "CVBOT_S3_ADDRESSING_STYLE",
+                                        ("path", "virtual")),
         )
 
     def schedule_settings(self):
@@ -102,10 +118,31 @@ class Settings:
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token",
-                  "secret_key"}
+                  "secret_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items() if k != "rate_limits"]
         parts.append(f"rate_limits=<{len(self.rate_limits)} keys>")
         return f"Settings({', '.join(parts)})"
+
+
+def _blob_url(value: str | None) -> str | None:
+    """CVBOT_BLOB_URL: where blobs live when not in the data directory, `s3://bucket` or `s3://bucket/prefix`."""
+    if not value or not value.strip():
+        return None
+    url = value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    bucket = rest.partition("/")[0]
+    if scheme.lower() != "s3" or not sep or not re.fullmatch(r"[a-z0-9][a-z0-9.\-_]{2,62}", bucket) \
+            or any(c in rest for c in " ?#\\") or "//" in rest:
+        raise ValueError(f"CVBOT_BLOB_URL must look like s3://bucket or s3://bucket/prefix, not {value!r}")
+    return "s3://" + rest
+
+
+def _choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if value.strip().lower() not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value.strip().lower()
 
 
 def _public_url(value: str | None) -> str | None:

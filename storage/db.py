@@ -16,6 +16,7 @@ from .blobs import storage_full
 from .repositories import (
     SqlChannels,
     SqlClaims,
+    SqlDecisions,
     SqlEmbeddings,
     SqlExports,
     SqlImages,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 
 SQLITE_FULL = 13
@@ -159,6 +160,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.claims = SqlClaims(s)
         self.job_runs = SqlJobRuns(s)
         self.orphans = SqlOrphans(s)
+        self.decisions = SqlDecisions(s)
         return self
 
     def __exit__(self, *exc) -> None:

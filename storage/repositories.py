@@ -14,6 +14,7 @@ from core import ports
 from core.model import (
     ChannelBinding,
     ClassificationType,
+    DecisionKind,
     Domain,
     Export,
     ExportStatus,
@@ -22,6 +23,7 @@ from core.model import (
     IterationStatus,
     JobRun,
     JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -500,7 +502,8 @@ class SqlChannels(ports.ChannelRepository):
     def _obj(r) -> ChannelBinding:
         return ChannelBinding(workspace=r.workspace, channel_id=r.channel_id, project_id=r.project_id,
                               collect_tags=list(r.collect_tags) if r.collect_tags is not None else None,
-                              bound_by=r.bound_by, updated_at=_utc(r.updated_at))
+                              bound_by=r.bound_by, updated_at=_utc(r.updated_at),
+                              keep_untagged=bool(r.keep_untagged))
 
     def get(self, workspace: str, channel_id: str) -> ChannelBinding | None:
         r = self.s.execute(select(t.channel_bindings).where(
@@ -510,7 +513,8 @@ class SqlChannels(ports.ChannelRepository):
     def put(self, binding: ChannelBinding) -> None:
         _upsert(self.s, t.channel_bindings, dict(
             workspace=binding.workspace, channel_id=binding.channel_id, project_id=binding.project_id,
-            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at),
+            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at,
+            keep_untagged=bool(binding.keep_untagged)),
             ["workspace", "channel_id"])
 
     def delete(self, workspace: str, channel_id: str) -> None:
@@ -664,3 +668,22 @@ class SqlOrphans(ports.OrphanRepository):
     def forget(self, keys: list[str]) -> None:
         for chunk in _chunks(list(dict.fromkeys(keys))):
             self.s.execute(delete(t.orphan_blobs).where(t.orphan_blobs.c.key.in_(chunk)))
+
+
+class SqlDecisions(ports.DecisionRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def put(self, decision: LabelDecision) -> None:
+        _upsert(self.s, t.label_decisions, dict(
+            image_id=decision.image_id, kind=DecisionKind(decision.kind).value, project_id=decision.project_id,
+            tags_key=decision.tags_key, decision=decision.decision[:16], decided_by=decision.decided_by,
+            decided_at=decision.decided_at), ["image_id", "kind"])
+
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        d = t.label_decisions.c
+        q = select(t.label_decisions).where(d.project_id == project_id, d.kind == DecisionKind(kind).value)
+        return {r.image_id: LabelDecision(project_id=r.project_id, image_id=r.image_id, kind=DecisionKind(r.kind),
+                                          tags_key=r.tags_key, decision=r.decision, decided_by=r.decided_by,
+                                          decided_at=_utc(r.decided_at))
+                for r in self.s.execute(q)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(naming_convention={
@@ -148,6 +150,8 @@ channel_bindings = Table(
     Column("collect_tags", JSON),
     Column("bound_by", String(128)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # images posted without a tag go to the project's untagged pool (`/cv settings keep-untagged=on`)
+    Column("keep_untagged", Boolean, nullable=False, server_default=false()),
 )
 
 message_images = Table(
@@ -228,4 +232,17 @@ orphan_blobs = Table(
     "orphan_blobs", metadata,
     Column("key", String(64), primary_key=True),
     Column("found_at", DateTime(timezone=True), nullable=False),
+)
+
+# What people answered about an image: the mislabel audit's Keep / Retag, a suggestion's Skip / Confirm. One row per
+# (image, kind), for the tags the image carried then (`tags_key`): it is asked again only once its tags change.
+label_decisions = Table(
+    "label_decisions", metadata,
+    Column("image_id", ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("tags_key", Text, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("decided_by", String(128)),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
 )

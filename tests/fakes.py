@@ -18,6 +18,7 @@ import numpy as np
 from core import ports
 from core.model import (
     ChannelBinding,
+    DecisionKind,
     Export,
     ExportStatus,
     Image,
@@ -25,6 +26,7 @@ from core.model import (
     IterationStatus,
     JobRun,
     JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -34,7 +36,7 @@ from core.model import (
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
           "exports", "counters", "server_secrets", "image_variants",
-          "migrated", "claims", "job_runs", "orphan_blobs")
+          "migrated", "claims", "job_runs", "orphan_blobs", "decisions")
 
 
 def _copy(obj: Any) -> Any:
@@ -480,6 +482,18 @@ class FakeOrphans(_Repo, ports.OrphanRepository):
             self._drop(k)
 
 
+class FakeDecisions(_Repo, ports.DecisionRepository):
+    table = "decisions"
+
+    def put(self, decision: LabelDecision) -> None:
+        self._put((decision.image_id, DecisionKind(decision.kind).value), decision)
+
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        images = self.uow.data["images"]  # a decision goes with its image
+        return {d.image_id: _copy(d) for (image_id, k), d in self.rows.items()
+                if d.project_id == project_id and k == DecisionKind(kind).value and image_id in images}
+
+
 class FakeUnitOfWork(ports.UnitOfWork):
     """A transaction: a copy of the committed rows taken at begin; `commit` writes back the rows it changed."""
 
@@ -505,6 +519,7 @@ class FakeUnitOfWork(ports.UnitOfWork):
         self.claims = FakeClaims(self)
         self.job_runs = FakeJobRuns(self)
         self.orphans = FakeOrphans(self)
+        self.decisions = FakeDecisions(self)
 
     def commit(self) -> None:
         with self.db.lock:

@@ -106,20 +106,27 @@ async def cmd_projects(req: Request) -> None:
     await req.say(blocks.projects_message(rows, binding.project_id if binding else None))
 
 
-SETTINGS_USAGE = ("`/cv settings [type=multiclass|multilabel] [domain=…] [retrain=nightly|off] "
-                  "[retention=DAYS|keep|default]`")
+SETTINGS_USAGE = ("`/cv settings [type=multiclass|multilabel] [domain=…] [keep-untagged=on|off] "
+                  "[retrain=nightly|off] [retention=DAYS|keep|default]`")
 
 
 async def cmd_settings(req: Request) -> None:
     cv = req.cv
     p = await req.project()
-    opts = req.cmd.options
+    channel_opts = grammar.channel_settings(req.cmd)
+    opts = {k: v for k, v in req.cmd.options.items() if k not in channel_opts}
     unknown = [a for a in req.cmd.args] + [f"{k}={v}" for k, v in opts.items()
                                            if k not in ("domain", "type", "retrain", "retention", "threshold")]
     if unknown:
         raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: {SETTINGS_USAGE}")
+    if channel_opts:
+        binding = await apply_channel_settings(req, channel_opts)
+        await req.say(blocks.channel_settings_message(p, binding, list(channel_opts), req.user), public=True)
+        if not opts:
+            return
     if not opts:
-        await req.say(blocks.settings_message(p))
+        binding = await cv.call(req.uc.channels.binding, req.channel)
+        await req.say(blocks.settings_message(p, binding=binding))
         return
     if "threshold" in opts:
         raise grammar.GrammarError("set the threshold with `/cv threshold 0.7`")
@@ -136,6 +143,19 @@ async def cmd_settings(req: Request) -> None:
                       retrain=None if "retrain" not in opts else (retrain or "off"),
                       prediction_retention=opts.get("retention"))
     await req.say(blocks.settings_message(p, changed), public=True)
+
+
+async def apply_channel_settings(req: Request, values: dict[str, object]):
+    """Each channel setting of `/cv settings` by its own use case (keys are independent of one another)."""
+    binding = None
+    for key, value in values.items():
+        binding = await req.cv.call(CHANNEL_SETTERS[key](req.uc), req.channel, value)
+    return binding
+
+
+CHANNEL_SETTERS: dict[str, Callable[[UseCases], Callable]] = {
+    "keep-untagged": lambda uc: uc.channels.set_keep_untagged,
+}
 
 
 async def cmd_threshold(req: Request) -> None:
@@ -179,6 +199,52 @@ async def cmd_collect(req: Request) -> None:
     else:
         text = f":inbox_tray: Collect mode is off (<@{req.user}>); images need a `tag:` line again."
     await req.say(blocks.info_message(text), public=True)
+
+
+# ------------------------------------------------------------------ labelling help
+SUGGEST_BATCH = 5
+AUDIT_BATCH = 5
+
+
+def _count_arg(req: Request, default: int) -> int:
+    for a in req.cmd.args:
+        if a.isdigit():
+            return max(1, min(10, int(a)))
+    return default
+
+
+async def cmd_suggest(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    found = await cv.call(req.uc.labelling.suggest, p.id)
+    unskipped = [s for s in found if not s.skipped] or found
+    tags = await cv.call(req.uc.tags.list, p.id)
+    await req.say(blocks.suggestions_message(p, unskipped[:_count_arg(req, SUGGEST_BATCH)], len(found), tags,
+                                             cv.image_url), public=True)
+
+
+async def cmd_audit(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    items = await cv.call(req.uc.labelling.audit, p.id)
+    tags = await cv.call(req.uc.tags.list, p.id)
+    await req.say(blocks.audit_message(p, items[:_count_arg(req, AUDIT_BATCH)], tags, cv.image_url), public=True)
+
+
+async def cmd_untagged(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    if [a.lower() for a in req.cmd.args] in (["clear"], ["delete"], ["remove"]):
+        await cv.require_admin(req.client, req.workspace, req.user, p, "delete the untagged images")
+        images = await cv.call(req.uc.images.list, p.id, tagged=False)
+        n = await cv.call(req.uc.images.delete, p.id, [i.id for i in images]) if images else 0
+        await req.say(blocks.info_message(f":wastebasket: <@{req.user}> deleted {n} untagged "
+                                          f"image{'s' if n != 1 else ''} of *{blocks.esc(p.name)}*."), public=True)
+        return
+    n = await cv.call(req.uc.images.count, p.id, tagged=False)
+    await req.say(blocks.info_message(
+        f"*{blocks.esc(p.name)}* has {n} untagged image{'s' if n != 1 else ''}. `/cv suggest` proposes their tags; "
+        "`/cv untagged clear` deletes them all (the project's creator or an admin)."))
 
 
 # ------------------------------------------------------------------ training and iterations
@@ -267,4 +333,5 @@ HANDLERS: dict[str, Callable[[Request], Awaitable[None]]] = {
     "new": cmd_new, "use": cmd_use, "projects": cmd_projects, "settings": cmd_settings, "threshold": cmd_threshold,
     "keys": cmd_keys, "tags": cmd_tags, "collect": cmd_collect, "train": cmd_train, "iterations": cmd_iterations,
     "default": cmd_default, "performance": cmd_performance, "export": cmd_export,
+    "suggest": cmd_suggest, "audit": cmd_audit, "untagged": cmd_untagged,
 }
