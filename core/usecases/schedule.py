@@ -172,7 +172,9 @@ class Schedule(UseCase):
             unreferenced = keys - uow.referenced_blob_keys(keys)
             marked = uow.orphans.marked()
         due = sorted(k for k in unreferenced if k in marked and (now - marked[k]).total_seconds() >= grace_seconds)
-        deleted = delete_orphans(self.deps, due)  # asks again which are referenced, right before deleting
+        # asks again which are referenced right before deleting; on a shared store (S3), whose `put` of content
+        # already stored makes the blob young again, also that nobody wrote it within the grace period
+        deleted = delete_orphans(self.deps, due, min_age=grace_seconds if self.deps.blobs.shared else 0.0)
         partials = 0
         for pf in self.deps.blobs.partial_files(older_than=STALE_PARTIAL_SECONDS):
             self.deps.blobs.delete_partial(pf.name)

@@ -171,3 +171,32 @@ def test_a_key_is_claimed_once_until_it_expires(cv):
     assert claim_once(cv.deps, "event:Ev1", 3600, now + timedelta(hours=1, seconds=1))
     assert Schedule(cv.deps).clean_store(3600, now + timedelta(hours=3))["expired_claims_deleted"] == 2
 
+
+
+def test_on_a_shared_store_an_orphan_stored_again_meanwhile_is_young_and_kept(cv):
+    class SharedBlobs(type(cv.deps.blobs)):  # an S3-like store: ages known, a put of stored content renews it
+        shared = True
+
+        def __init__(self):
+            super().__init__()
+            self.written: dict[str, float] = {}
+            self.clock = 0.0
+
+        def put(self, data: bytes) -> str:
+            key = super().put(data)
+            self.written[key] = self.clock
+            return key
+
+        def age_seconds(self, key: str) -> float | None:
+            return self.clock - self.written[key] if key in self.blobs else None
+
+    blobs = SharedBlobs()
+    cv.deps.blobs = blobs
+    renewed, stale = blobs.put(b"stored again by an upload in flight"), blobs.put(b"nobody's")
+    now = utcnow()
+    jobs = Schedule(cv.deps)
+    jobs.clean_store(3600, now)
+    blobs.clock = 3600.0
+    blobs.put(b"stored again by an upload in flight")  # its row is not committed yet
+    assert jobs.clean_store(3600, now + timedelta(hours=1))["orphan_blobs_deleted"] == 1
+    assert blobs.exists(renewed) and not blobs.exists(stale)
