@@ -569,3 +569,18 @@ def modal_values(view: dict) -> dict[str, str | None]:
         else:
             out[block_id] = v.get("value")
     return out
+
+
+def model_export_started_text(p: Project, it: Iteration, what: str, user: str | None) -> str:
+    """Posted in the channel when `/cv export PLATFORM …` starts; the zip follows in its thread."""
+    return f":package: <@{user}> asked for iteration {it.number} of *{esc(p.name)}* as {esc(what)}…"
+
+
+def model_export_comment(p: Project, it: Iteration, what: str, usage: str) -> str:
+    """The comment under the posted model zip: what it is, and how to run it (the platform's usage note)."""
+    note = f"\n{esc(usage)}" if usage else ""
+    return f"Iteration {it.number} of *{esc(p.name)}* as {esc(what)}: model, `labels.txt`, `cvexport.manifest`.{note}"
+
+
+def model_export_failed_message(what: str, reason: str | None) -> dict:
+    return error_message(f"The {what} export failed: {reason or 'no reason given'}")

@@ -41,6 +41,8 @@ how many days stored predictions are kept
 *Data*
 • `/cv export dataset` post the project's images, tags and settings as a zip in a thread, or a download link \
 when it is larger than Slack allows (`cvbot dataset import` restores it)
+• `/cv export PLATFORM [FLAVOR] [N]` post iteration N's model (default: the default iteration) as a zip in a \
+thread, for Azure's platform and flavor, e.g. `/cv export ONNX` or `/cv export ONNX ONNXFloat16 2`
 
 *Classify*
 • Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; \
@@ -205,6 +207,39 @@ def parse_collect(cmd: Command) -> list[str] | None:
 class PerformanceQuery:
     number: int | None
     threshold: float | None
+
+
+@dataclass
+class ExportQuery:
+    dataset: bool
+    platform: str | None = None
+    flavor: str | None = None
+    number: int | None = None
+
+
+EXPORT_USAGE = ("`/cv export PLATFORM [FLAVOR] [N]` posts a model (e.g. `/cv export ONNX`, "
+                "`/cv export ONNX ONNXFloat16 2`); `/cv export dataset` posts the images, tags and settings")
+
+
+def parse_export(cmd: Command) -> ExportQuery:
+    """`/cv export dataset`, or `/cv export PLATFORM [FLAVOR] [N]` (the platform and flavor are checked by the
+    exporter registry, which knows them)."""
+    if not cmd.args:
+        raise GrammarError(EXPORT_USAGE)
+    first, rest = cmd.args[0], cmd.args[1:]
+    if first.lower() == "dataset":
+        if rest:
+            raise GrammarError(EXPORT_USAGE)
+        return ExportQuery(dataset=True)
+    flavor = number = None
+    for a in rest:
+        if re.fullmatch(r"#?\d+", a) and number is None:
+            number = parse_iteration_number(a)
+        elif flavor is None and not re.fullmatch(r"#?\d+", a):
+            flavor = a
+        else:
+            raise GrammarError(f"`{a}`: say one flavor and one iteration number at most. {EXPORT_USAGE}")
+    return ExportQuery(dataset=False, platform=first, flavor=flavor, number=number)
 
 
 def parse_performance(cmd: Command) -> PerformanceQuery:

@@ -115,7 +115,8 @@ def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str 
         migrate(engine)
         runner = SchedulerRunner()
         blobs = make_blob_store(settings)
-        deps = Deps(unit_of_work_factory(engine), blobs, BackboneProvider(settings.backbone_settings()), runner)
+        deps = Deps(unit_of_work_factory(engine), blobs, BackboneProvider(settings.backbone_settings()), runner,
+                    export_settings=settings.export_settings())
         if recover:
             # a shared store (S3) is written from other machines too, which the lock cannot see: its orphans are
             # collected by age instead (core.usecases.maintenance.recover)

@@ -215,6 +215,57 @@ class Cli:
         self.out(data, _migration_text(data))
         return 1 if data["failures"] else 0
 
+    def cmd_export(self):
+        import os
+        import tempfile
+        import time
+
+        from tqdm import tqdm
+
+        from core.export import exporter
+        from core.usecases import export_file
+
+        p = self.project()
+        it = self._iteration(p)
+        target = Path(self.args.output)
+        if not target.parent.is_dir():
+            raise errors.InvalidInput(f"{target.parent} is not a folder")
+        export = self.cv.exports.start(p.id, it.id, self.args.platform, self.args.flavor)
+        what = f"{export.platform}{f' ({export.flavor})' if export.flavor else ''}"
+        desc = f"exporting iteration {it.number} of {p.name} to {what}"
+        if not self.args.json:
+            print(f"{desc}…", file=sys.stderr)
+        bar = tqdm(desc=desc, unit="s", bar_format="{desc}: {n} s", disable=self.args.json or None, file=sys.stderr)
+        try:
+            started = time.monotonic()
+            while export.status == "Exporting":
+                time.sleep(0.25)
+                export = next(e for e in self.cv.exports.list(p.id, it.id) if e.id == export.id)
+                bar.n = int(time.monotonic() - started)
+                bar.refresh()
+        finally:
+            bar.close()
+        data = {"project": p.id, "iteration": it.number, "platform": export.platform, "flavor": export.flavor,
+                "status": export.status.value}
+        if export.status != "Done":
+            self.out(data | {"failureReason": export.failure_reason},
+                     f"export of iteration {it.number} to {what} failed: {export.failure_reason}")
+            return 1
+        # written beside the target and renamed into place: an interrupted download leaves no half zip
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent.resolve())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(export_file(self.container.deps, it.id, export.id))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        usage = exporter(export.platform).usage
+        self.out(data | {"file": str(target), "bytes": target.stat().st_size},
+                 f"exported iteration {it.number} of '{p.name}' to {what}: {target} ({target.stat().st_size:,} bytes)"
+                 + (f"\n{usage}" if usage else ""))
+        return 0
+
     def cmd_tags(self):
         p = self.project()
         tags = self.cv.tags.list(p.id)
@@ -742,6 +793,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-key", help="the source's training key (default: CVBOT_SOURCE_TRAINING_KEY)")
     p.add_argument("--project", action="append", help="a project name or id to copy (repeatable; default: all)")
     p.add_argument("--train", action="store_true", help="train each migrated project and compare with the source")
+
+    p = cmd("export", Cli.cmd_export, "export an iteration's model to one of Azure's platforms (a zip)")
+    p.add_argument("--project", required=True)
+    p.add_argument("--platform", required=True,
+                   help="Azure's platform name, any case (e.g. ONNX); an unknown one is answered with the list")
+    p.add_argument("--flavor", help="e.g. ONNXFloat16 (default: the platform's plain flavor)")
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the default iteration)")
+    p.add_argument("-o", "--output", required=True, help="the zip to write")
 
     p = cmd("tags", Cli.cmd_tags, "list a project's tags with image counts")
     p.add_argument("--project", required=True)

@@ -9,9 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.backbones import PROMPTS, BackboneSettings
+from core.export import ExportSettings
 from core.model import Domain
 
 CLIP_DOMAINS = list(PROMPTS)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# where `make` puts the export converters' own virtualenv (TensorFlow and friends pin versions cvbot cannot share)
+DEFAULT_EXPORT_PYTHON = REPO_ROOT / ".venv-export" / "bin" / "python"
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Settings:
     aws_secret_access_key: str | None = None
     aws_session_token: str | None = None
     s3_addressing_style: str | None = None
+    export_python: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -104,6 +109,8 @@ class Settings:
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
             s3_addressing_style=_choice(env.get("CVBOT_S3_ADDRESSING_STYLE"), "CVBOT_S3_ADDRESSING_STYLE",
                                         ("path", "virtual")),
+            export_python=env.get("CVBOT_EXPORT_PYTHON") or (
+                str(DEFAULT_EXPORT_PYTHON) if DEFAULT_EXPORT_PYTHON.exists() else None),
         )
 
     def schedule_settings(self):
@@ -115,6 +122,9 @@ class Settings:
     def backbone_settings(self) -> BackboneSettings:
         return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime,
                                 threads=self.threads)
+
+    def export_settings(self) -> ExportSettings:
+        return ExportSettings(converter_python=self.export_python)
 
     def __repr__(self) -> str:  # never print secrets
         hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token",

@@ -1,6 +1,7 @@
 """`/cv …`: ack at once, parse, call the workspace's use cases, answer through the response URL."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -287,9 +288,61 @@ async def cmd_performance(req: Request) -> None:
 SLACK_MAX_FILE_BYTES = 1024 * 1024 * 1024  # Slack's limit for one uploaded file
 
 
+EXPORT_POLL_SECONDS = 0.5
+
+
 async def cmd_export(req: Request) -> None:
-    if [a.lower() for a in req.cmd.args] != ["dataset"]:
-        raise grammar.GrammarError("`/cv export dataset` posts the project's images, tags and settings as a zip")
+    query = grammar.parse_export(req.cmd)
+    if query.dataset:
+        await _export_dataset(req)
+    else:
+        await _export_model(req, query)
+
+
+async def _export_model(req: Request, query: grammar.ExportQuery) -> None:
+    """`/cv export PLATFORM [FLAVOR] [N]`: refusals (unknown platform or flavor, converter missing, iteration not
+    trained) answer only the caller; the started export is announced in the channel, its zip posted in the thread."""
+    from core.export import exporter
+    from core.usecases import export_file
+
+    cv = req.cv
+    p = await req.project()
+    if query.number is not None:
+        it = await cv.call(req.uc.iterations.by_number, p.id, query.number)
+    else:
+        it = await cv.call(req.uc.iterations.current, p.id)
+    export = await cv.call(req.uc.exports.start, p.id, it.id, query.platform, query.flavor)
+    what = export.platform + (f" ({export.flavor})" if export.flavor else "")
+    started = await req.client.chat_postMessage(channel=req.channel,
+                                                text=blocks.model_export_started_text(p, it, what, req.user))
+    ts = started["ts"]
+    while export.status == "Exporting":
+        await asyncio.sleep(EXPORT_POLL_SECONDS)
+        exports = await cv.call(req.uc.exports.list, p.id, it.id)
+        export = next(e for e in exports if e.id == export.id)
+    if export.status != "Done":
+        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts,
+                                          **blocks.model_export_failed_message(what, export.failure_reason))
+        return
+    data = await cv.call(export_file, cv.deps, it.id, export.id)
+    if len(data) > SLACK_MAX_FILE_BYTES:
+        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts, **blocks.error_message(
+            f"The {what} model is larger than Slack allows ({_size(SLACK_MAX_FILE_BYTES)} per file). Export it on "
+            f"the server with `cvbot export --project NAME --platform {export.platform} -o FILE.zip`."))
+        return
+    fd, path = tempfile.mkstemp(prefix="cvbot-model-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        name = f"{_file_name(p.name)}-{it.number}-{_file_name(what.replace(' (', '-').rstrip(')'))}.zip"
+        await req.client.files_upload_v2(
+            channel=req.channel, thread_ts=ts, file=path, filename=name, title=f"{p.name}: iteration {it.number}, "
+            f"{what}", initial_comment=blocks.model_export_comment(p, it, what, exporter(export.platform).usage))
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+async def _export_dataset(req: Request) -> None:
     cv = req.cv
     p = await req.project()
     started = await req.client.chat_postMessage(
