@@ -165,3 +165,40 @@ async def report_unreported(cv: SlackBot, client) -> int:
             log.exception("could not report iteration %s in Slack", it.id)
     log.info("Slack: took up %d training result(s) left unreported before this start", taken)
     return taken
+
+
+SCHEDULED_STAGE = "queued by the nightly retraining (new images since the last iteration)"
+
+
+async def announce_scheduled(cv: SlackBot, client, result: dict) -> int:
+    """The nightly retraining (a scheduled job this process ran) queued iterations: post each one's training message
+    in the channel most recently bound to its project, keep it with the iteration and follow it there, as for
+    `/cv train`. Returns how many were announced; a project bound to no channel is left quiet."""
+    announced = 0
+    for started in result.get("started", []):
+        try:
+            project = await cv.call(cv.system().projects.get, started["project"])
+            uc = cv.scoped(project.workspace)
+            it = await cv.call(uc.iterations.get, project.id, started["iteration"])
+            bindings = await cv.call(uc.channels.for_project, project.id)
+        except errors.NotFound:  # deleted meanwhile
+            continue
+        if not bindings:
+            continue
+        channel = max(bindings, key=lambda b: b.updated_at).channel_id
+        try:
+            posted = await client.chat_postMessage(channel=channel,
+                                                   **blocks.training_progress_message(project, it, SCHEDULED_STAGE))
+        except SlackApiError as e:
+            log.warning("cannot announce the nightly training of %s in %s: %s", project.name, channel,
+                        e.response.get("error"))
+            continue
+        cv.following.add(it.id)
+        try:
+            await cv.call(uc.notifications.set_target, project.id, it.id, NOTIFY_KEY,
+                          {"channel": channel, "ts": posted["ts"]})
+        except Exception:  # noqa: BLE001 - the follow-up below still reports the outcome
+            log.exception("could not store the Slack message of iteration %s", it.id)
+        cv.spawn(follow_training(cv, uc, client, channel, posted["ts"], project, it))
+        announced += 1
+    return announced

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CONTAINER = web.AppKey("container", Container)
 ADAPTERS = ("api", "bot")  # packages beside core/ that expose setup(app, container)
+# where an adapter's setup lists callables to hear of each scheduled run this process made (JobRun)
+SCHEDULED_RUN_LISTENERS = "scheduled_run_listeners"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -86,7 +88,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
                 access_log=None if settings.log_level.upper() != "DEBUG" else log)
 
 
-def add_scheduler(app: web.Application, container: Container) -> None:
+def add_scheduler(app: web.Application, container: Container):
     """Scheduled jobs (cvbot/scheduler.py) from the server's start to its cleanup; every process runs the scheduler,
     and each run happens in one of them."""
     from .scheduler import Scheduler, parse_time_of_day, timings_from
@@ -94,7 +96,16 @@ def add_scheduler(app: web.Application, container: Container) -> None:
     s = container.settings
     timings = timings_from(parse_time_of_day(s.retrain_at, "CVBOT_RETRAIN_AT"),
                            parse_time_of_day(s.cleanup_at, "CVBOT_CLEANUP_AT"), s.schedule_interval)
-    scheduler = Scheduler(container.deps, s.schedule_settings(), timings)
+    listeners = app.get(SCHEDULED_RUN_LISTENERS, [])  # e.g. the Slack adapter announces nightly trainings
+
+    def on_run(run) -> None:
+        for listener in listeners:
+            try:
+                listener(run)
+            except Exception:  # noqa: BLE001 - an adapter's failure must not stop the scheduler
+                log.exception("a listener of scheduled runs failed")
+
+    scheduler = Scheduler(container.deps, s.schedule_settings(), timings, on_run=on_run)
 
     async def start(_app) -> None:
         scheduler.start_in_background()  # /healthz need not wait for APScheduler's import
@@ -104,6 +115,7 @@ def add_scheduler(app: web.Application, container: Container) -> None:
 
     app.on_startup.append(start)
     app.on_cleanup.insert(0, stop)  # before the container closes
+    return scheduler
 
 
 async def run_in_thread(fn, *args, **kwargs):

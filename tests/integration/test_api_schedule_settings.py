@@ -94,3 +94,28 @@ def test_cli_schedule_runs_a_job_now_and_lists_the_run_log(tmp_path, provider, m
     assert run("schedule", "run", "backup").returncode == 2
     runs = json.loads(run("--json", "schedule", "list", "--job", "retrain").stdout)
     assert [r["status"] for r in runs] == ["Done", "Done"] and all(r["slot"].startswith("manual ") for r in runs)
+
+
+def test_the_server_tells_its_adapters_of_the_runs_it_made(tmp_path):
+    from aiohttp import web
+
+    from cvbot.bootstrap import bootstrap
+    from cvbot.config import Settings
+    from cvbot.server import SCHEDULED_RUN_LISTENERS, add_scheduler
+
+    container = bootstrap(Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path / "data")}))
+    heard = []
+
+    def broken(run):
+        raise RuntimeError("an adapter's bug")
+
+    app = web.Application()
+    app[SCHEDULED_RUN_LISTENERS] = [broken, heard.append]
+    scheduler = add_scheduler(app, container)
+    try:
+        run = scheduler.fire("store-cleanup")
+        assert run is not None and heard == [run]  # the broken listener stopped neither the run nor the others
+        assert scheduler.fire("store-cleanup") is None and heard == [run]  # the slot is taken: nobody hears again
+    finally:
+        scheduler.shutdown()
+        container.close()
