@@ -198,8 +198,17 @@ async def update_project(ctx: Ctx):
     domain = parse_domain(raw_domain) if raw_domain else None
     ctype = _ctype(field_str(settings, "classificationType"))
     name, description = field_str(body, "name"), field_str(body, "description")
+    own = settings.get("cvbot") or {}  # cvbot's own settings (core/views.py: cvbot_settings_json)
+    if not isinstance(own, dict):
+        raise ApiError("settings.cvbot must be an object", "BadRequestInvalid")
+    retrain = field_str(own, "retrain")
+    retention = own.get("predictionRetentionDays")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int | str)):
+        raise ApiError("settings.cvbot.predictionRetentionDays must be a number of days", "BadRequestInvalid")
+    if "predictionRetentionDays" in own and retention is None:
+        retention = "default"  # null: back to the install's default
     p = await ctx.run(ctx.cv.projects.update, pid, name=name, description=description, domain=domain,
-                      classification_type=ctype)
+                      classification_type=ctype, retrain=retrain, prediction_retention=retention)
     return json_response(render.project(p))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger("bot")
+# the app key under which adapters list callables to hear of each scheduled run their process made (cvbot/server.py)
+SCHEDULED_RUN_LISTENERS = "scheduled_run_listeners"
 
 
 def dataset_links(container):
@@ -100,6 +102,24 @@ def setup(app, container) -> None:
         cv.spawn(report_unreported(cv, bolt.client))
 
     app.on_startup.append(report_missed)
+
+    loop: list = []  # the server's event loop, for runs reported on the scheduler's thread
+
+    async def remember_loop(_app) -> None:
+        import asyncio
+
+        loop.append(asyncio.get_running_loop())
+
+    def scheduled_run(run) -> None:  # called on the scheduler's thread for each scheduled run this process made
+        if run.job == "retrain" and run.result and run.result.get("started") and loop:
+            import asyncio
+
+            from .training import announce_scheduled
+
+            asyncio.run_coroutine_threadsafe(announce_scheduled(cv, bolt.client, run.result), loop[0])
+
+    app.on_startup.append(remember_loop)
+    app.setdefault(SCHEDULED_RUN_LISTENERS, []).append(scheduled_run)
 
     async def close_bot(_app) -> None:
         await cv.close()

@@ -166,17 +166,22 @@ def projects_message(rows: list[ProjectRow], bound_project_id: str | None) -> di
 
 
 def settings_message(p: Project, changed: list[str] | None = None, binding: ChannelBinding | None = None) -> dict:
-    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*; "
-            "it takes effect at the next training (`/cv train`)."
+    later = "; it takes effect at the next training (`/cv train`)" if {"domain", "type"} & set(changed or ()) else ""
+    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*{later}."
             if changed else f":gear: Settings of *{esc(p.name)}*")
+    days = p.prediction_retention_days
+    kept = "for ever" if days == 0 else f"{days} days" if days else "the server's default"
     lines = [head, f"• domain: *{p.domain.value}*", f"• type: *{p.classification_type.value}*",
-             f"• threshold: *{p.threshold:g}*"]
+             f"• threshold: *{p.threshold:g}*",
+             f"• retraining: *{'nightly, when new images arrived' if p.retrain else 'off'}*",
+             f"• stored predictions kept: *{kept}*"]
     if p.description:
         lines.append(f"• description: {esc(p.description)}")
     if binding is not None:
         lines.append(f"• this channel: keep-untagged *{'on' if binding.keep_untagged else 'off'}*")
     if not changed:
-        lines.append("_Change with `/cv settings type=multilabel domain=General` and `/cv threshold 0.7`._")
+        lines.append("_Change with `/cv settings type=multilabel domain=General retrain=nightly retention=30` "
+                     "and `/cv threshold 0.7`._")
     return message("\n".join(lines))
 
 

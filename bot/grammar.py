@@ -18,6 +18,8 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
 (takes effect at the next training); `/cv settings keep-untagged=on|off` keep images posted here without a tag \
 in the project's untagged pool
+• `/cv settings retrain=nightly|off retention=DAYS|keep|default` retrain each night when new images arrived; \
+how many days stored predictions are kept
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
 
 *Images and tags*
@@ -61,7 +63,7 @@ ALIASES = {"create": "new", "bind": "use", "project": "projects", "list": "proje
            "label": "suggest", "mislabels": "audit"}
 # `key=value` options of /cv commands: the project's own, then the channel settings of `/cv settings` (each key
 # parsed on its own by `CHANNEL_SETTINGS`, so keys added later do not touch these)
-OPTION_KEYS = {"domain", "type", "threshold", "t", "description", "desc"}
+OPTION_KEYS = {"domain", "type", "threshold", "t", "description", "desc", "retrain", "retention"}
 CHANNEL_SETTINGS: dict[str, Callable[[str], object]] = {}
 
 

@@ -82,6 +82,10 @@ class Project:
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     modified_at: datetime = field(default_factory=utcnow)
+    # cvbot's own settings (no Custom Vision counterpart): scheduled retraining ("nightly", None = off) and how
+    # many days stored predictions are kept (None: the install's default, 0: for ever)
+    retrain: str | None = None
+    prediction_retention_days: int | None = None
 
 
 @dataclass
@@ -222,3 +226,23 @@ class Export:
     failure_reason: str | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+
+
+class JobRunStatus(str, Enum):
+    Running = "Running"
+    Done = "Done"
+    Failed = "Failed"
+
+
+@dataclass
+class JobRun:
+    """One run of a scheduled job: `slot` names the scheduled time it is for, so that every process of an install
+    that fires the job for that time finds the run claimed by the first one (`owner` names that process)."""
+
+    job: str
+    slot: str
+    owner: str
+    started_at: datetime = field(default_factory=utcnow)
+    status: JobRunStatus = JobRunStatus.Running
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None

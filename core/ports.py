@@ -19,6 +19,8 @@ from .model import (
     Image,
     Iteration,
     IterationStatus,
+    JobRun,
+    JobRunStatus,
     LabelDecision,
     Prediction,
     Project,
@@ -252,6 +254,12 @@ class PredictionRepository(ABC):
     @abstractmethod
     def delete(self, prediction_id: str) -> None: ...
 
+    def older_than(self, project_id: str, before: datetime, limit: int) -> builtins.list[Prediction]:
+        """At most `limit` of the project's stored predictions made before `before`, oldest first (adapters may
+        answer it with one query)."""
+        found = [p for p in self.list(project_id) if p.created_at < before]
+        return sorted(found, key=lambda p: (p.created_at, p.id))[:limit]
+
 
 class ChannelRepository(ABC):
     @abstractmethod
@@ -342,6 +350,53 @@ class MigrationRepository(ABC):
         """Insert or replace."""
 
 
+class ClaimRepository(ABC):
+    """Keys taken once across every process of an install (e.g. a Slack event id, so that a redelivery to any web
+    process is dropped), each until it expires."""
+
+    @abstractmethod
+    def claim(self, key: str, expires_at: datetime, now: datetime) -> bool:
+        """True when this transaction takes `key`: nobody holds it, or its claim expired by `now`; False while
+        another claim stands (also one a concurrent transaction is adding, once that one commits)."""
+
+    @abstractmethod
+    def purge(self, now: datetime) -> int:
+        """Drop the claims expired by `now`; returns how many."""
+
+
+class JobRunRepository(ABC):
+    """The log of scheduled jobs' runs; (job, slot) is taken once, by the first process to start it."""
+
+    @abstractmethod
+    def start(self, run: JobRun) -> bool:
+        """Record `run` unless its (job, slot) is recorded already (also by a concurrent transaction); True if this
+        one was recorded, i.e. the caller runs the job."""
+
+    @abstractmethod
+    def finish(self, job: str, slot: str, status: JobRunStatus, result: dict[str, Any] | None,
+               finished_at: datetime) -> None: ...
+
+    @abstractmethod
+    def list(self, job: str | None = None, limit: int = 100) -> builtins.list[JobRun]:
+        """The newest runs first."""
+
+
+class OrphanRepository(ABC):
+    """Blobs found unreferenced by a collection, with when they were first found so: a later collection deletes those
+    still unreferenced after a grace period (a blob is written before the row that names it, so a young orphan may
+    be an upload in progress, in any process)."""
+
+    @abstractmethod
+    def mark(self, keys: builtins.list[str], at: datetime) -> None:
+        """Remember `keys` as found unreferenced at `at`, keeping the earlier time of those already marked."""
+
+    @abstractmethod
+    def marked(self) -> dict[str, datetime]: ...
+
+    @abstractmethod
+    def forget(self, keys: builtins.list[str]) -> None: ...
+
+
 class DecisionRepository(ABC):
     """What people answered about images (the audit's Keep / Retag, a suggestion's Skip / Confirm)."""
 
@@ -370,6 +425,9 @@ class UnitOfWork(ABC):
     secrets: SecretRepository
     variants: VariantRepository
     migrated: MigrationRepository
+    claims: ClaimRepository
+    job_runs: JobRunRepository
+    orphans: OrphanRepository
     decisions: DecisionRepository
 
     def __enter__(self) -> UnitOfWork:

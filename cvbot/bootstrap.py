@@ -49,6 +49,9 @@ class SchedulerRunner(JobRunner):
                 self.scheduler.shutdown(wait=False)
 
 
+STARTUP_WAIT = 30.0  # seconds a starting process waits for another one's start-up recovery (exclusive hold)
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -77,7 +80,8 @@ def _lock_store(settings: Settings, mode: str) -> StoreLock:
         lock.release()
         raise errors.StoreBusy(f"another cvbot process (a server or a command) uses the store in {settings.data_dir}; "
                                "stop it, then run this again")
-    lock.share()
+    # several processes starting at once: the one doing its start-up recovery holds the lock exclusive briefly
+    lock.share(wait=STARTUP_WAIT)
     return lock
 
 

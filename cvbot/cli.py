@@ -96,6 +96,19 @@ class Cli:
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
                                   f"threshold {p.threshold}")
 
+    def cmd_project_settings(self):
+        """cvbot's own settings of a project (scheduled jobs): shown, or changed with --retrain / --retention."""
+        a = self.args
+        p = self.cv.projects.find(a.name)
+        if a.retrain is not None or a.retention is not None:
+            p = self.cv.projects.update(p.id, retrain=a.retrain, prediction_retention=a.retention)
+        days = p.prediction_retention_days
+        install = self.settings.prediction_retention_days
+        kept = ("for ever" if days == 0 else f"{days} days" if days else
+                f"the install's default ({f'{install} days' if install else 'for ever'})")
+        self.out(project_json(p)["settings"]["cvbot"],
+                 f"project '{p.name}': retraining {p.retrain or 'off'}, stored predictions kept {kept}")
+
     def cmd_project_delete(self):
         p = self.cv.projects.find(self.args.name)
         if not self.args.yes:
@@ -487,6 +500,41 @@ class Cli:
         self.out(report.as_dict(), _doctor_text(report, self.settings))
         return 0 if report.ok else 1
 
+    def cmd_schedule_list(self):
+        from core.usecases import Schedule
+
+        runs = Schedule(self.container.deps).runs(self.args.job, self.args.limit)
+        data = [{"job": r.job, "slot": r.slot, "owner": r.owner, "status": r.status.value,
+                 "started": r.started_at, "finished": r.finished_at, "result": r.result} for r in runs]
+        rows = [[r.job, r.slot, r.status.value, r.owner, r.started_at, json.dumps(r.result, default=str)[:60]]
+                for r in runs]
+        self.out(data, _table(rows, ["job", "slot", "status", "owner", "started", "result"]) if runs
+                 else "no scheduled job has run yet")
+
+    def cmd_schedule_run(self):
+        """Run a scheduled job now, in this process (its own slot: it never stands in for a scheduled one)."""
+        from core.model import utcnow
+        from core.usecases import JOBS, run_once
+
+        from .scheduler import owner_name
+
+        name, deps = self.args.job, self.container.deps
+        if name not in JOBS:
+            raise errors.InvalidInput(f"no scheduled job named {name!r}; the jobs are {', '.join(JOBS)}")
+        slot = "manual " + utcnow().isoformat()
+        run = run_once(deps, name, slot, owner_name(), lambda: JOBS[name](deps, self.settings.schedule_settings()))
+        if run is None:
+            raise errors.CvError(f"{name} was started by another process this very second; try again")
+        from core.usecases import Scope
+
+        training = self.container.usecases(Scope.system()).training
+        for started in (run.result or {}).get("started", []):  # this process ends with the command: finish them
+            done = training.wait(started["project"], started["iteration"])
+            started["status"] = done.status.value
+        self.out({"job": name, "slot": slot, "status": run.status.value, "result": run.result},
+                 f"{name}: {run.status.value} {json.dumps(run.result, default=str)}")
+        return 0 if run.status.value == "Done" else 1
+
     def cmd_move(self):
         """Copy this install (database rows and the blobs they reference) to another database and blob store."""
         from sqlalchemy.engine import make_url
@@ -709,6 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain")
     p.add_argument("--type")
     p.add_argument("--threshold", type=float)
+    p = cmd("settings", Cli.cmd_project_settings, "show or change a project's scheduled retraining and prediction "
+            "retention", proj)
+    p.add_argument("name")
+    p.add_argument("--retrain", help="nightly (retrain each night when new images arrived) or off")
+    p.add_argument("--retention", help="days stored predictions are kept; keep (for ever) or default "
+                   "(CVBOT_PREDICTION_RETENTION_DAYS)")
     p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
     p.add_argument("name")
     p.add_argument("--yes", action="store_true")
@@ -716,6 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("copy", Cli.cmd_project_copy, "copy a project: settings, tags, images with their tags", proj)
     p.add_argument("name")
     p.add_argument("new_name", metavar="new-name")
+
+    sched = sub.add_parser("schedule", help="the scheduled jobs' run log, or run one now").add_subparsers(
+        dest="sub", required=True)
+    p = cmd("list", Cli.cmd_schedule_list, "recent runs of the scheduled jobs (every process's)", sched)
+    p.add_argument("--job", help="retrain, prediction-retention or store-cleanup")
+    p.add_argument("--limit", type=int, default=20)
+    p = cmd("run", Cli.cmd_schedule_run, "run a scheduled job now", sched)
+    p.add_argument("job", help="retrain, prediction-retention or store-cleanup")
 
     data = sub.add_parser("dataset", help="export a project as a zip, or import one").add_subparsers(
         dest="sub", required=True)

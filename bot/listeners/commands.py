@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core import errors
+from core.rules import parse_retention, parse_retrain
 from core.usecases import ArchiveTooLarge, UseCases
 
 from .. import blocks, grammar
@@ -106,15 +107,19 @@ async def cmd_projects(req: Request) -> None:
     await req.say(blocks.projects_message(rows, binding.project_id if binding else None))
 
 
+SETTINGS_USAGE = ("`/cv settings [type=multiclass|multilabel] [domain=…] [keep-untagged=on|off] "
+                  "[retrain=nightly|off] [retention=DAYS|keep|default]`")
+
+
 async def cmd_settings(req: Request) -> None:
     cv = req.cv
     p = await req.project()
     channel_opts = grammar.channel_settings(req.cmd)
     opts = {k: v for k, v in req.cmd.options.items() if k not in channel_opts}
-    unknown = [a for a in req.cmd.args]
+    unknown = [a for a in req.cmd.args] + [f"{k}={v}" for k, v in opts.items()
+                                           if k not in ("domain", "type", "retrain", "retention", "threshold")]
     if unknown:
-        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: "
-                                   "`/cv settings [type=multiclass|multilabel] [domain=…] [keep-untagged=on|off]`")
+        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: {SETTINGS_USAGE}")
     if channel_opts:
         binding = await apply_channel_settings(req, channel_opts)
         await req.say(blocks.channel_settings_message(p, binding, list(channel_opts), req.user), public=True)
@@ -128,9 +133,16 @@ async def cmd_settings(req: Request) -> None:
         raise grammar.GrammarError("set the threshold with `/cv threshold 0.7`")
     domain = grammar.parse_domain(opts["domain"]) if "domain" in opts else None
     ctype = grammar.parse_type(opts["type"]) if "type" in opts else None
-    await cv.require_admin(req.client, req.workspace, req.user, p, "change the domain or classification type")
+    retrain = parse_retrain(opts["retrain"]) if "retrain" in opts else None  # checked before asking Slack anything
+    if "retention" in opts:
+        parse_retention(opts["retention"])
+    await cv.require_admin(req.client, req.workspace, req.user, p,
+                           "change the domain, classification type, retraining or retention")
     changed = [w for w, v in (("domain", domain), ("type", ctype)) if v is not None]
-    p = await cv.call(req.uc.projects.update, p.id, domain=domain, classification_type=ctype)
+    changed += [w for w, key in (("retraining", "retrain"), ("retention", "retention")) if key in opts]
+    p = await cv.call(req.uc.projects.update, p.id, domain=domain, classification_type=ctype,
+                      retrain=None if "retrain" not in opts else (retrain or "off"),
+                      prediction_retention=opts.get("retention"))
     await req.say(blocks.settings_message(p, changed), public=True)
 
 

@@ -50,7 +50,7 @@ async def handle_message(event, body, client, context, logger=None):
                                     keep_untagged=bool(binding and binding.keep_untagged))
     if intent is None:
         return
-    if not cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
+    if not await cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
         return
     logger = logger or log
     reply = in_thread(client, channel, thread_ts or ts, logger)

@@ -15,6 +15,7 @@ from .migration import Migration, MigrationProgress, MigrationSummary, ProjectOu
 from .notifications import Notifications
 from .prediction import Predictions
 from .projects import Projects, ProjectSummary
+from .schedule import JOBS, Schedule, ScheduleSettings, claim_once, run_once
 from .scope import Role, Scope
 from .tags import Tags
 from .training import Training
@@ -50,4 +51,5 @@ __all__ = [
 ]
 __all__ += ["Migration", "MigrationProgress", "MigrationSummary", "ProjectOutcome", "map_domain"]
 __all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]
+__all__ += ["JOBS", "Schedule", "ScheduleSettings", "claim_once", "run_once"]
 __all__ += ["AuditItem", "Labelling", "Suggestion"]

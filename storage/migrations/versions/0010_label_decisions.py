@@ -1,7 +1,7 @@
 """the untagged pool's channel setting and recorded labelling decisions
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-30 14:10:00.000000
 
 `channel_bindings.keep_untagged`: images posted without a tag in that channel join the project's untagged pool
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
