@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from core import errors
 from core.backbones import BackboneProvider
-from core.ports import BlobStore, JobRunner
+from core.ports import BlobStore, Job, JobRunner
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, StoreLock, make_engine, migrate, unit_of_work_factory
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerRunner(JobRunner):
-    """Training jobs on APScheduler's background scheduler, one at a time (the CPU is the limit).
+    """Jobs on APScheduler's background scheduler in this process, one at a time (the CPU is the limit): SQLite
+    installs and CLI commands.
 
     The scheduler (and APScheduler's import, about 0.2 s) starts with the first job: most CLI commands
     submit none."""
@@ -40,8 +41,8 @@ class SchedulerRunner(JobRunner):
                 self.scheduler.start()
             return self.scheduler
 
-    def submit(self, job_id: str, fn: Callable[[], None]) -> None:
-        self._started().add_job(fn, id=job_id, name=f"train {job_id}")
+    def submit(self, job: Job, run: Callable[[], None]) -> None:
+        self._started().add_job(run, id=job.id, name=job.id)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -57,7 +57,7 @@ class Exports(UseCase):
             export = Export(iteration_id=it.id, platform=exporter.platform, flavor=flavor)
             uow.exports.add(export)
             uow.commit()
-        self.deps.runner.submit(f"export-{export.id}", ExportJob(self.deps, it.id, export.id).run)
+        self.deps.submit("export", iteration_id=it.id, export_id=export.id)
         return export
 
     def _current(self, export: Export, it: Iteration) -> bool:

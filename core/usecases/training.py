@@ -7,7 +7,6 @@ from .. import errors
 from ..model import Iteration, IterationStatus
 from ..training import plan_training
 from .base import UseCase
-from .training_job import TrainingJob
 
 
 class Training(UseCase):
@@ -39,7 +38,7 @@ class Training(UseCase):
             uow.iterations.add(it)
             uow.commit()
         self.deps.progress.start(it.id)
-        self.deps.runner.submit(it.id, TrainingJob(self.deps, it.id).run)
+        self.deps.submit("train", iteration_id=it.id)
         return it
 
     def wait(self, project_id: str, iteration_id: str, timeout: float | None = None) -> Iteration:
