@@ -15,6 +15,7 @@ from ..ports import Job
 from .base import Deps
 from .exports import ExportJob
 from .training_job import TrainingJob, embed_blobs
+from .transfer import CopyJob
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ KINDS: dict[str, Callable[..., Runnable]] = {
     "train": lambda deps, iteration_id: TrainingJob(deps, iteration_id),
     "export": lambda deps, iteration_id, export_id: ExportJob(deps, iteration_id, export_id),
     "embed": lambda deps, domain, sha256s: EmbedJob(deps, domain, sha256s),
+    "copy": lambda deps, source_id, target_id: CopyJob(deps, source_id, target_id),
 }
 
 

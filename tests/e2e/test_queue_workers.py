@@ -173,3 +173,62 @@ def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, pos
                 p.kill()
                 p.wait(timeout=30)
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_one_serve_on_postgresql_queues_and_runs_every_kind_of_job(tmp_path, postgres_url, model_dir):
+    """Without --no-jobs, `cvbot serve` on PostgreSQL still does everything alone: embedding of uploads, training,
+    ONNX export and import_project's copy go through the queue to the worker inside the same process."""
+    from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+    from azure.cognitiveservices.vision.customvision.training.models import (
+        ImageFileCreateBatch,
+        ImageFileCreateEntry,
+    )
+    from msrest.authentication import ApiKeyCredentials
+
+    env = env_with(tmp_path, DATABASE_URL=postgres_url, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
+                   CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_LOG_LEVEL="INFO", CVBOT_EMBED_CHUNK=8,
+                   **blob_env(tmp_path))
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+    engine = create_engine(postgres_url)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc, log)
+        trainer = CustomVisionTrainingClient(url, ApiKeyCredentials(in_headers={"Training-key": TRAINING_KEY}))
+        project = trainer.create_project("one process", domain_id="0732100f-1a38-4e49-a514-c9b44c697ab5")
+        for n, (name, rgb) in enumerate({"red": (200, 40, 40), "blue": (40, 60, 200)}.items()):
+            tag = trainer.create_tag(project.id, name)
+            batch = ImageFileCreateBatch(images=[ImageFileCreateEntry(name=f"{name}{i}.jpg", tag_ids=[tag.id],
+                                                                      contents=photo_like(rgb, 10 * n + i, 64))
+                                                 for i in range(12)])
+            assert trainer.create_images_from_files(project.id, batch).is_batch_successful
+        iteration = trainer.train_project(project.id)
+        deadline = time.monotonic() + 120
+        while (it := trainer.get_iteration(project.id, iteration.id)).status in ("Queued", "Training"):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert it.status == "Completed", log.read_text()[-3000:]
+
+        export = trainer.export_iteration(project.id, iteration.id, "ONNX")
+        while (export := trainer.get_exports(project.id, iteration.id)[0]).status == "Exporting":
+            assert time.monotonic() < deadline + 120, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert export.status == "Done" and export.download_uri
+
+        copy = trainer.import_project(trainer.export_project(project.id).token, name="the copy")
+        while trainer.get_tagged_image_count(copy.id) < 24:
+            assert time.monotonic() < deadline + 180, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert sorted(t.name for t in trainer.get_tags(copy.id)) == ["blue", "red"]
+
+        with engine.connect() as c:
+            kinds = c.execute(text("SELECT count(*) FROM procrastinate_jobs")).scalar()
+        assert kinds == 0  # every job succeeded and was cleared: 3 embedding chunks, train, export, copy
+        assert "embed" in log.read_text() and "jobs queued in PostgreSQL and run here too" in log.read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+        engine.dispose()

@@ -34,7 +34,7 @@ def test_jobs_are_data_with_a_stable_id():
     assert Job("train", {"iteration_id": "y"}).id != a.id
     assert Job("embed", {"domain": "Compact", "sha256s": ["1", "2"]}).id != \
         Job("embed", {"domain": "Compact", "sha256s": ["1", "3"]}).id
-    assert set(KINDS) == {"train", "export", "embed"}
+    assert set(KINDS) == {"train", "export", "embed", "copy"}
 
 
 def test_the_runner_is_handed_the_job_as_data(cv, p):
@@ -174,3 +174,26 @@ def test_restart_recovery_leaves_queued_work_to_a_durable_queue(cv, p):
     assert _stored(cv, it).status == IterationStatus.Queued
     cv.deps.runner = ManualRunner()  # in-process jobs die with the process: recovery fails them
     assert recover(cv.deps)["failed_iterations"] == 1
+
+
+def test_with_a_durable_queue_a_project_copy_s_images_are_a_job(cv, p):
+    from tests.fakes import ManualRunner
+
+    _trainable(cv, p)
+    cv.deps.runner = durable = ManualRunner()
+    durable.durable = True
+    copy = cv.transfer.copy(p.id, "copied")
+    assert [t.name for t in cv.tags.list(copy.id)] == ["a", "b"] and cv.images.count(copy.id) == 0
+    [(job, _)] = durable.jobs
+    assert job == Job("copy", {"source_id": p.id, "target_id": copy.id})
+    run_job(cv.deps, job)
+    run_job(cv.deps, job)  # run again (a worker died after committing): nothing is copied twice
+    src = {i.sha256: sorted(cv.tags.get(p.id, t).name for t in i.tag_ids) for i in cv.images.list(p.id)}
+    dst = {i.sha256: sorted(cv.tags.get(copy.id, t).name for t in i.tag_ids) for i in cv.images.list(copy.id)}
+    assert dst == src and len(dst) == 10
+
+
+def test_with_in_process_jobs_a_project_copy_is_complete_on_return(cv, p):
+    _trainable(cv, p)
+    copy = cv.transfer.copy(p.id, "copied")
+    assert cv.images.count(copy.id) == 10 and cv.deps.runner.jobs == []
