@@ -117,8 +117,9 @@ def run_worker(container: Container) -> None:
 class WorkerThread:
     """A worker inside `cvbot serve` (PostgreSQL without --no-jobs): its own event loop on a daemon thread."""
 
-    def __init__(self, container: Container):
+    def __init__(self, container: Container, delete_jobs: str = "successful"):
         self.container = container
+        self.delete_jobs = delete_jobs
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_event: asyncio.Event | None = None
         self.ready = threading.Event()
@@ -135,7 +136,8 @@ class WorkerThread:
             self.loop = asyncio.get_running_loop()
             self.stop_event = asyncio.Event()
             self.ready.set()
-            await work(self.container, install_signal_handlers=False, stop=self.stop_event)
+            await work(self.container, install_signal_handlers=False, delete_jobs=self.delete_jobs,
+                       stop=self.stop_event)
 
         try:
             asyncio.run(main())
