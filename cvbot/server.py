@@ -87,6 +87,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
                                   "SQLite, cvbot serve runs every job itself (remove the option)")
     container = bootstrap(settings, jobs="queue" if settings.uses_postgres else "local")
     worker = None
+    if settings.uses_postgres:
+        from .worker import quiet_procrastinate
+
+        quiet_procrastinate(settings.log_level)
     if settings.uses_postgres and run_jobs:
         from .worker import WorkerThread
 
