@@ -54,7 +54,7 @@ def make_worker_app(container: Container, delete_jobs: str = "successful") -> tu
 
     options = {"queues": [QUEUE], "name": worker_name(), "concurrency": 1, "delete_jobs": delete_jobs,
                "update_heartbeat_interval": HEARTBEAT_SECONDS, "stalled_worker_timeout": STALLED_SECONDS,
-               "fetch_job_polling_interval": 2.0, "abort_job_polling_interval": 5.0}
+               "fetch_job_polling_interval": 1.0, "abort_job_polling_interval": 5.0}
     return app, options
 
 

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 TASK = "cvbot.job"
 QUEUE = "cvbot"
 HEARTBEAT_SECONDS = 2.0
-STALLED_SECONDS = 15.0
-RESCUE_SECONDS = 5.0
+STALLED_SECONDS = 10.0
+RESCUE_SECONDS = 3.0
 LEASES = "cvbot_job_leases"
 
 LEASES_DDL = f"""

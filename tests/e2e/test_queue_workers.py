@@ -1,7 +1,8 @@
 """Past one machine, end to end: one PostgreSQL, two `cvbot serve --no-jobs` web processes and two `cvbot worker`
 processes, all real processes on loopback. Images go in through one web process, training is asked of the other;
 the worker holding the training (named by its lease) is killed with SIGKILL mid-job, and the other worker must
-complete it within 60 s, exactly once; both web processes then answer predictions identically."""
+complete it within 60 s, exactly once; both web processes then answer predictions identically. SIGTERM to the last
+worker while it trains lets it finish the training before it exits."""
 from __future__ import annotations
 
 import io
@@ -55,6 +56,24 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"{url} not healthy in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_training(engine, iteration_id: str, log_tail, timeout: float = 120):
+    """(status, lease) as soon as the iteration leaves Queued: its status and the lease of its training job."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as c:
+        while True:
+            status = c.execute(text("SELECT status FROM iterations WHERE id = :id"), {"id": iteration_id}).scalar()
+            c.rollback()
+            if status != "Queued":
+                break
+            assert time.monotonic() < deadline, "no worker started the training\n" + log_tail()
+            time.sleep(0.02)
+        lease = c.execute(text(
+            "SELECT l.pid, l.worker FROM cvbot_job_leases l JOIN procrastinate_jobs j ON j.id = l.job_id "
+            "WHERE j.status = 'doing' AND l.kind = 'train' AND l.args->>'iteration_id' = :id"),
+            {"id": iteration_id}).first()
+    return status, lease
 
 
 def test_worker_and_no_jobs_refuse_on_sqlite(tmp_path):
@@ -121,18 +140,10 @@ def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, pos
         assert trainers[1].get_tagged_image_count(project.id) == 120  # the other web process sees them
 
         iteration = trainers[1].train_project(project.id)
-        deadline = time.monotonic() + 120
-        while (status := trainers[1].get_iteration(project.id, iteration.id).status) == "Queued":
-            assert time.monotonic() < deadline, "no worker started the training\n" + log_tail()
-            time.sleep(0.05)
+        # watched in the database, not through the API, so that the kill follows the start within milliseconds
+        status, lease = _wait_training(engine, iteration.id, log_tail)
         assert status == "Training", f"{status}: the training ended before it could be interrupted\n" + log_tail()
-
-        with engine.connect() as c:  # the job's lease names the worker holding it
-            lease = c.execute(text(
-                "SELECT l.pid, l.worker FROM cvbot_job_leases l JOIN procrastinate_jobs j ON j.id = l.job_id "
-                "WHERE j.status = 'doing' AND l.kind = 'train' AND l.args->>'iteration_id' = :id"),
-                {"id": iteration.id}).one()
-        holder = next(w for w in workers if w.pid == lease.pid)
+        holder = next(w for w in workers if w.pid == lease.pid)  # the job's lease names the worker holding it
         survivor = next(w for w in workers if w is not holder)
         assert lease.worker.endswith(f":{holder.pid}")
         holder.send_signal(signal.SIGKILL)
@@ -165,8 +176,20 @@ def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, pos
             assert answers[0] == answers[1]
         assert max(answers[0], key=lambda tp: tp[1])[0] == "blue"
 
-        survivor.send_signal(signal.SIGTERM)  # idle: a graceful stop is prompt and clean
-        assert survivor.wait(timeout=30) == 0, log_tail()
+        # SIGTERM mid-job: the worker finishes the training it holds (no other worker is left to), then exits 0
+        tag = trainers[0].get_tags(project.id)[0]
+        more = [photo_like(colours[tag.name], seed=5000 + i) for i in range(60)]
+        for start_at in range(0, len(more), 30):
+            batch = ImageFileCreateBatch(images=[ImageFileCreateEntry(name=f"more{start_at + j}.jpg", contents=d,
+                                                                      tag_ids=[tag.id])
+                                                 for j, d in enumerate(more[start_at:start_at + 30])])
+            assert trainers[0].create_images_from_files(project.id, batch).is_batch_successful
+        second = trainers[0].train_project(project.id)
+        status, _ = _wait_training(engine, second.id, log_tail)
+        assert status == "Training", log_tail()
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=180) == 0, log_tail()
+        assert trainers[1].get_iteration(project.id, second.id).status == "Completed", log_tail()
     finally:
         for p in procs.values():
             if p.poll() is None:
