@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -12,6 +13,8 @@ from ..images import TRAINING_MAX_BYTES, validate_image
 from ..model import Image
 from ..rules import MAX_METADATA_PAIRS, clean_metadata, image_tag_problem
 from .base import UseCase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,8 +118,12 @@ class Images(UseCase):
             return
         with self.deps.uow() as uow:
             domain = self.project(uow, project_id).domain
-        for start in range(0, len(sha256s), size):
-            self.deps.submit("embed", domain=domain.value, sha256s=sha256s[start:start + size])
+        try:
+            for start in range(0, len(sha256s), size):
+                self.deps.submit("embed", domain=domain.value, sha256s=sha256s[start:start + size])
+        except Exception:  # noqa: BLE001 - only a head start: the training embeds what is missing
+            log.warning("could not queue the embedding of %d new images; the training will embed them",
+                        len(sha256s), exc_info=True)
 
     def _store(self, project_id: str, uploads: list[ImageUpload], fresh: dict[str, tuple[int, Image]],
                results: list[ImageResult | None]) -> dict[str, Image]:

@@ -157,7 +157,13 @@ class Transfer(UseCase):
                 _copy_images(uow, src.id, new.id)
             uow.commit()
         if queued:
-            self.deps.submit("copy", source_id=src.id, target_id=new.id)
+            try:
+                self.deps.submit("copy", source_id=src.id, target_id=new.id)
+            except Exception:  # the queue is unreachable: no copy without its images
+                with self.deps.uow() as uow:
+                    uow.projects.delete(new.id)
+                    uow.commit()
+                raise
         return new
 
     @staticmethod

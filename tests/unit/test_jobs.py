@@ -197,3 +197,39 @@ def test_with_in_process_jobs_a_project_copy_is_complete_on_return(cv, p):
     _trainable(cv, p)
     copy = cv.transfer.copy(p.id, "copied")
     assert cv.images.count(copy.id) == 10 and cv.deps.runner.jobs == []
+
+
+class _Unreachable:
+    """A queue that cannot be reached (PostgreSQL down between the rows' commit and the enqueue)."""
+
+    durable = True
+
+    def submit(self, job, run):
+        raise ConnectionError("queue unreachable")
+
+
+def test_work_that_cannot_be_queued_is_not_left_waiting_for_nobody(cv, p):
+    _trainable(cv, p)
+    cv.deps.embed_chunk = 4
+    cv.deps.runner = _Unreachable()
+    ok = cv.images.add(p.id, [ImageUpload(png_bytes(seed=77, size=(8, 8)), "", [])])  # embedding ahead: optional
+    assert [r.status for r in ok] == ["OK"]
+    with pytest.raises(ConnectionError):
+        cv.training.train(p.id)
+    [it] = cv.iterations.list(p.id)
+    assert it.status == IterationStatus.Failed and "could not be queued" in it.failure_reason
+    with pytest.raises(ConnectionError):
+        cv.transfer.copy(p.id, "copied")
+    assert [x.name for x in cv.projects.list()] == ["jobs"]  # no copy without its images
+
+
+def test_an_export_that_cannot_be_queued_is_failed(cv, p):
+    _trainable(cv, p)
+    cv.training.train(p.id)
+    cv.deps.runner.run_all()
+    [it] = cv.iterations.list(p.id)
+    cv.deps.runner = _Unreachable()
+    with pytest.raises(ConnectionError):
+        cv.exports.start(p.id, it.id)
+    [export] = cv.exports.list(p.id, it.id)
+    assert export.status.value == "Failed" and "could not be queued" in export.failure_reason
