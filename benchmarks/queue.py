@@ -114,7 +114,7 @@ def _run(cfg: Config, tmp: Path, url: str) -> dict:
     try:
         deps = container.deps
         cv = UseCases(deps, Scope.of("default"))
-        n_images = cfg.pick(2000, 160)
+        n_images = cfg.pick(2000, 96)
         images = _images(n_images)
         project = cv.projects.create("queue bench")
         deps.embed_chunk = 0  # stored now, queued later (while the workers wait)
@@ -177,7 +177,7 @@ def _overhead(cfg: Config, container, engine) -> dict:
         _wait_done(engine)
         with engine.connect() as c:
             first = c.execute(text("SELECT max(id) FROM procrastinate_jobs")).scalar() + 1
-        n = cfg.pick(60, 12)
+        n = cfg.pick(60, 8)
         for i in range(n):
             container.deps.submit("embed", domain="Compact", sha256s=[f"{i:064x}"])
             _wait_done(engine)
