@@ -98,6 +98,8 @@ async def work(container: Container, install_signal_handlers: bool = True, delet
             for t in waiters - {worker}:
                 t.cancel()
             await asyncio.gather(worker, rescue, return_exceptions=True)
+        if not worker.cancelled() and worker.exception() is not None:
+            raise worker.exception()  # e.g. the database refused: exit with the error, not 0
 
 
 def quiet_procrastinate(level: str) -> None:
