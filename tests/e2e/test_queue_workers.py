@@ -2,7 +2,8 @@
 processes, all real processes on loopback. Images go in through one web process, training is asked of the other;
 the worker holding the training (named by its lease) is killed with SIGKILL mid-job, and the other worker must
 complete it within 60 s, exactly once; both web processes then answer predictions identically. SIGTERM to the last
-worker while it trains lets it finish the training before it exits."""
+worker while it trains lets it finish the training before it exits. Blobs live in one SeaweedFS bucket (BLOBS) and
+each process has a data directory of its own, as on separate machines."""
 from __future__ import annotations
 
 import io
@@ -25,15 +26,19 @@ CVBOT = str(Path(sys.executable).parent / "cvbot")
 TRAINING_KEY = "queue-training-" + uuid.uuid4().hex
 PREDICTION_KEY = "queue-prediction-" + uuid.uuid4().hex
 
-# TODO(#12 merge, s3): flip BLOBS to "s3" once tests/s3_server.py::start_seaweedfs is on main, so the four
-# processes share a SeaweedFS bucket instead of one local data directory. This is the only switch to change.
-BLOBS = "local"
+# Where the processes keep blobs: "s3" (one SeaweedFS bucket, tests/s3_server.py; each process then has a data
+# directory of its own, as on separate machines) or "local" (one data directory shared by every process).
+BLOBS = "s3"
 
 
-def blob_env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture
+def blob_env(request, tmp_path):
+    """`blob_env(name)`: the variables that put process `name`'s blobs where BLOBS says."""
     if BLOBS == "local":
-        return {"CVBOT_DATA_DIR": str(tmp_path / "data")}
-    raise NotImplementedError("BLOBS = 's3': start SeaweedFS (tests/s3_server.py) and set CVBOT_BLOB_URL here")
+        return lambda name: {"CVBOT_DATA_DIR": str(tmp_path / "data")}
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = f"queue-{uuid.uuid4().hex[:10]}"
+    return lambda name: {"CVBOT_DATA_DIR": str(tmp_path / name / "data"), **endpoint.env(prefix)}
 
 
 def photo_like(rgb, seed: int, size: int = 384) -> bytes:
@@ -87,7 +92,7 @@ def test_worker_and_no_jobs_refuse_on_sqlite(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, postgres_url, model_dir):
+def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, postgres_url, model_dir, blob_env):
     from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
     from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
     from azure.cognitiveservices.vision.customvision.training.models import (
@@ -99,14 +104,14 @@ def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, pos
     env = env_with(tmp_path, DATABASE_URL=postgres_url, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
                    CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_LOG_LEVEL="INFO", CVBOT_THREADS=1,
                    CVBOT_EMBED_CHUNK=0,  # the training embeds every image itself: a window wide enough to kill in
-                   **blob_env(tmp_path))
+                   **blob_env("cli"))
     subprocess.run([CVBOT, "project", "list"], env=env, check=True, capture_output=True, timeout=120)  # migrate once
     procs: dict[str, subprocess.Popen] = {}
     logs: dict[str, Path] = {}
 
     def start(name: str, *args: str) -> subprocess.Popen:
         logs[name] = tmp_path / f"{name}.log"
-        procs[name] = subprocess.Popen([CVBOT, *args], env=env, stdout=logs[name].open("wb"),
+        procs[name] = subprocess.Popen([CVBOT, *args], env={**env, **blob_env(name)}, stdout=logs[name].open("wb"),
                                        stderr=subprocess.STDOUT)
         return procs[name]
 
@@ -199,7 +204,7 @@ def test_a_killed_worker_s_training_is_completed_once_by_the_other(tmp_path, pos
 
 
 @pytest.mark.slow
-def test_one_serve_on_postgresql_queues_and_runs_every_kind_of_job(tmp_path, postgres_url, model_dir):
+def test_one_serve_on_postgresql_queues_and_runs_every_kind_of_job(tmp_path, postgres_url, model_dir, blob_env):
     """Without --no-jobs, `cvbot serve` on PostgreSQL still does everything alone: embedding of uploads, training,
     ONNX export and import_project's copy go through the queue to the worker inside the same process."""
     from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
@@ -211,7 +216,7 @@ def test_one_serve_on_postgresql_queues_and_runs_every_kind_of_job(tmp_path, pos
 
     env = env_with(tmp_path, DATABASE_URL=postgres_url, CVBOT_MODEL_DIR=model_dir, CVBOT_TRAINING_KEY=TRAINING_KEY,
                    CVBOT_PREDICTION_KEY=PREDICTION_KEY, CVBOT_LOG_LEVEL="INFO", CVBOT_EMBED_CHUNK=8,
-                   **blob_env(tmp_path))
+                   **blob_env("serve"))
     port = free_port()
     log = tmp_path / "serve.log"
     proc = subprocess.Popen([CVBOT, "serve", "--port", str(port)], env=env, stdout=log.open("wb"),
