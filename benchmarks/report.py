@@ -617,11 +617,35 @@ def _render_export_platforms(r: dict) -> list[str]:
     return rows
 
 
+def _render_queue(r: dict) -> list[str]:
+    o = r["overhead"]
+    out = [f"PostgreSQL queue (procrastinate), `cvbot worker` processes with {r['threads_per_worker']} backbone "
+           f"thread each, on {r['cores']} cores (load average {r['load_average']}).", "",
+           f"Queue overhead, enqueue to start of a trivial job with an idle worker ({o['jobs']} jobs one at a time, "
+           f"from procrastinate's event rows): **p50 {o['p50_ms']:.1f} ms**, p95 {o['p95_ms']:.1f} ms, max "
+           f"{o['max_ms']:.1f} ms; reference: one `SELECT 1` round trip {o['select_1_round_trip_ms']:.2f} ms "
+           f"({o['ratio_to_round_trip']:.0f}×).", "",
+           f"Embedding an import of {r['images']:,} JPEGs ({r['image_px']}² px) queued as jobs of {r['chunk']} "
+           "images while the workers wait (model loaded):", "",
+           "| workers | wall | images/s | per worker | CPU s per worker | CPU efficiency per worker | images per "
+           "CPU-second |", "|---|---|---|---|---|---|---|"]
+    for name, w in r["workers"].items():
+        out.append(f"| {name} | {w['wall_s']:.2f} s | **{w['images_per_s']:.1f}** | {w['per_worker_images_per_s']:.1f} "
+                   f"| {w['cpu_s']} | {w['cpu_efficiency']} | {w['images_per_cpu_s']:.1f} |")
+    out += ["", f"2 workers / 1 worker: {r['speedup_2_over_1']:.2f}×. CPU efficiency is CPU seconds over wall "
+                "seconds per single-threaded worker (1.0 = it never waited). Extrapolation: a worker embeds about "
+                f"{r['images_per_cpu_second']:.0f} images per CPU-second it gets, so M workers on M free cores "
+                "(one per core, several machines) embed about M × that per second, until PostgreSQL or the blob "
+                "store is the limit; on this shared 2-core machine the second worker mostly competes for the same "
+                "cores."]
+    return out
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
            "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack,
            "blobstore": _render_blobstore, "labelling": _render_labelling,
-           "export_platforms": _render_export_platforms}
+           "export_platforms": _render_export_platforms, "queue": _render_queue}
 
 
 def rerender() -> None:
