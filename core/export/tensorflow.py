@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,8 @@ INSTALL_HINT = ("TensorFlow export needs its converter environment: run `make ex
                 "from requirements-export.txt) and point cvbot at its python")
 TIMEOUT_S = 900.0                 # a Compact conversion takes about a minute on two shared cores
 MEMORY_LIMIT = 12 * 1024 ** 3     # address space of the child; TensorFlow reserves a lot more than it touches
+# what a child that hit its address-space limit says (Python's own error, or the loader's for a shared library)
+OUT_OF_MEMORY = ("MemoryError", "failed to map segment", "Cannot allocate memory", "std::bad_alloc")
 NORMAL = "TensorFlowNormal"
 # Where each flavor's files go in the zip (SavedModel: saved_model.pb and variables/ at the top, so the unpacked
 # folder is the model directory the samples load).
@@ -94,20 +94,21 @@ def tensorflow_manifest(flavor: str, manifest: dict[str, Any]) -> dict[str, Any]
 
 def run_converter(python: str, source: Path, out: Path, flavor: str, cwd: Path,
                   timeout: float = TIMEOUT_S) -> list[str]:
-    """Runs tf_convert.py in the converter's interpreter; its stderr tail is the error when it fails."""
-    def limits() -> None:  # in the child, before exec
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    """Runs tf_convert.py in the converter's interpreter; its stderr tail is the error when it fails.
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)  # cvbot's own packages must not shadow the converters' numpy / protobuf
+    The child caps its own address space (CVBOT_CONVERTER_MAX_BYTES; a preexec_fn would do it before exec, but
+    is unsafe in the server's threaded process) and is killed when it outlives `timeout`."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CVBOT_CONVERTER_MAX_BYTES": str(MEMORY_LIMIT)}
     try:
         done = subprocess.run([python, "-I", str(SCRIPT), str(source), str(out), flavor], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=limits if sys.platform.startswith("linux") else None)
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise ExportUnsupported(f"the TensorFlow conversion took longer than {timeout:.0f} s; "
                                 f"{tail(e.stderr)}") from None
     if done.returncode != 0:
+        if any(sign in done.stderr for sign in OUT_OF_MEMORY):
+            raise ExportUnsupported(f"the TensorFlow conversion ran out of memory (its limit is "
+                                    f"{MEMORY_LIMIT / 1024 ** 3:.1f} GiB of address space): {tail(done.stderr, 3)}")
         raise ExportUnsupported(f"the TensorFlow conversion failed (exit {done.returncode}): {tail(done.stderr)}")
     try:
         files: list[str] = json.loads(done.stdout.strip().splitlines()[-1])["files"]

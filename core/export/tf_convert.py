@@ -156,6 +156,11 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    limit = int(os.environ.get("CVBOT_CONVERTER_MAX_BYTES") or 0)
+    if limit > 0:  # address space: TensorFlow reserves far more than it touches, so this is a generous bound
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _no_network()
     files = convert(Path(argv[0]), Path(argv[1]), argv[2])
     print(json.dumps({"files": files}))

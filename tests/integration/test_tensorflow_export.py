@@ -143,12 +143,20 @@ def test_without_the_converter_environment_it_says_what_to_install(tmp_path):
 
 
 @needs_converter
-def test_a_conversion_that_fails_reports_the_converters_error(tmp_path):
-    exporter = TensorFlowExporter(ExportSettings(converter_python=str(EXPORT_PYTHON)))
-    from core.export.tensorflow import run_converter
+def test_a_conversion_that_fails_reports_the_converters_error(tmp_path, monkeypatch):
+    from core.export import tensorflow as tf_export
 
+    python = str(EXPORT_PYTHON)
     (tmp_path / "broken.onnx").write_bytes(b"not an onnx file")
     with pytest.raises(ExportUnsupported) as e:
-        run_converter(str(exporter.settings.converter_python), tmp_path / "broken.onnx", tmp_path / "out",
-                      "TensorFlowLite", tmp_path)
+        tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path)
     assert "failed" in e.value.message and "(no output)" not in e.value.message
+    # the child is bounded: in time, and in memory (here too little to even load the converters)
+    with pytest.raises(ExportUnsupported) as e:
+        tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path,
+                                timeout=0.2)
+    assert "longer than" in e.value.message
+    monkeypatch.setattr(tf_export, "MEMORY_LIMIT", 64 * 1024 ** 2)
+    with pytest.raises(ExportUnsupported) as e:
+        tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path)
+    assert "ran out of memory" in e.value.message
