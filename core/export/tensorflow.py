@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .base import Convention, Exporter, ExporterUnavailable, ExportRequest, Expo
 SCRIPT = Path(__file__).with_name("tf_convert.py")
 INSTALL_HINT = ("TensorFlow export needs its converter environment: run `make export-env` (it creates .venv-export "
                 "from requirements-export.txt) and point cvbot at its python")
-TIMEOUT_S = 900.0                 # a Compact conversion takes about a minute on two shared cores
+TIMEOUT_S = 900.0                 # a Compact conversion takes about 20 s on two busy shared cores
 MEMORY_LIMIT = 12 * 1024 ** 3     # address space of the child; TensorFlow reserves a lot more than it touches
 # what a child that hit its address-space limit says (Python's own error, or the loader's for a shared library)
 OUT_OF_MEMORY = ("MemoryError", "failed to map segment", "Cannot allocate memory", "std::bad_alloc")
@@ -42,6 +43,10 @@ NORMAL = "TensorFlowNormal"
 # folder is the model directory the samples load).
 MODEL_FILES = {NORMAL: "model.pb", "TensorFlowSavedModel": "saved_model.pb",
                "TensorFlowLite": "model.tflite", "TensorFlowLiteFloat16": "model.tflite"}
+
+
+class ConversionFailed(ExportUnsupported):
+    """The converter ran and failed (not a timeout, not out of memory): another setting may still work."""
 
 
 class TensorFlowExporter(Exporter):
@@ -58,7 +63,7 @@ class TensorFlowExporter(Exporter):
                  "sys.exit(0 if all(importlib.util.find_spec(m) for m in ('onnx2tf', 'tensorflow', 'onnxsim')) "
                  "else 1)")
         try:
-            ok = subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+            ok = subprocess.run([python, "-I", "-c", probe], capture_output=True, timeout=60).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             ok = False
         return None if ok else f"{INSTALL_HINT} ({python} has no onnx2tf, tensorflow or onnxsim)"
@@ -71,36 +76,45 @@ class TensorFlowExporter(Exporter):
         work = request.workdir
         source, out = work / "classifier.onnx", work / "tensorflow"
         source.write_bytes(preprocessing_as_conv(request.onnx))
-        run_converter(str(self.settings.converter_python), source, out, flavor, work)
+        python = str(self.settings.converter_python)
+        try:
+            result = run_converter(python, source, out, flavor, work)
+        except ConversionFailed as dynamic:  # e.g. a vision transformer: onnx2tf needs a fixed batch there
+            shutil.rmtree(out, ignore_errors=True)
+            try:
+                result = run_converter(python, source, out, flavor, work, batch=1)
+            except ExportUnsupported as fixed:
+                raise ExportUnsupported(f"{fixed.message} (and with a dynamic batch: {dynamic.message})") from None
         files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
         if MODEL_FILES[flavor] not in files:
             raise ExportUnsupported(f"the TensorFlow converter wrote no {MODEL_FILES[flavor]} ({sorted(files)})")
-        request.manifest.update(tensorflow_manifest(flavor, request.manifest))
+        request.manifest.update(tensorflow_manifest(flavor, request.manifest, result.get("batch")))
         return files
 
 
-def tensorflow_manifest(flavor: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def tensorflow_manifest(flavor: str, manifest: dict[str, Any], batch: int | None = None) -> dict[str, Any]:
     """The manifest keys a TensorFlow export changes: the format, the model file and the input convention."""
     shape = list(manifest.get("Input", {}).get("shape", ["batch", 3, 224, 224]))
     size = shape[2:4] if len(shape) == 4 else [224, 224]
     return {
         "ExportFormat": "TensorFlow", "ExportFlavor": flavor, "ModelFileName": MODEL_FILES[flavor],
-        "Input": {**manifest.get("Input", {}), "name": "data", "shape": ["batch", *size, 3], "layout": "NHWC",
+        "Input": {**manifest.get("Input", {}), "name": "data", "shape": [batch or "batch", *size, 3], "layout": "NHWC",
                   "colors": "BGR", "range": [0, 255], "type": "float32"},
         "Output": {**manifest.get("Output", {}), "name": "probabilities",
                    "meaning": "the model's only output; row 0: probability per tag, in labels.txt order"},
     }
 
 
-def run_converter(python: str, source: Path, out: Path, flavor: str, cwd: Path,
-                  timeout: float = TIMEOUT_S) -> list[str]:
+def run_converter(python: str, source: Path, out: Path, flavor: str, cwd: Path, timeout: float = TIMEOUT_S,
+                  batch: int | None = None) -> dict[str, Any]:
     """Runs tf_convert.py in the converter's interpreter; its stderr tail is the error when it fails.
 
     The child caps its own address space (CVBOT_CONVERTER_MAX_BYTES; a preexec_fn would do it before exec, but
     is unsafe in the server's threaded process) and is killed when it outlives `timeout`."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CVBOT_CONVERTER_MAX_BYTES": str(MEMORY_LIMIT)}
     try:
-        done = subprocess.run([python, "-I", str(SCRIPT), str(source), str(out), flavor], cwd=cwd, env=env,
+        args = [str(source), str(out), flavor] + ([str(batch)] if batch else [])
+        done = subprocess.run([python, "-I", str(SCRIPT), *args], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise ExportUnsupported(f"the TensorFlow conversion took longer than {timeout:.0f} s; "
@@ -109,12 +123,13 @@ def run_converter(python: str, source: Path, out: Path, flavor: str, cwd: Path,
         if any(sign in done.stderr for sign in OUT_OF_MEMORY):
             raise ExportUnsupported(f"the TensorFlow conversion ran out of memory (its limit is "
                                     f"{MEMORY_LIMIT / 1024 ** 3:.1f} GiB of address space): {tail(done.stderr, 3)}")
-        raise ExportUnsupported(f"the TensorFlow conversion failed (exit {done.returncode}): {tail(done.stderr)}")
+        raise ConversionFailed(f"the TensorFlow conversion failed (exit {done.returncode}): {tail(done.stderr)}")
     try:
-        files: list[str] = json.loads(done.stdout.strip().splitlines()[-1])["files"]
-    except (IndexError, ValueError, KeyError):
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result["files"]
+    except (IndexError, ValueError, KeyError, TypeError):
         raise ExportUnsupported(f"the TensorFlow converter said nothing about its files: {tail(done.stderr)}") from None
-    return files
+    return result
 
 
 def tail(text: str | bytes | None, lines: int = 8, chars: int = 1500) -> str:

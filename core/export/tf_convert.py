@@ -1,6 +1,6 @@
 """ONNX -> TensorFlow, run by `tensorflow.py` as a child process with the converters' own interpreter.
 
-    python tf_convert.py MODEL.onnx OUT_DIR FLAVOR
+    python tf_convert.py MODEL.onnx OUT_DIR FLAVOR [BATCH]
 
 This file is a script, not a cvbot module: it runs in the converter virtualenv (`make export-env`, pinned in
 requirements-export.txt), where onnx2tf, TensorFlow and their own numpy / protobuf / onnx live, and it imports
@@ -10,15 +10,18 @@ nothing from cvbot. It writes the flavor's files under OUT_DIR and one line `{"f
   sample takes the Placeholder as its input and every node no other node reads as an output).
 - `TensorFlowSavedModel`: `saved_model.pb` and `variables/`, with a `serving_default` signature.
 - `TensorFlowLite` / `TensorFlowLiteFloat16`: `model.tflite` (float16 weights for the latter; the input and output
-  stay float32), TFLite builtin ops only.
+  stay float32), TFLite builtin ops only (Erf written out as a polynomial); a graph they still do not cover
+  also gets TF Select ops, which TensorFlow's own interpreter (the samples') runs.
 
-Every flavor takes one float32 input `data`, N x H x W x 3, and has one output, `probabilities`.
+Every flavor takes one float32 input `data`, N x H x W x 3, and has one output, `probabilities`. N is left
+dynamic unless BATCH fixes it: onnx2tf loses track of the layout of some graphs (CLIP's vision transformers)
+when the batch is unknown, and the parent retries those with a batch of 1, which is what the samples feed.
 
 The ONNX graph is simplified first (onnxsim folds the exported padding arithmetic into the convolutions), then
-onnx2tf turns it into a Keras model with NCHW rewritten to NHWC. Nothing here touches the network: onnx2tf only
-downloads calibration images for integer quantisation or for an input with a fixed batch of 20 or fewer, and the
-classifier's batch is left dynamic; `requests` is made to fail loudly anyway so that a future onnx2tf that tries
-cannot hang an export.
+onnx2tf turns it into a Keras model with NCHW rewritten to NHWC. Nothing here touches the network: onnx2tf
+downloads sample images for integer quantisation (never asked for here) and, for an input with a fixed batch of 20
+or fewer, to check its conversion on; those are replaced by seeded random pixels, and `requests` is made to fail
+loudly so that a future onnx2tf that downloads something else cannot hang an export.
 """
 from __future__ import annotations
 
@@ -50,30 +53,41 @@ def _no_network() -> None:
     requests.Session.request = refuse  # type: ignore[assignment,method-assign]
 
 
-def _keras_model(onnx_path: Path, work: Path) -> Any:
+def _keras_model(onnx_path: Path, work: Path, batch: int | None, pseudo_ops: list[str]) -> Any:
     # onnxsim before TensorFlow is imported: both carry protobuf's C++ runtime, and onnxsim crashes in a process
     # that has loaded TensorFlow's (which is why onnx2tf itself runs it as a child process).
     import onnx
     import onnxsim
 
     model = onnx.load(str(onnx_path))
-    simplified, ok = onnxsim.simplify(model)
+    shapes = None
+    if batch is not None:
+        (inp,) = model.graph.input
+        shapes = {inp.name: [batch, *(d.dim_value for d in inp.type.tensor_type.shape.dim[1:])]}
+    simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes)
     if not ok:
         raise RuntimeError("onnxsim could not check the simplified graph")
     path = work / "simplified.onnx"
     onnx.save(simplified, str(path))
     del model, simplified
 
+    import numpy as np
     import onnx2tf
+    import onnx2tf.onnx2tf as onnx2tf_module
 
+    def sample_images() -> Any:  # instead of onnx2tf's download: 20 images of 128 x 128, NHWC, 0..1
+        return np.random.default_rng(0).uniform(0, 1, (20, 128, 128, 3)).astype(np.float32)
+
+    onnx2tf_module.download_test_image_data = sample_images
     return onnx2tf.convert(input_onnx_file_path=str(path), output_folder_path=str(work / "onnx2tf"),
-                           not_use_onnxsim=True, disable_model_save=True, non_verbose=True)
+                           not_use_onnxsim=True, disable_model_save=True, non_verbose=True,
+                           replace_to_pseudo_operators=pseudo_ops)
 
 
 def _serving_function(keras_model: Any) -> Any:
     import tensorflow as tf
 
-    shape = [None, *keras_model.inputs[0].shape[1:]]
+    shape = list(keras_model.inputs[0].shape)
     if len(shape) != 4 or shape[3] != 3:
         raise RuntimeError(f"expected an N x H x W x 3 input after conversion, got {shape}")
 
@@ -127,22 +141,40 @@ def _tflite(serve: Any, out: Path, float16: bool) -> list[str]:
 
     # From the frozen function: the same model, but the converter need not lift the Keras model's variables,
     # which made it some twenty times slower (about 50 s against 2.5 s for EfficientNet-Lite0).
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(serve)])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if float16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    (out / "model.tflite").write_bytes(converter.convert())
+    frozen = _frozen(serve)
+
+    def convert(ops: list[Any]) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        converter.target_spec.supported_ops = ops
+        if float16:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        model: bytes = converter.convert()
+        return model
+
+    try:
+        model = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
+    except Exception as e:  # noqa: BLE001 - e.g. Erf (CLIP's exact GELU) has no builtin kernel
+        if "TF Select" not in str(e):
+            raise
+        # TensorFlow's own interpreter (the samples') runs Select ops; a bare TFLite runtime needs the Flex delegate
+        print(f"TFLite builtins do not cover this graph; adding TF Select ops ({str(e).splitlines()[-1][:200]})",
+              file=sys.stderr)
+        model = convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+    (out / "model.tflite").write_bytes(model)
     return ["model.tflite"]
 
 
-def convert(onnx_path: Path, out: Path, flavor: str) -> list[str]:
+def convert(onnx_path: Path, out: Path, flavor: str, batch: int | None = None) -> list[str]:
     if flavor not in FLAVORS:
         raise SystemExit(f"unknown flavor {flavor!r}; one of {', '.join(FLAVORS)}")
     work = out.parent / (out.name + "-work")
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    keras_model = _keras_model(onnx_path, work)
+    # TFLite has no builtin Erf (CLIP's exact GELU): onnx2tf writes it out as Abramowitz & Stegun's 7.1.26
+    # (absolute error under 1.5e-7), so a Lite model needs no TF Select ops; the other flavors keep tf.math.erf.
+    lite = flavor.startswith("TensorFlowLite")
+    keras_model = _keras_model(onnx_path, work, batch, ["erf"] if lite else [])
     serve = _serving_function(keras_model)
     if flavor == "TensorFlowNormal":
         return _frozen_graph(serve, out)
@@ -152,7 +184,7 @@ def convert(onnx_path: Path, out: Path, flavor: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,8 +194,9 @@ def main(argv: list[str]) -> int:
 
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _no_network()
-    files = convert(Path(argv[0]), Path(argv[1]), argv[2])
-    print(json.dumps({"files": files}))
+    batch = int(argv[3]) if len(argv) == 4 else None
+    files = convert(Path(argv[0]), Path(argv[1]), argv[2], batch)
+    print(json.dumps({"files": files, "batch": batch}))
     return 0
 
 
