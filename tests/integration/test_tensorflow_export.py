@@ -160,3 +160,48 @@ def test_a_conversion_that_fails_reports_the_converters_error(tmp_path, monkeypa
     with pytest.raises(ExportUnsupported) as e:
         tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path)
     assert "ran out of memory" in e.value.message
+
+
+@pytest.fixture(scope="module")
+def clip_classifier(tmp_path_factory) -> tuple[bytes, list[str]]:
+    """A CLIP image tower (ViT-S-32, random weights, exported by cvbot's own export child) with normalisation and
+    a random probe, in TensorFlow's convention, through the same graph builder as every domain."""
+    torch = pytest.importorskip("torch")
+    open_clip = pytest.importorskip("open_clip")
+    from types import SimpleNamespace
+
+    from core.backbones.clip_export import main
+
+    tmp = tmp_path_factory.mktemp("clip")
+    torch.save(open_clip.create_model("ViT-S-32", pretrained=None).state_dict(), tmp / "random.pt")
+    tower = tmp / "cache" / "visual.onnx"
+    assert main([str(tower), "--id", "clip-random", "--model", "ViT-S-32", "--checkpoint", str(tmp / "random.pt"),
+                 "--cache-dir", str(tmp)]) == 0
+    meta = json.loads((tmp / "cache" / "visual.onnx.json").read_text())
+    backbone = SimpleNamespace(id=meta["id"], dim=meta["dim"], onnx_path=lambda: tower, export_onnx=lambda p: p,
+                               preprocessing=SimpleNamespace(size=meta["size"], mean=meta["mean"], std=meta["std"]))
+    rng = np.random.default_rng(0)
+    probe = SimpleNamespace(coef_=(3 * rng.normal(size=(meta["dim"] + 1, 3))).astype(np.float32), multilabel=False)
+    names = ["a", "b", "c"]
+    return build_model(backbone, probe, names, names, convention=TensorFlowExporter.convention), names
+
+
+@pytest.mark.slow
+@needs_converter
+def test_a_clip_tower_converts_to_tensorflow_lite_with_builtin_ops(clip_classifier, tmp_path):
+    """The hardest case: a vision transformer (onnx2tf needs a fixed batch for it) with exact GELU (Erf, which
+    TFLite has no builtin for) must still give the graph's scores, read by a bare TFLite interpreter."""
+    import onnxruntime as ort
+
+    onnx, names = clip_classifier
+    exporter = TensorFlowExporter(ExportSettings(converter_python=str(EXPORT_PYTHON)))
+    manifest = {"Input": {"shape": ["batch", 3, 224, 224]}}
+    (tmp_path / "work").mkdir()
+    files = exporter.files(ExportRequest(onnx=onnx, tag_names=names, manifest=manifest, flavor="TensorFlowLite",
+                                         workdir=tmp_path / "work"))
+    pixels = np.random.default_rng(1).uniform(0, 255, (3, 224, 224, 3)).astype(np.float32)
+    graph = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    expected = graph.run(None, {"data": np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))})[0]
+    scores, info = run_like_sample("TensorFlowLite", files, pixels, tmp_path)
+    assert info["shape"][1:] == [224, 224, 3] and manifest["Input"]["shape"][1:] == [224, 224, 3]
+    assert np.abs(scores - expected).max() <= 1e-4
