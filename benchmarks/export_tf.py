@@ -74,9 +74,10 @@ def run(cfg: Config, tmp: Path) -> dict:
             served.append(time.perf_counter() - t)
         server_scores = {p.tag_name: p.probability for p in result.predictions}
 
-        import onnxruntime as ort
+        from core.backbones.base import onnx_session
 
-        session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        (tmp / "classifier.onnx").write_bytes(onnx)  # with the session options cvbot's backbones use
+        session = onnx_session(tmp / "classifier.onnx", os.cpu_count() or 1)
         nchw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
         for _ in range(3):
             session.run(None, {"data": nchw})
