@@ -59,7 +59,8 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
         norm = backbone.preprocess(decode_rgb(blob))
         pixels = (norm * np.array(backbone.preprocessing.std)[:, None, None]
                   + np.array(backbone.preprocessing.mean)[:, None, None]) * 255.0
-        local = session.run(None, {"data": pixels[None].astype(np.float32)})[0][0]
+        bgr = pixels[::-1]  # the file takes BGR, as Azure's ONNX exports do
+        local = session.run(None, {"data": bgr[None].astype(np.float32)})[0][0]
         served = {x.tag_name: x.probability for x in cv.predictions.predict(p.id, blob, store=False).predictions}
         np.testing.assert_allclose(local, [served[n] for n in labels], atol=1e-4)
     assert abs(float(local.sum()) - 1) > 1e-3  # independent sigmoids, not a softmax
@@ -73,7 +74,7 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
 def test_non_exportable_requests_are_refused(cv, fake_backbone):
     p = cv.projects.create("untrained")
     with pytest.raises(errors.InvalidInput) as e:
-        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "TensorFlow")
+        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "VAIDK")
     assert e.value.code == "BadRequestProjectUnsupportedExportPlatform"
     with pytest.raises(errors.NotFound):
         cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "ONNX")
