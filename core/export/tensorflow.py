@@ -85,24 +85,28 @@ class TensorFlowExporter(Exporter):
                 result = run_converter(python, source, out, flavor, work, batch=1)
             except ExportUnsupported as fixed:
                 raise ExportUnsupported(f"{fixed.message} (and with a dynamic batch: {dynamic.message})") from None
-        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-        if MODEL_FILES[flavor] not in files:
-            raise ExportUnsupported(f"the TensorFlow converter wrote no {MODEL_FILES[flavor]} ({sorted(files)})")
+        written = {str(p.relative_to(out)): p for p in sorted(out.rglob("*")) if p.is_file()}
+        model_file = MODEL_FILES[flavor]
+        if model_file not in written:
+            raise ExportUnsupported(f"the TensorFlow converter wrote no {model_file} ({sorted(written)})")
+        # the model file first: the export's manifest names the first file as ModelFileName
+        files = {name: written[name].read_bytes() for name in [model_file, *(n for n in written if n != model_file)]}
         request.manifest.update(tensorflow_manifest(flavor, request.manifest, result.get("batch")))
         return files
 
 
 def tensorflow_manifest(flavor: str, manifest: dict[str, Any], batch: int | None = None) -> dict[str, Any]:
-    """The manifest keys a TensorFlow export changes: the format, the model file and the input convention."""
-    shape = list(manifest.get("Input", {}).get("shape", ["batch", 3, 224, 224]))
-    size = shape[2:4] if len(shape) == 4 else [224, 224]
-    return {
-        "ExportFormat": "TensorFlow", "ExportFlavor": flavor, "ModelFileName": MODEL_FILES[flavor],
-        "Input": {**manifest.get("Input", {}), "name": "data", "shape": [batch or "batch", *size, 3], "layout": "NHWC",
-                  "colors": "BGR", "range": [0, 255], "type": "float32"},
-        "Output": {**manifest.get("Output", {}), "name": "probabilities",
-                   "meaning": "the model's only output; row 0: probability per tag, in labels.txt order"},
-    }
+    """The manifest keys a TensorFlow export sets: the model file and the input as the converted model takes it
+    (N x H x W x 3, BGR, 0..255; N fixed when the conversion needed a fixed batch)."""
+    given = dict(manifest.get("Input", {}))
+    shape = list(given.get("shape", ["batch", 224, 224, 3]))
+    if len(shape) == 4 and shape[1] == 3:  # described NCHW: the converted model is NHWC
+        shape = [shape[0], shape[2], shape[3], 3]
+    if batch:
+        shape[0] = batch
+    return {"ModelFileName": MODEL_FILES[flavor],
+            "Input": {**given, "name": "data", "shape": shape, "type": "float32", "layout": "NHWC", "colors": "BGR",
+                      "range": [0, 255]}}
 
 
 def run_converter(python: str, source: Path, out: Path, flavor: str, cwd: Path, timeout: float = TIMEOUT_S,

@@ -39,7 +39,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
     for key, b in benchmarks.items():
         assert "error" not in b, (key, b.get("error"))
         values = list(_numbers(b["results"]))
@@ -75,11 +75,15 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     assert exports["dockerfile"]["http_image"]["p50_ms"] > 0 and exports["dockerfile"]["zip_bytes"] > 0
     assert exports["server_in_process"]["p50_ms"] > 0
     assert "skipped" in exports["openvino"] or exports["openvino"]["f32"]["p50_ms"] > 0
+    tf = benchmarks["export_tf"]["results"]
+    assert tf["server_in_process"]["median_ms"] > 0 and tf["onnxruntime_model"]["median_ms"] > 0
+    assert all(f["bytes"] > 0 and f["median_ms"] > 0 and f["max_abs_diff_to_server"] < 1e-4
+               for f in tf["flavors"].values()) and tf["flavors"]
     assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
                   "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up",
                   "Hostile images", "Images on S3 versus local disk", "Labelling help",
-                  "Exported models: OpenVINO and DockerFile",
+                  "Exported models: OpenVINO and DockerFile", "Exported models: TensorFlow",
                   "## Targets"):
         assert title in md

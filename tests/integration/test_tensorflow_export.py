@@ -34,7 +34,9 @@ needs_images = pytest.mark.skipif(not TUXPAINT.is_dir(), reason=missing_debian_d
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, provider) -> Trained:
-    return train_compact(make_cv(tmp_path_factory.mktemp("tf-export"), provider))
+    cv = make_cv(tmp_path_factory.mktemp("tf-export"), provider)
+    cv.deps.export_settings = ExportSettings(converter_python=str(EXPORT_PYTHON))  # as cvbot/config.py sets it
+    return train_compact(cv)
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +49,16 @@ def classifier(trained) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def exported(trained, classifier, tmp_path_factory):
-    """flavor -> (files of the zip, manifest); each flavor converted once for the module."""
-    # TODO(merger): once the registry dispatches TensorFlow, export through the use case instead:
-    #   package = trained.export("TensorFlow", flavor); files = {n: package.read(n) for n in package.namelist()}
+def exported(trained):
+    """flavor -> (the model's files in the zip, its manifest), exported as users do; each flavor once per module."""
     cache: dict[str, tuple[dict[str, bytes], dict]] = {}
 
     def export(flavor: str) -> tuple[dict[str, bytes], dict]:
         if flavor not in cache:
-            exporter = TensorFlowExporter(ExportSettings(converter_python=str(EXPORT_PYTHON)))
-            manifest = {"Input": {"shape": ["batch", 3, 224, 224]}, "ExportFormat": "ONNX"}
-            files = exporter.files(ExportRequest(onnx=classifier, tag_names=labels_of(trained), manifest=manifest,
-                                                 flavor=flavor, workdir=tmp_path_factory.mktemp(flavor)))
-            cache[flavor] = (files, manifest)
+            package = trained.export("TensorFlow", None if flavor == "TensorFlowNormal" else flavor)
+            assert package.read("labels.txt").decode().splitlines() == labels_of(trained)
+            files = {n: package.read(n) for n in package.namelist() if n not in ("labels.txt", "cvexport.manifest")}
+            cache[flavor] = (files, json.loads(package.read("cvexport.manifest")))
         return cache[flavor]
 
     return export
@@ -105,7 +104,10 @@ def test_each_flavor_gives_the_servers_answers_as_the_samples_feed_it(flavor, tr
     files, manifest = exported(flavor)
     assert MODEL_FILES[flavor] in files
     assert manifest["ExportFormat"] == "TensorFlow" and manifest["ModelFileName"] == MODEL_FILES[flavor]
-    assert (manifest["Input"]["layout"], manifest["Input"]["colors"]) == ("NHWC", "BGR")
+    assert manifest["Flavor"] == ("" if flavor == "TensorFlowNormal" else flavor)
+    assert (manifest["Input"]["layout"], manifest["Input"]["colors"], manifest["Input"]["range"]) == \
+        ("NHWC", "BGR", [0, 255])
+    assert manifest["Input"]["shape"][1:] == [224, 224, 3]
     names = labels_of(trained)
     served = np.array([[trained.server(d)[n] for n in names] for d in trained.test_images], np.float32)
     bgr = np.concatenate([sample_pixels(d, 224, "BGR", 255, "NHWC") for d in trained.test_images])
@@ -129,7 +131,7 @@ def test_flavor_names_as_azure_spells_them():
     assert exporter.canonical_flavor("tensorflowlitefloat16") == "TensorFlowLiteFloat16"
     with pytest.raises(ExportUnsupported) as e:
         exporter.canonical_flavor("TensorFlowJs")
-    assert e.value.code == "BadRequestExportFlavorNotSupported"
+    assert e.value.code == "BadRequestExportValidationFailed"  # what Azure answers for an unknown flavor
 
 
 def test_without_the_converter_environment_it_says_what_to_install(tmp_path):
