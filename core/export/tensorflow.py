@@ -54,6 +54,13 @@ class TensorFlowExporter(Exporter):
     flavors = (None, "TensorFlowSavedModel", "TensorFlowLite", "TensorFlowLiteFloat16")
     aliases = {NORMAL: None}
     convention = Convention(colors="BGR", scale=255.0, layout="NHWC")
+    usage = ("Unzip, then load it with TensorFlow: `model.pb` (frozen graph), the folder with `saved_model.pb` "
+             "(TensorFlowSavedModel, signature serving_default) or `model.tflite` (TensorFlowLite, "
+             "TensorFlowLiteFloat16). One float32 input `data`, NxHxWx3 (the size is in cvexport.manifest): the "
+             "whole image resized, channels in BGR order, values 0-255; row 0 of the one output holds one "
+             "probability per tag, in labels.txt order. Microsoft's samples "
+             "samples/python/tensorflow*/classification/predict.py in Azure-Samples/customvision-export-samples "
+             "run it unchanged.")
 
     def unavailable(self) -> str | None:
         python = self.settings.converter_python

@@ -126,6 +126,7 @@ def test_each_flavor_gives_the_servers_answers_as_the_samples_feed_it(flavor, tr
 
 def test_flavor_names_as_azure_spells_them():
     exporter = TensorFlowExporter()
+    assert "BGR" in exporter.usage and "0-255" in exporter.usage  # the note posted with the zip
     assert exporter.canonical_flavor(None) is None
     assert exporter.canonical_flavor("TensorFlowNormal") is None
     assert exporter.canonical_flavor("tensorflowlitefloat16") == "TensorFlowLiteFloat16"
