@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 # The torch/torchvision pair that pip installs from this machine's local wheels (open_clip needs torchvision).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# The export converters' own virtualenv (onnx2tf + TensorFlow pin versions that clash with cvbot's).
+EXPORT_VENV ?= .venv-export
 
 DEBIAN_DATA := tuxpaint-stamps-default dataset-fashion-mnist
 
-.PHONY: install run lint test test-fast testdata bench bench-quick clean
+.PHONY: install export-env run lint test test-fast testdata bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,14 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 install: $(BIN)/.installed
+
+# TensorFlow export runs onnx2tf from here (core/export/tf_convert.py), never inside cvbot's own environment.
+$(EXPORT_VENV)/bin/.installed: requirements-export.txt
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install -q --no-deps -r requirements-export.txt
+	touch $@
+
+export-env: $(EXPORT_VENV)/bin/.installed
 
 run: install
 	$(BIN)/cvbot serve
@@ -35,7 +45,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint testdata
+test: lint testdata export-env
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -48,4 +58,4 @@ bench-quick: install testdata
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(EXPORT_VENV) .pytest_cache

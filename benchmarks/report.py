@@ -641,11 +641,18 @@ def _render_queue(r: dict) -> list[str]:
     return out
 
 
+def _render_export_tf(r: dict) -> list[str]:
+    from .export_tf import render
+
+    return render(r)
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
            "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack,
            "blobstore": _render_blobstore, "labelling": _render_labelling,
-           "export_platforms": _render_export_platforms, "queue": _render_queue}
+           "export_platforms": _render_export_platforms, "queue": _render_queue,
+           "export_tf": _render_export_tf}
 
 
 def rerender() -> None:

@@ -13,10 +13,12 @@ from .coreml import CoreMLExporter
 from .dockerfile import DockerFileExporter
 from .onnx import OnnxExporter
 from .openvino import OpenVinoExporter
+from .tensorflow import TensorFlowExporter
 
 # Azure's spelling of each platform -> its exporter.
 PLATFORMS: dict[str, Callable[[ExportSettings], Exporter]] = {
     "ONNX": OnnxExporter,
+    "TensorFlow": TensorFlowExporter,
     "OpenVino": OpenVinoExporter,
     "DockerFile": DockerFileExporter,
     "CoreML": CoreMLExporter,

@@ -35,12 +35,12 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     out_json, out_md = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out_json),
                           "--markdown", str(out_md)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
     if not os.environ.get("CVBOT_TEST_POSTGRES_URL") and not os.environ.get("CVBOT_BENCH_POSTGRES_URL"):
         assert "CVBOT_TEST_POSTGRES_URL" in benchmarks.pop("queue")["skipped"]  # needs PostgreSQL
     for key, b in benchmarks.items():
@@ -83,12 +83,15 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
         assert queue["overhead"]["jobs"] > 0 and queue["overhead"]["p50_ms"] > 0
         assert set(queue["workers"]) == {"1 worker", "2 workers"}
         assert all(w["images_per_s"] > 0 and len(w["cpu_s"]) == int(name[0]) for name, w in queue["workers"].items())
+    tf = benchmarks["export_tf"]["results"]
+    assert tf["server_in_process"]["median_ms"] > 0 and tf["onnxruntime_model"]["median_ms"] > 0
+    assert all(f["bytes"] > 0 and f["median_ms"] > 0 and f["max_abs_diff_to_server"] < 1e-4
+               for f in tf["flavors"].values()) and tf["flavors"]
     assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
                   "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up",
                   "Hostile images", "Images on S3 versus local disk", "Labelling help",
-                  "Exported models: OpenVINO and DockerFile",
-                  "Job queue and workers",
+                  "Exported models: OpenVINO and DockerFile", "Exported models: TensorFlow",
                   "## Targets"):
         assert title in md
