@@ -8,6 +8,7 @@ with `tag: NAME` to label it)."""
 from __future__ import annotations
 
 from .. import errors
+from ..backbones import zero_shot as domain_answers_zero_shot
 from ..embedding import Embedder
 from ..model import Prediction, Project
 from ..zero_shot import MIN_TAGS, TEXT_CACHE, probabilities, regular_tags, supports, tag_predictions
@@ -28,6 +29,8 @@ class ZeroShot(UseCase):
     def predict(self, project: Project, data: bytes) -> Prediction:
         """Classify one (already validated) image from the project's Regular tag names; NoDefaultIteration when
         the domain has no text tower (Compact), its weights are unavailable, or it has fewer than 2 such tags."""
+        if not domain_answers_zero_shot(project.domain):  # decided by the registry, without loading the model
+            raise untrained(project)
         try:
             backbone = self.deps.backbones.for_domain(project.domain)
         except errors.BackboneUnavailable as e:
