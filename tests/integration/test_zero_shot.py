@@ -1,0 +1,139 @@
+"""Zero-shot start of a CLIP project: plumbing only. ViT-B-32 with random weights (no download here), so these
+tests check where the answer goes and what it is marked, never whether it is right.
+
+One General project with tags and no iteration answers the Training API's quick test with `zeroShot: true` and
+probabilities over its Regular tags; the Prediction API (a published iteration by name) keeps Azure's error; the
+first training replaces the zero-shot answer. Slack: `/cv new … domain=General tags=…` creates the tags, and an
+image posted with `classify` gets a reply that says zero-shot."""
+import asyncio
+from unittest.mock import AsyncMock
+
+import pytest
+
+from bot.listeners import commands, messages
+from bot.runtime import Download, SlackBot
+from core import errors
+from core.backbones import BackboneSettings, ClipBackbone
+from core.model import IterationStatus
+from core.usecases import ImageUpload, InlineRunner, Scope
+from tests.helpers import colour_images, png_bytes
+
+KEY, PKEY = "k" * 32, "p" * 32
+TRAIN, PREDICT = "/customvision/v3.3/training", "/customvision/v3.1/prediction"
+RED, BLUE = (200, 20, 20), (20, 20, 200)
+TEAM, CH, USER = "T1", "C1", "U1"
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory, model_dir):
+    from cvbot.bootstrap import bootstrap
+    from cvbot.config import Settings
+
+    tmp = tmp_path_factory.mktemp("zero-shot")
+    settings = Settings.from_env({"CVBOT_DATA_DIR": str(tmp / "data"), "CVBOT_TRAINING_KEY": KEY,
+                                  "CVBOT_PREDICTION_KEY": PKEY, "CVBOT_MODEL_DIR": str(model_dir)})
+    c = bootstrap(settings)
+    c.deps.runner = InlineRunner()
+    clip = ClipBackbone("General", random_init_for_tests=True,
+                        settings=BackboneSettings(cache_dir=str(tmp / "m"), runtime="torch"))
+    c.deps.backbones._cache["General"] = clip  # as if its weights were configured
+    yield c
+    c.close()
+
+
+def _call(container, method, path, data=None, key=KEY):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from cvbot.server import build_app
+
+    async def go():
+        async with TestClient(TestServer(build_app(container))) as client:
+            headers = {"Training-Key": key, "Prediction-Key": key, "Content-Type": "application/octet-stream"}
+            r = await client.request(method, path, data=data, headers=headers)
+            return r.status, await r.json()
+
+    return asyncio.run(go())
+
+
+def test_quick_test_answers_zero_shot_until_the_first_training(container):
+    uc = container.usecases(Scope.of("default"))
+    p = uc.projects.create("zoo", domain="General")
+    cat, dog, neg = uc.tags.get_or_create(p.id, ["tabby cat", "dog", "negative"])
+    status, out = _call(container, "POST", f"{TRAIN}/projects/{p.id}/quicktest/image", png_bytes(RED))
+    assert status == 200, out
+    assert out["zeroShot"] is True and out["iteration"] is None
+    assert sorted(x["tagName"] for x in out["predictions"]) == ["dog", "tabby cat"]  # no Negative
+    assert sum(x["probability"] for x in out["predictions"]) == pytest.approx(1.0, abs=1e-6)
+    assert out["predictions"][0]["probability"] >= out["predictions"][1]["probability"]
+    assert uc.predictions.list(p.id) == []  # zero-shot answers are not stored
+
+    # the Prediction API names a published iteration: Azure's error stays
+    status, out = _call(container, "POST", f"{PREDICT}/{p.id}/classify/iterations/prod/image", png_bytes(RED), PKEY)
+    assert status == 404 and "zeroShot" not in out
+
+    ups = [ImageUpload(d, "", [cat.id]) for d in colour_images(5, RED, 1)]
+    ups += [ImageUpload(d, "", [dog.id]) for d in colour_images(5, BLUE, 2)]
+    assert all(r.ok for r in uc.images.add(p.id, ups))
+    it = uc.training.wait(p.id, uc.training.train(p.id).id, timeout=300)
+    assert it.status == IterationStatus.Completed, it.failure_reason
+    status, out = _call(container, "POST", f"{TRAIN}/projects/{p.id}/quicktest/image", png_bytes(RED))
+    assert status == 200 and out["zeroShot"] is False and out["iteration"] == it.id
+    assert len(uc.predictions.list(p.id)) == 1
+
+
+def test_compact_and_tagless_projects_still_say_train_it_first(container):
+    uc = container.usecases(Scope.of("default"))
+    compact = uc.projects.create("compact untrained", domain="Compact")
+    uc.tags.get_or_create(compact.id, ["a", "b"])
+    general = uc.projects.create("general one tag", domain="General")
+    uc.tags.get_or_create(general.id, ["a"])
+    for pid, words in ((compact.id, "train it first"), (general.id, "at least 2 tags")):
+        status, out = _call(container, "POST", f"{TRAIN}/projects/{pid}/quicktest/image", png_bytes(RED))
+        assert status == 400 and out["code"] == "NotFoundProjectDefaultIteration" and words in out["message"], out
+
+
+class _Client:
+    def __init__(self):
+        self.posted = []
+
+    async def chat_postMessage(self, **kw):
+        self.posted.append(kw)
+        return {"ok": True, "ts": f"{len(self.posted)}.0001", "channel": kw["channel"]}
+
+
+def test_slack_new_with_tags_then_classify_says_zero_shot(container):
+    bot = SlackBot(container.deps, "xoxb-test", progress_interval=0)
+    image = png_bytes(BLUE)
+
+    async def download(client, f, max_bytes):
+        return Download(f, image)
+
+    bot.download = download
+    context = {"cv": bot, "team_id": TEAM, "bot_user_id": "UBOT"}
+    client = _Client()
+    ack, respond = AsyncMock(), AsyncMock()
+    command = {"text": "new pets domain=General tags=\"tabby cat, dog, negative\"", "team_id": TEAM,
+               "channel_id": CH, "user_id": USER}
+    asyncio.run(commands.handle_cv(ack=ack, command=command, respond=respond, client=client, context=context))
+    created = respond.await_args.kwargs
+    assert created["response_type"] == "in_channel" and "zero-shot" in created["text"], created
+    uc = bot.scoped(TEAM)
+    p = uc.projects.find("pets")
+    assert p.domain.value == "General"
+    assert sorted((t.name, t.type.value) for t in uc.tags.list(p.id)) == \
+        [("Negative", "Negative"), ("dog", "Regular"), ("tabby cat", "Regular")]
+
+    event = {"type": "message", "channel": CH, "user": USER, "text": "classify", "ts": "300.1",
+             "channel_type": "channel", "subtype": "file_share",
+             "files": [{"id": "F1", "name": "x.png", "mimetype": "image/png", "size": len(image)}]}
+    asyncio.run(messages.handle_message(event=event, body={"team_id": TEAM}, client=client, context=context))
+    (reply,) = client.posted
+    assert reply["thread_ts"] == "300.1" and "zero-shot" in reply["text"]
+    assert not any(b["type"] == "actions" for b in reply["blocks"])  # not stored: nothing to confirm
+
+    ack, respond = AsyncMock(), AsyncMock()
+    command = {**command, "text": "new birds domain=Space tags=a,b"}
+    asyncio.run(commands.handle_cv(ack=ack, command=command, respond=respond, client=client, context=context))
+    assert "unknown domain `Space`" in respond.await_args.kwargs["text"]
+    with pytest.raises(errors.NotFound):
+        uc.projects.find("birds")
