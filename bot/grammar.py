@@ -6,8 +6,9 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.errors import InvalidInput
 from core.model import ClassificationType, Domain
-from core.rules import MAX_NAME, MAX_TAGS_PER_PROJECT
+from core.rules import new_tag_names
 
 HELP = """*cvbot*: image classification in Slack (a self-hosted Custom Vision).
 
@@ -173,24 +174,15 @@ class NewProject:
 
 
 def parse_new_tags(value: str) -> list[str]:
-    """`tags=a,b,c` of `/cv new`: names checked before the project exists, so a refused list creates nothing
-    (`negative` is the Negative tag, as when tagging)."""
+    """`tags=a,b,c` of `/cv new`, checked by the rule the CLI shares before the project exists."""
     names = split_tags(value)
     if not names:
         raise GrammarError("name the tags after `tags=`, separated by commas: `tags=cat,dog` "
                            "(quote names with spaces: `tags=\"tabby cat, dog\"`)")
-    seen: dict[str, str] = {}
-    for n in names:
-        if len(n) > MAX_NAME:
-            raise GrammarError(f"the tag name `{n[:40]}…` is longer than {MAX_NAME} characters")
-        if n.lower() in seen:
-            raise GrammarError(f"the tag `{n}` is named twice in `tags=`")
-        seen[n.lower()] = n
-    if len(names) > MAX_TAGS_PER_PROJECT:
-        raise GrammarError(f"a project can have at most {MAX_TAGS_PER_PROJECT} tags ({len(names)} given)")
-    if all(n.lower() == "negative" for n in names):
-        raise GrammarError("`tags=` needs at least one tag besides `negative`")
-    return names
+    try:
+        return new_tag_names(names)
+    except InvalidInput as e:
+        raise GrammarError(f"`tags=`: {e.message}") from None
 
 
 def parse_new(cmd: Command) -> NewProject | None:

@@ -6,6 +6,7 @@ probabilities over its Regular tags; the Prediction API (a published iteration b
 first training replaces the zero-shot answer. Slack: `/cv new … domain=General tags=…` creates the tags, and an
 image posted with `classify` gets a reply that says zero-shot."""
 import asyncio
+import json
 from unittest.mock import AsyncMock
 
 import pytest
@@ -36,7 +37,8 @@ def container(tmp_path_factory, model_dir):
     c.deps.runner = InlineRunner()
     clip = ClipBackbone("General", random_init_for_tests=True,
                         settings=BackboneSettings(cache_dir=str(tmp / "m"), runtime="torch"))
-    c.deps.backbones._cache["General"] = clip  # as if its weights were configured
+    for domain in ("General", "Food"):  # as if their weights were configured (Food: General's prompts here)
+        c.deps.backbones._cache[domain] = clip
     yield c
     c.close()
 
@@ -90,6 +92,34 @@ def test_compact_and_tagless_projects_still_say_train_it_first(container):
     for pid, words in ((compact.id, "train it first"), (general.id, "at least 2 tags")):
         status, out = _call(container, "POST", f"{TRAIN}/projects/{pid}/quicktest/image", png_bytes(RED))
         assert status == 400 and out["code"] == "NotFoundProjectDefaultIteration" and words in out["message"], out
+
+
+def _cli(container, capsys, *argv):
+    """`cvbot ARGV --json` in this process, over the container whose General domain has random CLIP weights."""
+    from cvbot.cli import Cli, build_parser
+
+    args = build_parser().parse_args([*argv, "--json"])
+    cli = Cli(args, container.settings)
+    cli._container = container
+    code = args.fn(cli) or 0
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_cli_creates_tags_and_predicts_zero_shot_per_image(container, capsys, tmp_path):
+    code, p = _cli(container, capsys, "project", "create", "Meals", "--domain", "Food", "--tags", "pizza, soup,salad")
+    assert code == 0 and sorted(t["name"] for t in p["tags"]) == ["pizza", "salad", "soup"]
+    files = []
+    for i, colour in enumerate((RED, BLUE)):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(png_bytes(colour))
+    code, out = _cli(container, capsys, "predict", "--project", "Meals", *map(str, files))
+    assert code == 0 and [o["file"] for o in out] == list(map(str, files))
+    assert all(o["zeroShot"] is True and o["stored"] is False and len(o["predictions"]) == 3 for o in out)
+    with pytest.raises(errors.InvalidInput, match="named twice"):
+        _cli(container, capsys, "project", "create", "Twice", "--domain", "Food", "--tags", "a,A")
+    uc = container.usecases(Scope.of("default"))
+    with pytest.raises(errors.NotFound):
+        uc.projects.find("Twice")  # a refused tag list creates no project
 
 
 class _Client:

@@ -20,7 +20,7 @@ def test_new_takes_tags_with_spaces_quoted_and_negative():
     ("new zoo domain=Space tags=a,b", "unknown domain `Space`"),
     ("new zoo tags=,", "name the tags after `tags=`"),
     ("new zoo tags=cat,Cat", "named twice"),
-    ("new zoo tags=negative", "besides `negative`"),
+    ("new zoo tags=negative", "besides 'negative'"),
     ("new zoo tags=" + "x" * 300, "longer than 256"),
     ("new zoo tags=" + ",".join(f"t{i}" for i in range(501)), "at most 500 tags"),
 ])
