@@ -584,12 +584,16 @@ def new_project_modal(channel_id: str, default_domain: Domain = Domain.Compact) 
             {"type": "input", "block_id": "domain", "label": _plain("Domain"),
              "element": {"type": "static_select", "action_id": "value", "options": domains,
                          "initial_option": opt(default_domain.value, default_domain.value)}},
+            {"type": "input", "block_id": "tags", "label": _plain("Tags"), "optional": True,
+             "hint": _plain("Comma-separated, e.g. cat, dog. General, Food, Landmarks, Retail and Adult projects "
+                            "classify zero-shot from these names until their first training."),
+             "element": {"type": "plain_text_input", "action_id": "value"}},
         ],
     }
 
 
 def modal_values(view: dict) -> dict[str, str | None]:
-    """The submitted values of the new-project modal: {name, description, type, domain}."""
+    """The submitted values of the new-project modal: {name, description, type, domain, tags}."""
     out: dict[str, str | None] = {}
     for block_id, actions in (view.get("state") or {}).get("values", {}).items():
         v = actions.get("value") or {}

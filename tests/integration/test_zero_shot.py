@@ -11,7 +11,7 @@ from unittest.mock import AsyncMock
 
 import pytest
 
-from bot.listeners import commands, messages
+from bot.listeners import commands, messages, views
 from bot.runtime import Download, SlackBot
 from core import errors
 from core.backbones import BackboneSettings, ClipBackbone
@@ -167,3 +167,29 @@ def test_slack_new_with_tags_then_classify_says_zero_shot(container):
     assert "unknown domain `Space`" in respond.await_args.kwargs["text"]
     with pytest.raises(errors.NotFound):
         uc.projects.find("birds")
+
+
+def test_slack_form_takes_tags_and_refuses_bad_ones_on_the_tags_field(container):
+    bot = SlackBot(container.deps, "xoxb-test", progress_interval=0)
+    context = {"cv": bot, "team_id": TEAM}
+
+    def submit(name, tags):
+        state = {"values": {"name": {"value": {"value": name}}, "description": {"value": {"value": None}},
+                            "type": {"value": {"selected_option": {"value": "Multiclass"}}},
+                            "domain": {"value": {"selected_option": {"value": "General"}}},
+                            "tags": {"value": {"value": tags}}}}
+        ack, client = AsyncMock(), _Client()
+        asyncio.run(views.handle_new_project(ack=ack, body={"user": {"id": USER}}, client=client, context=context,
+                                             view={"state": state, "private_metadata": "C9"}))
+        return ack, client
+
+    ack, client = submit("form zoo", "cat, dog")
+    ack.assert_awaited_once_with()
+    assert "zero-shot" in client.posted[0]["text"]
+    uc = bot.scoped(TEAM)
+    assert sorted(t.name for t in uc.tags.list(uc.projects.find("form zoo").id)) == ["cat", "dog"]
+    ack, client = submit("form twice", "cat, CAT")
+    refused = ack.await_args.kwargs
+    assert refused["response_action"] == "errors" and "named twice" in refused["errors"]["tags"]
+    with pytest.raises(errors.NotFound):
+        uc.projects.find("form twice")

@@ -50,3 +50,11 @@ def test_zero_shot_answer_says_so_and_has_no_buttons():
     low = Prediction("p", None, [TagPrediction("1", "pizza", 0.4), TagPrediction("2", "soup", 0.35)], 0.5,
                      zero_shot=True)
     assert "Best guess: *pizza*" in blocks.zero_shot_message(p, low)["text"]
+
+
+def test_the_new_project_form_has_an_optional_tags_field():
+    view = blocks.new_project_modal("C1")
+    tags = view["blocks"][4]
+    assert tags["block_id"] == "tags" and tags["optional"] and len(tags["hint"]["text"]) <= 2000
+    state = {"values": {"tags": {"value": {"type": "plain_text_input", "value": "cat, dog"}}}}
+    assert blocks.modal_values({"state": state}) == {"tags": "cat, dog"}
