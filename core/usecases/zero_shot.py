@@ -28,15 +28,9 @@ class ZeroShot(UseCase):
 
     def predict(self, project: Project, data: bytes) -> Prediction:
         """Classify one (already validated) image from the project's Regular tag names; NoDefaultIteration when
-        the domain has no text tower (Compact), its weights are unavailable, or it has fewer than 2 such tags."""
+        the domain has no text tower (Compact), it has fewer than 2 such tags, or its weights are unavailable
+        (checked in that order: the cheap answers before a model loads)."""
         if not domain_answers_zero_shot(project.domain):  # decided by the registry, without loading the model
-            raise untrained(project)
-        try:
-            backbone = self.deps.backbones.for_domain(project.domain)
-        except errors.BackboneUnavailable as e:
-            raise errors.NoDefaultIteration(f"{untrained(project).message} (a zero-shot answer from the tag names "
-                                            f"needs the {project.domain.value} weights: {e.message})") from e
-        if not supports(backbone):
             raise untrained(project)
         with self.deps.uow() as uow:
             tags = regular_tags(uow.tags.list(project.id))
@@ -44,6 +38,13 @@ class ZeroShot(UseCase):
             raise errors.NoDefaultIteration(
                 f"{untrained(project).message}, or give it at least {MIN_TAGS} tags: {project.domain.value} "
                 "projects answer from their tag names until then")
+        try:
+            backbone = self.deps.backbones.for_domain(project.domain)
+        except errors.BackboneUnavailable as e:
+            raise errors.NoDefaultIteration(f"{untrained(project).message} (a zero-shot answer from the tag names "
+                                            f"needs the {project.domain.value} weights: {e.message})") from e
+        if not supports(backbone):
+            raise untrained(project)
         text = TEXT_CACHE.features(backbone, [t.name for t in tags])
         x = Embedder(backbone, batch_size=1, workers=1).embed_bytes([data])
         probs = probabilities(x, text, backbone.logit_scale())[0]

@@ -99,3 +99,16 @@ def test_a_named_iteration_or_publish_name_keeps_azures_errors(text_cv):
         text_cv.predictions.predict(p.id, png_bytes(RED), publish_name="default")
     with pytest.raises(errors.NotFound):
         text_cv.predictions.predict(p.id, png_bytes(RED), iteration_id="00000000-0000-0000-0000-000000000000")
+
+
+def test_missing_weights_keep_the_no_iteration_code_and_say_why(text_cv):
+    def unavailable(domain):
+        raise errors.BackboneUnavailable("Domain General needs CLIP weights for ViT-B-32")
+
+    text_cv.deps.backbones.for_domain = unavailable
+    p = _project(text_cv, ["red", "green"])
+    with pytest.raises(errors.NoDefaultIteration, match="needs the General weights: Domain General needs CLIP"):
+        text_cv.predictions.predict(p.id, png_bytes(RED))
+    one = _project(text_cv, ["red"], domain="Food")  # too few tags is told without trying to load a model
+    with pytest.raises(errors.NoDefaultIteration, match="at least 2 tags"):
+        text_cv.predictions.predict(one.id, png_bytes(RED))
