@@ -9,6 +9,7 @@ import asyncio
 import json
 from unittest.mock import AsyncMock
 
+import numpy as np
 import pytest
 
 from bot.listeners import commands, messages, views
@@ -81,6 +82,13 @@ def test_quick_test_answers_zero_shot_until_the_first_training(container):
     status, out = _call(container, "POST", f"{TRAIN}/projects/{p.id}/quicktest/image", png_bytes(RED))
     assert status == 200 and out["zeroShot"] is False and out["iteration"] == it.id
     assert len(uc.predictions.list(p.id)) == 1
+
+
+def test_clip_answers_with_its_own_logit_scale_and_unit_text_vectors(container):
+    clip = container.deps.backbones.for_domain("General")
+    assert clip.zero_shot and clip.logit_scale() == pytest.approx(1 / 0.07, rel=1e-4)  # open_clip's initial value
+    text = clip.text_features(["tabby cat", "dog"])
+    assert text.shape == (2, clip.dim) and np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
 
 
 def test_compact_and_tagless_projects_still_say_train_it_first(container):
