@@ -401,8 +401,9 @@ class Cli:
             out.append({"file": f} | prediction_json(pred))
             top = pred.above_threshold
             shown = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in (top or pred.predictions[:1]))
-            lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)")
-                         + (" (zero-shot: from the tag names, no iteration trained yet)" if pred.zero_shot else ""))
+            lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)"))
+            if pred.zero_shot:
+                lines[-1] += " (zero-shot: from the tag names, no iteration trained yet)"
         self.out(out, "\n".join(lines))
         return 1 if failed else 0
 
