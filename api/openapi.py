@@ -113,6 +113,8 @@ SCHEMAS: dict[str, dict] = {
     "ProjectExport": _obj({"iterationCount": INT, "imageCount": INT, "tagCount": INT, "regionCount": INT,
                            "estimatedImportTimeInMS": INT, "token": S}),
 }
+# cvbot's own: an answer from the tag names before any training (core.zero_shot) has no iteration and says so
+SCHEMAS["ImagePrediction"]["properties"].update({"iteration": _nullable(UUID), "zeroShot": B})
 
 
 def _param_schema(p: Param) -> dict:

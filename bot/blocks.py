@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.backbones import zero_shot as answers_zero_shot
 from core.model import (
     ChannelBinding,
     ClassificationType,
@@ -128,10 +129,16 @@ def project_line(p: Project) -> str:
     return f"*{esc(p.name)}* ({p.domain.value}, {p.classification_type.value}, threshold {p.threshold:g})"
 
 
-def project_created_message(p: Project, user: str | None) -> dict:
+def project_created_message(p: Project, user: str | None, tags: list[Tag] | None = None) -> dict:
     by = f" by <@{user}>" if user else ""
-    text = (f":sparkles: Created project {project_line(p)}{by} and bound it to this channel.\n"
-            "Post images with `tag: NAME` to add training images (at least 5 per tag), then `/cv train`.")
+    text = f":sparkles: Created project {project_line(p)}{by} and bound it to this channel.\n"
+    if tags:
+        text += "Tags: " + ", ".join(f"*{esc(t.name)}*" for t in tags) + ".\n"
+    regular = [t for t in tags or [] if t.type == TagType.Regular]
+    if len(regular) >= 2 and answers_zero_shot(p.domain):
+        text += ("Post an image with `classify` now: until the first training it answers *zero-shot*, from the "
+                 "tag names alone. ")
+    text += "Post images with `tag: NAME` to add training images (at least 5 per tag), then `/cv train`."
     if p.description:
         text += f"\n>{esc(p.description)}"
     return message(text)
@@ -369,6 +376,28 @@ def iterations_message(p: Project, iterations: list[Iteration]) -> dict:
 
 
 # ------------------------------------------------------------------ prediction
+def zero_shot_message(p: Project, prediction: Prediction, file_name: str = "") -> dict:
+    """A zero-shot answer (no iteration trained yet): the tag names' shares, said to be zero-shot, no buttons (the
+    prediction is not stored; posting the image with `tag: NAME` labels it)."""
+    name = f" `{esc(file_name)}`" if file_name else ""
+    best = prediction.predictions[0] if prediction.predictions else None
+    above = prediction.above_threshold
+    if above:
+        text = ":crystal_ball: zero-shot: " + ", ".join(f"*{esc(t.tag_name)}* ({pct(t.probability)})" for t in above)
+    elif best is not None:
+        text = (f":crystal_ball: zero-shot: no tag above the threshold ({prediction.threshold:g}). "
+                f"Best guess: *{esc(best.tag_name)}* ({pct(best.probability)})")
+    else:
+        text = ":crystal_ball: zero-shot: the project has no tags to answer with."
+    text += name
+    probs = "\n".join(f"`{pct(t.probability).rjust(6)}` {esc(t.tag_name)}" for t in prediction.predictions[:10])
+    blocks = [section(text)] + ([section(probs)] if probs else [])
+    blocks.append(context(f"Zero-shot from the tag names of *{esc(p.name)}* ({p.domain.value} prompts): no "
+                          "iteration is trained yet, so no image taught this answer. Post images with `tag: NAME` "
+                          "and `/cv train`; the first iteration replaces it."))
+    return message(text, blocks)
+
+
 def classification_message(p: Project, prediction: Prediction, iteration_number: int, tags: list[Tag],
                            file_name: str = "") -> dict:
     above = prediction.above_threshold
@@ -555,12 +584,16 @@ def new_project_modal(channel_id: str, default_domain: Domain = Domain.Compact) 
             {"type": "input", "block_id": "domain", "label": _plain("Domain"),
              "element": {"type": "static_select", "action_id": "value", "options": domains,
                          "initial_option": opt(default_domain.value, default_domain.value)}},
+            {"type": "input", "block_id": "tags", "label": _plain("Tags"), "optional": True,
+             "hint": _plain("Comma-separated, e.g. cat, dog. General, Food, Landmarks, Retail and Adult projects "
+                            "classify zero-shot from these names until their first training."),
+             "element": {"type": "plain_text_input", "action_id": "value"}},
         ],
     }
 
 
 def modal_values(view: dict) -> dict[str, str | None]:
-    """The submitted values of the new-project modal: {name, description, type, domain}."""
+    """The submitted values of the new-project modal: {name, description, type, domain, tags}."""
     out: dict[str, str | None] = {}
     for block_id, actions in (view.get("state") or {}).get("values", {}).items():
         v = actions.get("value") or {}

@@ -6,13 +6,16 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.errors import InvalidInput
 from core.model import ClassificationType, Domain
+from core.rules import new_tag_names
 
 HELP = """*cvbot*: image classification in Slack (a self-hosted Custom Vision).
 
 *Projects*
-• `/cv new NAME [domain=General|Food|Landmarks|Retail|Adult|Compact] [type=multiclass|multilabel] [description…]` \
-create a project and bind it to this channel (`/cv new` alone opens a form)
+• `/cv new NAME [domain=General|Food|Landmarks|Retail|Adult|Compact] [type=multiclass|multilabel] [tags=a,b,c] \
+[description…]` create a project and bind it to this channel (`/cv new` alone opens a form); with `tags=` a \
+General, Food, Landmarks, Retail or Adult project classifies zero-shot from the tag names before its first training
 • `/cv use NAME` bind an existing project to this channel
 • `/cv projects` list the projects of this workspace
 • `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
@@ -63,7 +66,7 @@ ALIASES = {"create": "new", "bind": "use", "project": "projects", "list": "proje
            "label": "suggest", "mislabels": "audit"}
 # `key=value` options of /cv commands: the project's own, then the channel settings of `/cv settings` (each key
 # parsed on its own by `CHANNEL_SETTINGS`, so keys added later do not touch these)
-OPTION_KEYS = {"domain", "type", "threshold", "t", "description", "desc", "retrain", "retention"}
+OPTION_KEYS = {"domain", "type", "threshold", "t", "description", "desc", "retrain", "retention", "tags"}
 CHANNEL_SETTINGS: dict[str, Callable[[str], object]] = {}
 
 
@@ -167,10 +170,24 @@ class NewProject:
     domain: Domain | None
     classification_type: ClassificationType
     description: str
+    tags: list[str] = field(default_factory=list)
+
+
+def parse_new_tags(value: str) -> list[str]:
+    """`tags=a,b,c` of `/cv new`, checked by the rule the CLI shares before the project exists."""
+    names = split_tags(value)
+    if not names:
+        raise GrammarError("name the tags after `tags=`, separated by commas: `tags=cat,dog` "
+                           "(quote names with spaces: `tags=\"tabby cat, dog\"`)")
+    try:
+        return new_tag_names(names)
+    except InvalidInput as e:
+        raise GrammarError(f"`tags=`: {e.message}") from None
 
 
 def parse_new(cmd: Command) -> NewProject | None:
-    """`/cv new NAME [domain=…] [type=…] [description…]`; None when no name was given (open the form)."""
+    """`/cv new NAME [domain=…] [type=…] [tags=a,b,c] [description…]`; None when no name was given (open the
+    form)."""
     if not cmd.args and not cmd.options:
         return None
     if not cmd.args:
@@ -182,7 +199,8 @@ def parse_new(cmd: Command) -> NewProject | None:
         description = (cmd.options["description"] + " " + description).strip()
     if "threshold" in cmd.options:
         raise GrammarError("set the threshold after creating the project: `/cv threshold 0.7`")
-    return NewProject(cmd.args[0], domain, ctype, description)
+    tags = parse_new_tags(cmd.options["tags"]) if "tags" in cmd.options else []
+    return NewProject(cmd.args[0], domain, ctype, description, tags)
 
 
 def split_tags(text: str) -> list[str]:

@@ -163,11 +163,12 @@ class TagPrediction:
 @dataclass
 class Prediction:
     project_id: str
-    iteration_id: str
+    iteration_id: str | None  # None: a zero-shot answer from the tag names (no iteration trained yet)
     predictions: list[TagPrediction]
     threshold: float
     sha256: str | None = None
     stored: bool = False
+    zero_shot: bool = False  # answered by core.zero_shot, never stored
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 

@@ -34,6 +34,29 @@ def clean_description(value: str | None, what: str) -> str:
     return value
 
 
+def new_tag_names(names: list[str]) -> list[str]:
+    """The tag names a new project is created with (Slack's `/cv new … tags=`, `cvbot project create --tags`),
+    checked before the project exists so a refused list creates nothing: each non-empty and at most MAX_NAME
+    characters, none twice (case-insensitively), within the tag limit, and more than just `negative` (the
+    Negative tag, as when tagging)."""
+    cleaned = [n.strip() for n in names if n and n.strip()]
+    if not cleaned:
+        raise errors.InvalidInput("name at least one tag")
+    seen: set[str] = set()
+    for n in cleaned:
+        if len(n) > MAX_NAME:
+            raise errors.InvalidInput(f"the tag name '{n[:40]}…' is longer than {MAX_NAME} characters")
+        if n.lower() in seen:
+            raise errors.InvalidInput(f"the tag '{n}' is named twice")
+        seen.add(n.lower())
+    if len(cleaned) > MAX_TAGS_PER_PROJECT:
+        raise errors.InvalidInput(f"a project can have at most {MAX_TAGS_PER_PROJECT} tags ({len(cleaned)} given)",
+                                  "BadRequestTagLimitExceed")
+    if seen == {"negative"}:
+        raise errors.InvalidInput("name at least one tag besides 'negative'")
+    return cleaned
+
+
 def parse_domain(value: Domain | str) -> Domain:
     if isinstance(value, Domain):
         return value

@@ -74,4 +74,5 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
         "id": p.id, "project": p.project_id, "iteration": p.iteration_id, "created": iso(p.created_at),
         "threshold": p.threshold, "predictions": [tag_prediction_json(x) for x in p.predictions],
         "aboveThreshold": [x.tag_name for x in p.above_threshold], "stored": p.stored,
+        "zeroShot": p.zero_shot,  # cvbot's own: answered from the tag names (no iteration trained yet)
     }

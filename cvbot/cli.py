@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 # Only light modules here: `cvbot --help` builds its parser without the engine, and each command imports what
 # it needs (tests/e2e/test_cli_startup.py checks that `cvbot project list` loads no heavy library).
 from core import errors
-from core.model import DEFAULT_WORKSPACE, IterationStatus
+from core.model import DEFAULT_WORKSPACE, IterationStatus, TagType
+from core.rules import new_tag_names
 from core.views import image_result_json, iteration_json, prediction_json, project_json, tag_json
 
 if TYPE_CHECKING:
@@ -74,9 +75,17 @@ class Cli:
     # ------------------------------------------------------------- commands
     def cmd_project_create(self):
         a = self.args
+        from core.backbones import zero_shot as answers_zero_shot  # numpy: only here, not at every start
+
+        names = new_tag_names(a.tags.split(",")) if a.tags is not None else []
         p = self.cv.projects.create(a.name, a.domain or self.settings.default_domain, a.type, a.description or "")
-        self.out(project_json(p),
-                 f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}")
+        tags = self.cv.tags.get_or_create(p.id, names) if names else []
+        text = f"created project '{p.name}' ({p.domain.value}, {p.classification_type.value}) id {p.id}"
+        if tags:
+            text += "\ntags: " + ", ".join(t.name for t in tags)
+            if answers_zero_shot(p.domain) and sum(t.type == TagType.Regular for t in tags) >= 2:
+                text += "\n`cvbot predict` answers zero-shot from the tag names until the first training"
+        self.out(project_json(p) | {"tags": [tag_json(t) for t in tags]}, text)
 
     def cmd_project_list(self):
         rows, data = [], []
@@ -393,6 +402,8 @@ class Cli:
             top = pred.above_threshold
             shown = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in (top or pred.predictions[:1]))
             lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)"))
+            if pred.zero_shot:
+                lines[-1] += " (zero-shot: from the tag names, no iteration trained yet)"
         self.out(out, "\n".join(lines))
         return 1 if failed else 0
 
@@ -764,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="General, Food, Landmarks, Retail, Adult or Compact (default: CVBOT_DEFAULT_DOMAIN)")
     p.add_argument("--type", default="Multiclass", help="Multiclass or Multilabel")
     p.add_argument("--description", default="")
+    p.add_argument("--tags", help="comma-separated tag names to create with it ('negative': the Negative tag); a "
+                                  "General, Food, Landmarks, Retail or Adult project answers zero-shot from them "
+                                  "until its first training")
     cmd("list", Cli.cmd_project_list, "list projects", proj)
     p = cmd("update", Cli.cmd_project_update, "change a project (applies from the next training)", proj)
     p.add_argument("name")

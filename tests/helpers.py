@@ -88,6 +88,28 @@ class FakeBackbone(Backbone):
         return np.concatenate([means, np.full((len(batch), 1), 0.1, np.float32)], axis=1).astype(np.float32)
 
 
+class FakeTextBackbone(FakeBackbone):
+    """FakeBackbone with a text side (as CLIP's): each tag name's 'text embedding' is the vector the test gives it
+    (unit length), so an image's mean colour points at the tag named for that colour. Records each text call."""
+
+    id = "fake-mean-colour-text"
+    zero_shot = True
+
+    def __init__(self, vectors: dict[str, tuple[float, ...]], scale: float = 100.0):
+        super().__init__()
+        self.vectors = vectors
+        self.scale = scale
+        self.text_calls: list[list[str]] = []
+
+    def text_features(self, tag_names: list[str]) -> np.ndarray:
+        self.text_calls.append(list(tag_names))
+        v = np.array([self.vectors[n] for n in tag_names], np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def logit_scale(self) -> float:
+        return self.scale
+
+
 def env_with(tmp_path: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update({"CVBOT_DATA_DIR": str(tmp_path / "data"), "CVBOT_LOG_LEVEL": "WARNING"})

@@ -80,8 +80,9 @@ async def cmd_new(req: Request) -> None:
         return
     p = await cv.call(req.uc.projects.create, spec.name, spec.domain or cv.default_domain, spec.classification_type,
                       spec.description, created_by=req.user)
+    tags = await cv.call(req.uc.tags.get_or_create, p.id, spec.tags) if spec.tags else []
     await cv.call(req.uc.channels.bind, req.channel, p.id, req.user)
-    await req.say(blocks.project_created_message(p, req.user), public=True)
+    await req.say(blocks.project_created_message(p, req.user, tags), public=True)
 
 
 async def cmd_use(req: Request) -> None:

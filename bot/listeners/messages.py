@@ -6,6 +6,7 @@ import logging
 from slack_sdk.errors import SlackApiError
 
 from core import errors
+from core.backbones import zero_shot as answers_zero_shot
 from core.usecases import ImageUpload, UseCases
 
 from .. import blocks, grammar
@@ -102,7 +103,7 @@ async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str,
 
 async def classify(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, files: list[dict]) -> None:
     project = await cv.bound_project(uc, channel)
-    if not project.default_iteration_id:
+    if not project.default_iteration_id and not answers_zero_shot(project.domain):
         raise errors.NoDefaultIteration(f"*{project.name}* has no trained iteration yet; "
                                         "add tagged images and `/cv train`")
     tags = await cv.call(uc.tags.list, project.id)
@@ -115,6 +116,9 @@ async def classify(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: st
             prediction = await cv.call(uc.predictions.predict, project.id, d.data, store=True)
         except errors.ImageRejected as e:
             await reply(blocks.error_message(f"`{d.name}`: {e.message}"))
+            continue
+        if prediction.iteration_id is None:  # no iteration trained yet: answered from the tag names
+            await reply(blocks.zero_shot_message(project, prediction, d.name if len(files) > 1 else ""))
             continue
         if prediction.iteration_id not in numbers:
             it = await cv.call(uc.iterations.get, project.id, prediction.iteration_id)

@@ -29,6 +29,11 @@ async def handle_new_project(ack, body, view, client, context, logger=None):
         await ack(response_action="errors", errors={"name": "Give the project a name"})
         return
     try:
+        names = grammar.parse_new_tags(values["tags"]) if (values.get("tags") or "").strip() else []
+    except grammar.GrammarError as e:
+        await ack(response_action="errors", errors={"tags": str(e)})
+        return
+    try:
         domain = grammar.parse_domain(values.get("domain") or cv.default_domain.value)
         ctype = grammar.parse_type(values.get("type") or "Multiclass")
         project = await cv.call(uc.projects.create, name, domain, ctype, values.get("description") or "",
@@ -36,8 +41,9 @@ async def handle_new_project(ack, body, view, client, context, logger=None):
     except (errors.CvError, grammar.GrammarError) as e:
         await ack(response_action="errors", errors={"name": getattr(e, "message", str(e))})
         return
+    tags = await cv.call(uc.tags.get_or_create, project.id, names) if names else []
     await ack()
-    msg = blocks.project_created_message(project, user)
+    msg = blocks.project_created_message(project, user, tags)
     if channel:
         await cv.call(uc.channels.bind, channel, project.id, user)
         try:

@@ -19,6 +19,7 @@ class RegistryEntry:
     exportable: bool = False
     prompt_templates: tuple[str, ...] = field(default=("a photo of a {}.",))
     description: str = ""
+    zero_shot: bool = False  # a text tower: untrained projects answer from their tag names (core.zero_shot)
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
@@ -39,6 +40,11 @@ def registry_entry(domain: Domain | str) -> RegistryEntry:
 def exportable(domain: Domain | str) -> bool:
     """Whether a domain's iterations can be exported (the backbone's capability, decided here only)."""
     return registry_entry(domain).exportable
+
+
+def zero_shot(domain: Domain | str) -> bool:
+    """Whether a domain's projects answer from their tag names before the first training (without loading it)."""
+    return registry_entry(domain).zero_shot
 
 
 def domain_catalogue() -> list[dict[str, object]]:
@@ -79,6 +85,7 @@ for _domain, _templates in PROMPTS.items():
     register_backbone(_domain, RegistryEntry(
         name=f"clip:{_domain}", factory=_clip_factory(_domain, _templates), prompt_templates=_templates,
         exportable=True,  # the image tower, its normalisation and the probe in one graph
+        zero_shot=True,
         description=f"CLIP image encoder (open_clip) with {_domain} prompts, exportable",
     ))
 register_backbone("Compact", RegistryEntry(

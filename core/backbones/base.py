@@ -72,6 +72,7 @@ class Backbone(ABC):
     dim: int
     preprocessing: Preprocessing
     prompt_templates: tuple[str, ...] = ()
+    zero_shot: bool = False  # has a text tower: `text_features` and `logit_scale` answer (core.zero_shot)
 
     def preprocess(self, img: PILImage.Image) -> npt.NDArray[np.float32]:
         return self.preprocessing(img)
@@ -82,6 +83,10 @@ class Backbone(ABC):
 
     def text_features(self, tag_names: list[str]) -> npt.NDArray[np.float32]:
         raise NotImplementedError(f"backbone {self.id} has no text encoder")
+
+    def logit_scale(self) -> float:
+        """The factor on image-text cosine similarities before a softmax (CLIP learns it; 100 once trained)."""
+        return 100.0
 
 
 class SerialUint8Forward(Protocol):

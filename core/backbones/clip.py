@@ -31,6 +31,8 @@ class ClipBackbone(Backbone):
     the model cache, made once by a child process: the serving process never imports torch or open_clip
     (the text tower, used only by `text_features`, is loaded on first use)."""
 
+    zero_shot = True
+
     def __init__(
         self,
         domain: str,
@@ -198,6 +200,11 @@ class ClipBackbone(Backbone):
                     f = f.mean(0)
                     out.append((f / f.norm()).numpy())
         return np.stack(out)
+
+    def logit_scale(self) -> float:
+        """The model's own learnt scale (100 for trained CLIP weights; 1/0.07 for random ones)."""
+        with self._lock:
+            return float(self._torch_net().logit_scale.exp().item())
 
 
 def _file_digest(path: str, cache_dir: Path) -> str:

@@ -13,6 +13,7 @@ from ..ports import UnitOfWork
 from ..rules import clean_metadata
 from .base import UseCase, completed
 from .images import ImageResult, Images, ImageUpload
+from .zero_shot import ZeroShot
 
 
 @dataclass
@@ -43,9 +44,13 @@ class Predictions(UseCase):
                 store: bool = True, max_bytes: int = PREDICTION_MAX_BYTES) -> Prediction:
         """Classify one image; stored (with its image) unless `store` is False."""
         info = validate_image(data, max_bytes)
+        zero_shot = ZeroShot(self.deps, self.scope)
         with self.deps.uow() as uow:
             project = self.project(uow, project_id)
-            it = self._iteration_for(uow, project, iteration_id, publish_name)
+            it = (None if zero_shot.applies(project, iteration_id, publish_name)
+                  else self._iteration_for(uow, project, iteration_id, publish_name))
+        if it is None:  # no iteration trained yet: a CLIP domain answers from the tag names, never stored
+            return zero_shot.predict(project, data)
         backbone = self.deps.backbones.for_domain(it.domain)
         if backbone.id != it.backbone_id:
             raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the {it.domain.value} "
@@ -122,7 +127,7 @@ class Predictions(UseCase):
             preds = sorted(preds, key=lambda p: max((x.probability for x in p.predictions), default=0.0))
         page = preds[q.offset:q.offset + q.max_count]
         more = q.offset + q.max_count < len(preds)
-        return PredictionPage([(p, domains.get(p.iteration_id, project.domain)) for p in page],
+        return PredictionPage([(p, domains.get(p.iteration_id or "", project.domain)) for p in page],
                               q.offset + q.max_count if more else None)
 
     def delete(self, project_id: str, prediction_ids: builtins.list[str]) -> int:
