@@ -166,10 +166,20 @@ class Prediction:
     stored: bool = False
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+    # how unlike the iteration's training images the image is, in [0, 1] (core.unknown); None when the iteration
+    # predates the score, or for a stored prediction read back (the score is not kept with it)
+    unknown_score: float | None = None
+    unknown_threshold: float | None = None  # the score from which the image counts as unknown
 
     @property
     def above_threshold(self) -> list[TagPrediction]:
         return [p for p in self.predictions if p.probability >= self.threshold]
+
+    @property
+    def unknown(self) -> bool:
+        """True when the image looks like nothing the iteration was trained on."""
+        return (self.unknown_score is not None and self.unknown_threshold is not None
+                and self.unknown_score >= self.unknown_threshold)
 
 
 @dataclass

@@ -62,8 +62,18 @@ def tag_prediction_json(p: TagPrediction) -> dict[str, Any]:
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:
-    return {
+    out = {
         "id": p.id, "project": p.project_id, "iteration": p.iteration_id, "created": iso(p.created_at),
         "threshold": p.threshold, "predictions": [tag_prediction_json(x) for x in p.predictions],
         "aboveThreshold": [x.tag_name for x in p.above_threshold], "stored": p.stored,
     }
+    out.update(unknown_json(p))
+    return out
+
+
+def unknown_json(p: Prediction) -> dict[str, Any]:
+    """cvbot's own fields beside Custom Vision's (clients that do not know them ignore them); none for an
+    iteration trained before the unknown score."""
+    if p.unknown_score is None:
+        return {}
+    return {"unknownScore": p.unknown_score, "unknownThreshold": p.unknown_threshold, "unknown": p.unknown}
