@@ -348,6 +348,8 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     above = prediction.above_threshold
     best = prediction.predictions[0] if prediction.predictions else None
     name = f" `{esc(file_name)}`" if file_name else ""
+    if prediction.unknown:
+        return unknown_message(p, prediction, iteration_number, tags, file_name)
     if above:
         verdict = ", ".join(f"*{esc(t.tag_name)}* ({pct(t.probability)})" for t in above)
         text = f":mag: {verdict}{name}"
@@ -364,7 +366,7 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     if probs:
         blocks.append(section(probs))
     blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}* · "
-                          f"threshold {prediction.threshold:g}"))
+                          f"threshold {prediction.threshold:g}" + _unknown_note(prediction)))
     elements = []
     if confirm_tags:
         label = ", ".join(t.tag_name for t in confirm_tags)
@@ -378,6 +380,36 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     if elements and prediction.stored:
         blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}",
                        "elements": elements})
+    return message(text, blocks)
+
+
+CLOSEST_TAGS = 3
+
+
+def _unknown_note(prediction: Prediction) -> str:
+    if prediction.unknown_score is None:
+        return ""
+    return f" · unknown score {prediction.unknown_score:.2f} (flagged from {prediction.unknown_threshold:g})"
+
+
+def unknown_message(p: Project, prediction: Prediction, iteration_number: int, tags: list[Tag],
+                    file_name: str = "") -> dict:
+    """The honest answer for an image unlike anything the project was trained on: no verdict, the closest tags
+    for orientation, and a menu to tag it (which adds it to the training set)."""
+    name = f" `{esc(file_name)}`" if file_name else ""
+    closest = prediction.predictions[:CLOSEST_TAGS]
+    text = f":grey_question: I don't recognise this{name}: it looks like nothing *{esc(p.name)}* was trained on."
+    blocks = [section(text)]
+    if closest:
+        blocks.append(section("Closest tags: " + ", ".join(
+            f"*{esc(t.tag_name)}* ({pct(t.probability)})" for t in closest)))
+    blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}*" + _unknown_note(prediction)))
+    options = [{"text": _plain(t.name), "value": t.id}
+               for t in sorted(tags, key=lambda t: t.name.lower())][:MAX_OPTIONS]
+    if options and prediction.stored:
+        blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}",
+                       "elements": [{"type": "static_select", "action_id": PREDICTION_RETAG,
+                                     "placeholder": _plain("Tag it…"), "options": options}]})
     return message(text, blocks)
 
 
