@@ -398,3 +398,24 @@ def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
 
     again = RecordingClient()
     assert asyncio.run(report_unreported(SlackBot(cv.deps, "xoxb-test"), again)) == 0 and again.calls == []
+
+
+def test_an_image_like_nothing_trained_gets_i_dont_recognise_this(cv, runner):
+    client = RecordingClient()
+    p, _ = _trained(cv, runner, client)
+    green = colour_images(1, (30, 200, 40), 5)
+    on_message(cv, client, _event(cv, "classify", _files(cv, green, "g"), ts="300.1"))
+    answer = client.of("chat.postMessage")[-1]
+    assert answer["thread_ts"] == "300.1"
+    assert answer["text"].startswith(":grey_question: I don't recognise this") and "*colours*" in answer["text"]
+    shown = str(answer["blocks"])
+    assert "Closest tags: *blue*" in shown or "Closest tags: *red*" in shown
+    assert "unknown score 1.00 (flagged from 0.95)" in shown
+    # no verdict to confirm, only a menu to tag it (which adds it to the training set)
+    (actions_block,) = [b for b in answer["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions_block["elements"]] == ["cv_prediction_retag"]
+    # an image like the training set is answered as before, with its score in the footnote
+    on_message(cv, client, _event(cv, "classify", _files(cv, colour_images(1, BLUE, 9), "b"), ts="301.1"))
+    known = client.of("chat.postMessage")[-1]
+    assert "*blue*" in known["text"] and "recognise" not in known["text"]
+    assert "unknown score 0." in str(known["blocks"])
