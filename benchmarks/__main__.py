@@ -26,12 +26,13 @@ BENCHMARKS = {
     7: ("scaling", "Scaling in images"),
     8: ("startup", "CLI start-up"),
     9: ("attack", "Hostile images"),
+    10: ("unknown", "Unknown images"),
 }
 
 
 RUNNERS = {1: ("embedding", "run"), 2: ("training", "run_training"), 3: ("incremental", "run"),
            4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling"),
-           8: ("startup", "run"), 9: ("attack", "run")}
+           8: ("startup", "run"), 9: ("attack", "run"), 10: ("unknown", "run")}
 
 
 def _run_one(number: int, cfg: Config, tmp: Path):

@@ -39,7 +39,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     for key, b in benchmarks.items():
         assert "error" not in b, (key, b.get("error"))
         values = list(_numbers(b["results"]))
@@ -62,9 +62,14 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     attack = benchmarks["attack"]["results"]
     assert attack["one_bit_attack"]["requests"] > 0 and attack["rgb_alone"]["peak_above_idle_mb"] > 0
     assert not attack["one_bit_attack"]["other_statuses"] and not attack["rgb_attack"]["other_statuses"]
+    unknown = benchmarks["unknown"]["results"]
+    for kind in ("near", "far"):
+        u = unknown[kind]
+        assert set(u["auroc"]) == set(unknown["candidates"]) and all(0 <= a <= 1 for a in u["auroc"].values())
+        assert u["known"] > 0 and u["unknown"] > 0 and 0 <= u["flagged_known"] <= 1
     assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
                   "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up",
-                  "Hostile images", "## Targets"):
+                  "Hostile images", "Unknown images", "## Targets"):
         assert title in md
