@@ -75,7 +75,8 @@ class ExportJob:
                                      "BadRequestExportValidationFailed")
             multilabel = it.classification_type == ClassificationType.Multilabel
             model = onnx_export.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names,
-                                            it.tag_ids, {"projectId": it.project_id, "iterationId": it.id})
+                                            it.tag_ids, {"projectId": it.project_id, "iterationId": it.id},
+                                            unknown=self.deps.artifacts.unknown(it.probe_key or ""))
             data = onnx_export.package(model, it.tag_names,
                                        onnx_export.manifest(backbone, multilabel, it.id, it.project_id))
             export.blob_key = self.deps.blobs.put(data)
