@@ -74,11 +74,17 @@ class ExportJob:
                                      f"loads {backbone.id}; retrain before exporting",
                                      "BadRequestExportValidationFailed")
             multilabel = it.classification_type == ClassificationType.Multilabel
+            unknown = self.deps.artifacts.unknown(it.probe_key or "")
             model = onnx_export.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names,
                                             it.tag_ids, {"projectId": it.project_id, "iterationId": it.id},
-                                            unknown=self.deps.artifacts.unknown(it.probe_key or ""))
-            data = onnx_export.package(model, it.tag_names,
-                                       onnx_export.manifest(backbone, multilabel, it.id, it.project_id))
+                                            unknown=unknown)
+            manifest = onnx_export.manifest(backbone, multilabel, it.id, it.project_id)
+            if unknown is not None:
+                manifest["UnknownOutput"] = {
+                    "name": "unknown_score", "threshold": unknown.threshold_,
+                    "meaning": "per image, in [0, 1]: how unlike the training images it is (cvbot's unknown score); "
+                               "at or above the threshold the image looks like nothing the model was trained on"}
+            data = onnx_export.package(model, it.tag_names, manifest)
             export.blob_key = self.deps.blobs.put(data)
             export.status = ExportStatus.Done
         except Exception as e:  # noqa: BLE001 - a failed export is reported on the export, not raised into the runner

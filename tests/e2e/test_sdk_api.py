@@ -697,13 +697,15 @@ def test_onnx_export_gives_the_servers_probabilities(server):
     assert manifest["Input"]["shape"][1:] == [3, 224, 224] and manifest["ClassificationType"] == "Multiclass"
 
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    (inp,), (out, unknown) = session.get_inputs(), session.get_outputs()
+    assert (out.name, unknown.name) == ("probabilities", "unknown_score")  # cvbot's extra output comes second
     samples = colour_images(2, (200, 40, 200), 64) + colour_images(1, GREEN, 65)
     if TUXPAINT.is_dir():
         samples += stamps("food")[:2] + stamps("vehicles")[:2]  # RGBA, larger than 224: resized and composited
     worst = 0.0
     for blob in samples:
-        local = session.run([out.name], {inp.name: _pixels(blob)})[0][0]
+        local, local_unknown = (x[0] for x in session.run([out.name, unknown.name], {inp.name: _pixels(blob)}))
+        assert 0.0 <= float(local_unknown) <= 1.0
         served = predictor.classify_image_with_no_store(project.id, "default", blob)
         by_tag = {p.tag_name: p.probability for p in served.predictions}
         assert abs(local.sum() - 1) < 1e-4

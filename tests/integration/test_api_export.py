@@ -51,6 +51,7 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
     package = zipfile.ZipFile(io.BytesIO(export_file(cv.deps, it.id, export.id)))
     manifest = json.loads(package.read("cvexport.manifest"))
     assert manifest["ClassificationType"] == "Multilabel"
+    assert manifest["UnknownOutput"]["name"] == "unknown_score" and manifest["UnknownOutput"]["threshold"] == 0.95
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
     backbone = cv.deps.backbones.for_domain(it.domain)
     labels = package.read("labels.txt").decode().split()
