@@ -59,8 +59,12 @@ def _gaussians(X: np.ndarray, y: np.ndarray):
 
 def _maha(Q: np.ndarray, g) -> tuple[np.ndarray, np.ndarray]:
     mu, P, m0, P0 = g
-    M = np.stack([np.einsum("nd,de,ne->n", Q - m, P, Q - m) for m in mu], 1)
-    M0 = np.einsum("nd,de,ne->n", Q - m0, P0, Q - m0)
+
+    def quad(D: np.ndarray, A: np.ndarray) -> np.ndarray:  # row-wise D A Dᵀ, through one matrix product
+        return ((D @ A) * D).sum(1)
+
+    M = np.stack([quad(Q - m, P) for m in mu], 1)
+    M0 = quad(Q - m0, P0)
     return M.min(1), (M - M0[:, None]).min(1)
 
 
