@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.model import ClassificationType, Domain, Iteration, IterationStatus, Prediction, Project, Tag, TagType
+from core.model import (
+    DEFAULT_UNKNOWN_THRESHOLD,
+    ClassificationType,
+    Domain,
+    Iteration,
+    IterationStatus,
+    Prediction,
+    Project,
+    Tag,
+    TagType,
+)
 from core.training import MIN_IMAGES_PER_TAG, RECOMMENDED_IMAGES_PER_TAG
 
 from .grammar import HELP
@@ -163,6 +173,16 @@ def settings_message(p: Project, changed: list[str] | None = None) -> dict:
 def threshold_message(p: Project, user: str | None) -> dict:
     by = f" (set by <@{user}>)" if user else ""
     return message(f":dart: *{esc(p.name)}* now uses threshold *{p.threshold:g}* for performance and predictions{by}.")
+
+
+def unknown_threshold_message(p: Project, user: str | None, changed: bool) -> dict:
+    value = DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None else p.unknown_threshold
+    if not changed:
+        return message(f":grey_question: *{esc(p.name)}* says \"I don't recognise this\" from unknown score "
+                       f"*{value:g}*; `/cv threshold unknown 0.9` changes it (lower flags more images).")
+    by = f" (set by <@{user}>)" if user else ""
+    return message(f":grey_question: *{esc(p.name)}* now says \"I don't recognise this\" from unknown score "
+                   f"*{value:g}*{by}.")
 
 
 def keys_message(workspace: str, training_key: str, prediction_key: str) -> dict:

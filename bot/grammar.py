@@ -17,6 +17,7 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
 (takes effect at the next training)
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
+• `/cv threshold unknown 0.9` set the unknown score from which I answer "I don't recognise this" (default 0.95)
 
 *Images and tags*
 • Post images with the text `tag: cat` or `tags: cat, cute` to add them with those tags \

@@ -67,6 +67,7 @@ class ExportStatus(str, Enum):
 
 
 DEFAULT_WORKSPACE = "default"
+DEFAULT_UNKNOWN_THRESHOLD = 0.95  # flags about 5 % of images like the training set (core.unknown)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Project:
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     modified_at: datetime = field(default_factory=utcnow)
+    # the unknown score from which predictions are flagged (core.unknown); None: the iteration's default (0.95)
+    unknown_threshold: float | None = None
 
 
 @dataclass

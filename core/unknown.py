@@ -24,10 +24,10 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from .model import DEFAULT_UNKNOWN_THRESHOLD
+
 F32: TypeAlias = npt.NDArray[np.float32]
 F64: TypeAlias = npt.NDArray[np.float64]
-
-DEFAULT_UNKNOWN_THRESHOLD = 0.95  # flags about 5 % of images like the training set (see the module docstring)
 PREFIX = "unknown_"  # the scorer's arrays inside the probe's blob (an .npz), beside the probe's own
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
+from .model import DEFAULT_UNKNOWN_THRESHOLD, Image, Iteration, Prediction, Project, Tag, TagPrediction
 
 if TYPE_CHECKING:
     from .usecases.images import ImageResult
@@ -18,7 +18,9 @@ def project_json(p: Project, domain_id: str | None = None) -> dict[str, Any]:
     return {
         "id": p.id, "name": p.name, "description": p.description,
         "settings": {"domainId": domain_id or p.domain.value, "domain": p.domain.value,
-                     "classificationType": p.classification_type.value, "threshold": p.threshold},
+                     "classificationType": p.classification_type.value, "threshold": p.threshold,
+                     "unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None
+                     else p.unknown_threshold},
         "created": iso(p.created_at), "lastModified": iso(p.modified_at),
         "defaultIterationId": p.default_iteration_id, "workspace": p.workspace,
     }

@@ -92,9 +92,11 @@ class Cli:
         a = self.args
         p = self.cv.projects.find(a.name)
         p = self.cv.projects.update(p.id, name=a.rename, description=a.description, domain=a.domain,
-                                    classification_type=a.type, threshold=a.threshold)
+                                    classification_type=a.type, threshold=a.threshold,
+                                    unknown_threshold=a.unknown_threshold)
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
-                                  f"threshold {p.threshold}")
+                                  f"threshold {p.threshold}, unknown threshold "
+                                  f"{project_json(p)['settings']['unknownThreshold']}")
 
     def cmd_project_delete(self):
         p = self.cv.projects.find(self.args.name)
@@ -495,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain")
     p.add_argument("--type")
     p.add_argument("--threshold", type=float)
+    p.add_argument("--unknown-threshold", type=float,
+                   help="unknown score from which predictions are flagged (default 0.95; docs/unknown.md)")
     p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
     p.add_argument("name")
     p.add_argument("--yes", action="store_true")

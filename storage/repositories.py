@@ -78,14 +78,15 @@ class SqlProjects(ports.ProjectRepository):
         return dict(id=p.id, workspace=p.workspace, name=p.name, name_lower=p.name.lower(), description=p.description,
                     domain=p.domain.value, classification_type=p.classification_type.value, threshold=p.threshold,
                     created_by=p.created_by, default_iteration_id=p.default_iteration_id, created_at=p.created_at,
-                    modified_at=p.modified_at)
+                    modified_at=p.modified_at, unknown_threshold=p.unknown_threshold)
 
     @staticmethod
     def _obj(r) -> Project:
         return Project(id=r.id, workspace=r.workspace, name=r.name, description=r.description,
                        domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
                        threshold=r.threshold, created_by=r.created_by, default_iteration_id=r.default_iteration_id,
-                       created_at=_utc(r.created_at), modified_at=_utc(r.modified_at))
+                       created_at=_utc(r.created_at), modified_at=_utc(r.modified_at),
+                       unknown_threshold=r.unknown_threshold)
 
     def add(self, project: Project) -> None:
         self.s.execute(insert(t.projects).values(**self._row(project)))

@@ -42,6 +42,8 @@ projects = Table(
     Column("modified_at", DateTime(timezone=True), nullable=False),
     # the highest iteration number handed out, so a deleted iteration's number is never given again
     Column("last_iteration_number", Integer, nullable=False, server_default="0"),
+    # the unknown score from which predictions are flagged; NULL: the iteration's calibrated default (0.95)
+    Column("unknown_threshold", Float),
     UniqueConstraint("workspace", "name_lower", name="uq_projects_workspace_name"),
 )
 

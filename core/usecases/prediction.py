@@ -63,7 +63,8 @@ class Predictions(UseCase):
                                 threshold=project.threshold, sha256=info.sha256)
         if scorer is not None:  # iterations trained before the unknown score answer without one
             prediction.unknown_score = float(scorer.score(x, P)[0])
-            prediction.unknown_threshold = scorer.threshold_
+            prediction.unknown_threshold = (scorer.threshold_ if project.unknown_threshold is None
+                                            else project.unknown_threshold)
         if store:
             self.deps.blobs.put(data)
             try:

@@ -69,7 +69,7 @@ class Projects(UseCase):
 
     def update(self, project_id: str, *, name: str | None = None, description: str | None = None,
                domain: Domain | str | None = None, classification_type: ClassificationType | str | None = None,
-               threshold: float | None = None) -> Project:
+               threshold: float | None = None, unknown_threshold: float | None = None) -> Project:
         self.scope.require_write("change projects")
         with self.deps.uow() as uow:
             p = self.project(uow, project_id)
@@ -87,6 +87,8 @@ class Projects(UseCase):
                 p.classification_type = parse_classification_type(classification_type)
             if threshold is not None:
                 p.threshold = parse_threshold(threshold)
+            if unknown_threshold is not None:
+                p.unknown_threshold = parse_threshold(unknown_threshold)
             p.modified_at = utcnow()
             uow.projects.update(p)
             uow.commit()

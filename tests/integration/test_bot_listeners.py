@@ -160,6 +160,19 @@ def test_settings_are_for_the_creator_and_admins(cv):
     assert [c["user"] for c in client.of("users.info")] == [OTHER, ADMIN]
 
 
+def test_the_unknown_threshold_is_shown_and_set(cv):
+    client = RecordingClient()
+    slash(cv, "new pets", client)
+    _, respond = slash(cv, "threshold unknown", client)
+    assert "from unknown score *0.95*" in said(respond)["text"] and said(respond)["response_type"] == "ephemeral"
+    _, respond = slash(cv, "threshold unknown 80%", client, user=OTHER)
+    assert "now says \"I don't recognise this\" from unknown score *0.8* (set by <@UOTHER>)" in said(respond)["text"]
+    p = team(cv).projects.find("pets")
+    assert (p.unknown_threshold, p.threshold) == (0.8, 0.5)  # the probability threshold is another setting
+    _, respond = slash(cv, "threshold unknown lots", client)
+    assert "is not a threshold" in said(respond)["text"] and team(cv).projects.find("pets").unknown_threshold == 0.8
+
+
 def test_keys_only_for_admins(cv):
     _, respond = slash(cv, "keys", RecordingClient())
     assert "only workspace admins" in said(respond)["text"]

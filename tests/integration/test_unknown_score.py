@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from api import render
+from core import errors
 from core.model import IterationStatus
 from core.probe import LinearProbe
 from core.unknown import UnknownScorer
@@ -76,6 +77,22 @@ def test_score_shows_in_cvbot_json_and_azure_clients_ignore_it(trained):
 
     parsed = ImagePrediction.deserialize(json.loads(json.dumps(out)))
     assert parsed.iteration == it.id and len(parsed.predictions) == len(CATEGORIES)
+
+
+def test_the_projects_unknown_threshold_decides_the_flag(trained):
+    cv, p, it, known, fashion = trained
+    score = cv.predictions.predict(p.id, known[0], store=False).unknown_score
+    try:
+        cv.projects.update(p.id, unknown_threshold=score)
+        pr = cv.predictions.predict(p.id, known[0], store=False)
+        assert pr.unknown_threshold == score and pr.unknown_score == score and pr.unknown
+        cv.projects.update(p.id, unknown_threshold=1.0)
+        assert not cv.predictions.predict(p.id, known[0], store=False).unknown or score == 1.0
+        with pytest.raises(errors.InvalidInput):
+            cv.projects.update(p.id, unknown_threshold=1.5)
+        assert cv.projects.get(p.id).unknown_threshold == 1.0
+    finally:
+        cv.projects.update(p.id, unknown_threshold=0.95)
 
 
 def test_an_iteration_trained_before_the_score_answers_without_one(trained):
