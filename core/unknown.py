@@ -8,10 +8,16 @@ Two signals, both computed on the L2-normalised embedding and the trained probe'
 Each is standardised by the mean and standard deviation of its *out-of-fold* value over the training images
 (an image scored by the fold models that did not see it, and against the training images of the other folds),
 and the two standardised values are averaged. That raw score is then calibrated on the same out-of-fold values:
-the unknown score is the fraction of the training images whose out-of-fold raw score is at most the image's.
-A known-looking image therefore lands uniformly in [0, 1], and a threshold of 0.95 flags about 5 % of images
-like the training set (a little fewer in practice: a new image is compared with every training image, not
-with 80 % of them); an image beyond every training image scores 1.
+the unknown score is the fraction of the training images whose out-of-fold raw score is below the image's,
+each counted through a normal kernel (a smoothed empirical distribution function). A known-looking image
+therefore lands about uniformly in [0, 1], and a threshold of 0.95 flags about 5 % of images like the training
+set (a little fewer in practice: a new image is compared with every training image, not with 80 % of them);
+an image far beyond every training image scores 1.
+
+Small, easy projects (a dozen images that the probe separates perfectly) have out-of-fold signals that barely
+vary: standardised by that spread alone, a 94 %-confident answer would look extreme. So the spreads have floors
+(MIN_CONFIDENCE_STD, MIN_DISTANCE_STD: five points of probability, 0.02 of cosine distance) and the kernel a
+minimum width (MIN_BANDWIDTH); on real data sets the measured spreads are far above them (docs/unknown.md).
 
 `benchmarks/unknown.py` measures the candidates this was chosen from (energy, class-conditional and relative
 Mahalanobis, k-th neighbour distances, combinations) next to max-softmax; docs/unknown.md has the figures.
@@ -28,6 +34,10 @@ from .model import DEFAULT_UNKNOWN_THRESHOLD
 
 F32: TypeAlias = npt.NDArray[np.float32]
 F64: TypeAlias = npt.NDArray[np.float64]
+
+MIN_CONFIDENCE_STD = 0.05  # floors of the spreads the signals are standardised by (see the module docstring)
+MIN_DISTANCE_STD = 0.02
+MIN_BANDWIDTH = 0.25  # in standardised units: the narrowest kernel of the calibration
 PREFIX = "unknown_"  # the scorer's arrays inside the probe's blob (an .npz), beside the probe's own
 
 
@@ -57,8 +67,9 @@ class UnknownScorer:
     """Fitted at training time from the embeddings, the out-of-fold probabilities and the folds.
 
     Learned: `references_` (n, d) the training embeddings (L2-normalised; stored as float16), `confidence_mean_`,
-    `confidence_std_`, `distance_mean_`, `distance_std_` (of the out-of-fold signals), `calibration_` the sorted
-    out-of-fold raw scores, and `threshold_` (the score from which an image is called unknown)."""
+    `confidence_std_`, `distance_mean_`, `distance_std_` (of the out-of-fold signals, spreads floored),
+    `calibration_` the sorted out-of-fold raw scores, `bandwidth_` the calibration kernel's width, and
+    `threshold_` (the score from which an image is called unknown)."""
 
     references_: F32
     confidence_mean_: float
@@ -66,6 +77,7 @@ class UnknownScorer:
     distance_mean_: float
     distance_std_: float
     calibration_: F64
+    bandwidth_: float
     threshold_: float
 
     def __init__(self, threshold: float = DEFAULT_UNKNOWN_THRESHOLD):
@@ -84,9 +96,12 @@ class UnknownScorer:
         for f in np.unique(fold_of):
             held = fold_of == f
             dist[held] = nearest_distance(self.references_[held], self.references_[~held])
-        self.confidence_mean_, self.confidence_std_ = float(conf.mean()), _spread(conf)
-        self.distance_mean_, self.distance_std_ = float(dist.mean()), _spread(dist)
+        self.confidence_mean_, self.confidence_std_ = float(conf.mean()), max(float(conf.std()), MIN_CONFIDENCE_STD)
+        self.distance_mean_, self.distance_std_ = float(dist.mean()), max(float(dist.std()), MIN_DISTANCE_STD)
         self.calibration_ = np.sort(self._raw(conf, dist))
+        # Silverman's rule of thumb for the kernel's width, with a floor
+        n = len(self.calibration_)
+        self.bandwidth_ = max(1.06 * float(self.calibration_.std()) * n ** -0.2, MIN_BANDWIDTH)
         self.threshold_ = float(self.threshold)
         return self
 
@@ -99,10 +114,15 @@ class UnknownScorer:
         """The uncalibrated score (the mean of the two standardised signals) of embeddings X with probabilities P."""
         return self._raw(confidence_gap(P), nearest_distance(_l2(X), self.references_))
 
-    def calibrate(self, raw: npt.ArrayLike) -> F64:
-        """Fraction of the training images whose out-of-fold raw score is at most `raw`."""
-        out: F64 = np.searchsorted(self.calibration_, np.asarray(raw, np.float64), side="right") / len(
-            self.calibration_)
+    def calibrate(self, raw: npt.ArrayLike, chunk: int = 1024) -> F64:
+        """Fraction of the training images whose out-of-fold raw score is below `raw`, each counted by the normal
+        kernel's distribution function: mean over i of Φ((raw − calibration_i) / bandwidth_)."""
+        from scipy.special import ndtr  # SciPy loads on first use, not when a CLI command starts
+
+        r = np.atleast_1d(np.asarray(raw, np.float64))
+        out = np.empty(len(r), np.float64)
+        for i in range(0, len(r), chunk):
+            out[i:i + chunk] = ndtr((r[i:i + chunk, None] - self.calibration_[None]) / self.bandwidth_).mean(axis=1)
         return out
 
     def score(self, X: npt.ArrayLike, P: npt.ArrayLike) -> F64:
@@ -117,7 +137,7 @@ class UnknownScorer:
         return {
             PREFIX + "references": self.references_.astype(np.float16),
             PREFIX + "stats": np.asarray([self.confidence_mean_, self.confidence_std_, self.distance_mean_,
-                                          self.distance_std_, self.threshold_], np.float64),
+                                          self.distance_std_, self.threshold_, self.bandwidth_], np.float64),
             PREFIX + "calibration": self.calibration_,
         }
 
@@ -133,16 +153,12 @@ class UnknownScorer:
         scorer.distance_mean_, scorer.distance_std_ = float(stats[2]), float(stats[3])
         scorer.calibration_ = np.asarray(z[PREFIX + "calibration"], np.float64)
         scorer.threshold_ = float(stats[4])
+        scorer.bandwidth_ = float(stats[5])
         return scorer
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UnknownScorer | None:
         return cls.from_arrays(np.load(io.BytesIO(data)))
-
-
-def _spread(v: F64) -> float:
-    s = float(v.std())
-    return s if s > 1e-12 else 1.0
 
 
 def with_scorer(probe_blob: bytes, scorer: UnknownScorer) -> bytes:

@@ -114,7 +114,8 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
 
 def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], None]) -> list[Any]:
     """core.unknown's score on `cv_embedding` and the probabilities: the two signals, their standardised mean,
-    then the fraction of the out-of-fold calibration scores at or below it."""
+    then the kernel-smoothed fraction of the out-of-fold calibration scores below it: mean Φ((raw − c) / h),
+    with Φ(z) = (1 + erf(z / √2)) / 2."""
     from onnx import helper
 
     const("cv_u_refs", np.ascontiguousarray(u.references_.T))  # (d, n)
@@ -126,6 +127,8 @@ def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], No
     const("cv_u_b", np.asarray([b], np.float32))
     const("cv_u_c", np.asarray([c], np.float32))
     const("cv_u_calibration", u.calibration_.astype(np.float32).reshape(1, -1))  # (1, n)
+    const("cv_u_inv_width", np.asarray([1.0 / (u.bandwidth_ * np.sqrt(2.0))], np.float32))
+    const("cv_u_half", np.asarray([0.5], np.float32))
     return [
         helper.make_node("ReduceMax", [OUTPUT], ["cv_u_pmax"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["cv_u_one", "cv_u_pmax"], ["cv_u_conf"]),
@@ -136,9 +139,12 @@ def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], No
         helper.make_node("Mul", ["cv_u_dist", "cv_u_b"], ["cv_u_dist_s"]),
         helper.make_node("Add", ["cv_u_conf_s", "cv_u_dist_s"], ["cv_u_sum"]),
         helper.make_node("Add", ["cv_u_sum", "cv_u_c"], ["cv_u_raw"]),  # (batch, 1)
-        helper.make_node("LessOrEqual", ["cv_u_calibration", "cv_u_raw"], ["cv_u_below"]),  # (batch, n)
-        helper.make_node("Cast", ["cv_u_below"], ["cv_u_below_f"], to=1),  # FLOAT
-        helper.make_node("ReduceMean", ["cv_u_below_f"], [UNKNOWN_OUTPUT], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["cv_u_raw", "cv_u_calibration"], ["cv_u_gap"]),  # (batch, n)
+        helper.make_node("Mul", ["cv_u_gap", "cv_u_inv_width"], ["cv_u_z"]),
+        helper.make_node("Erf", ["cv_u_z"], ["cv_u_erf"]),
+        helper.make_node("ReduceMean", ["cv_u_erf"], ["cv_u_erf_mean"], axes=[1], keepdims=0),  # (batch,)
+        helper.make_node("Mul", ["cv_u_erf_mean", "cv_u_half"], ["cv_u_half_erf"]),
+        helper.make_node("Add", ["cv_u_half_erf", "cv_u_half"], [UNKNOWN_OUTPUT]),
     ]
 
 

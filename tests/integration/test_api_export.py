@@ -67,10 +67,10 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
         prediction = cv.predictions.predict(p.id, blob, store=False)
         served = {x.tag_name: x.probability for x in prediction.predictions}
         np.testing.assert_allclose(local, [served[n] for n in labels], atol=1e-4)
-        # the unknown score: the same calibration steps (1/24 each), at most one apart from float32 rounding
-        assert abs(float(outputs[1][0]) - prediction.unknown_score) <= 1 / 24 + 1e-6
+        # the unknown score, as the server computes it (float32 in the graph)
+        assert abs(float(outputs[1][0]) - prediction.unknown_score) <= 1e-3
         unknown_scores.append(float(outputs[1][0]))
-    assert unknown_scores[-1] == 1.0 and min(unknown_scores[:-1]) < 0.95  # noise: like nothing trained
+    assert unknown_scores[-1] > 0.99 and min(unknown_scores[:-1]) < 0.95  # noise: like nothing trained
     assert abs(float(local.sum()) - 1) > 1e-3  # independent sigmoids, not a softmax
 
     # The export's blob goes with its iteration.

@@ -37,7 +37,8 @@ def test_signals_are_one_minus_max_probability_and_nearest_cosine():
 def test_out_of_fold_statistics_and_raw_score(fitted):
     X, y, _, cv, s = fitted
     conf = confidence_gap(cv.oof_)
-    assert s.confidence_mean_ == pytest.approx(conf.mean()) and s.confidence_std_ == pytest.approx(conf.std())
+    assert s.confidence_mean_ == pytest.approx(conf.mean())
+    assert s.confidence_std_ == pytest.approx(max(conf.std(), 0.05))
     # the distance of a training image is measured against the other folds only (never itself: 0)
     assert s.distance_mean_ > 0.01
     held = cv.folds_ == 0
@@ -51,10 +52,32 @@ def test_out_of_fold_statistics_and_raw_score(fitted):
     assert np.all(np.diff(s.calibration_) >= 0) and len(s.calibration_) == len(X)
 
 
-def test_calibration_is_the_fraction_of_out_of_fold_known_scores_at_or_below():
+def test_calibration_is_the_kernel_smoothed_fraction_of_out_of_fold_known_scores_below():
+    from scipy.stats import norm
+
     s = UnknownScorer()
-    s.calibration_ = np.array([-1.0, 0.0, 1.0, 2.0])
-    assert s.calibrate([-5.0, -1.0, 0.5, 2.0, 9.0]).tolist() == [0.0, 0.25, 0.5, 1.0, 1.0]
+    s.calibration_, s.bandwidth_ = np.array([-1.0, 0.0, 1.0, 2.0]), 0.5
+    got = s.calibrate([-50.0, -1.0, 0.5, 2.0, 50.0])
+    want = [np.mean(norm.cdf((x - s.calibration_) / 0.5)) for x in (-50.0, -1.0, 0.5, 2.0)]
+    assert np.allclose(got[:4], want) and got[0] == 0.0 and got[-1] == 1.0
+    assert got[2] == pytest.approx(0.5)  # halfway between the middle two, by symmetry
+    assert np.all(np.diff(s.calibrate(np.linspace(-3, 4, 50))) > 0)  # strictly increasing: no ties
+
+
+def test_an_easy_small_project_does_not_standardise_by_a_tiny_spread():
+    """12 images a probe separates perfectly: out-of-fold confidence barely varies, and a 94 %-confident answer
+    must not look extreme because of that; the floors keep the spreads at absolute minimums."""
+    from core.unknown import MIN_BANDWIDTH, MIN_CONFIDENCE_STD, MIN_DISTANCE_STD
+
+    rng = np.random.default_rng(3)
+    X = np.repeat(np.eye(4, dtype=np.float32)[:2], 6, axis=0) + 0.01 * rng.normal(size=(12, 4)).astype(np.float32)
+    oof = np.tile([[0.97, 0.03]], (12, 1)) + 0.001 * rng.normal(size=(12, 2))
+    s = UnknownScorer().fit(X, oof, np.arange(12) % 3)
+    assert (s.confidence_std_, s.distance_std_, s.bandwidth_) == (MIN_CONFIDENCE_STD, MIN_DISTANCE_STD,
+                                                                  MIN_BANDWIDTH)
+    like = X[:1] + 0.01
+    assert s.score(like, [[0.94, 0.06]])[0] < 0.95
+    assert s.score(np.eye(4, dtype=np.float32)[3:], [[0.6, 0.4]])[0] > 0.99
 
 
 def test_known_images_score_low_and_unknown_ones_high(fitted):
@@ -74,7 +97,7 @@ def test_known_images_score_low_and_unknown_ones_high(fitted):
     for U in (far, between.astype(np.float32)):
         u = s.score(U, cv.predict_proba(U))
         assert np.all(u >= s.threshold_), u
-    assert s.score(far, cv.predict_proba(far)).min() == 1.0
+    assert s.score(far, cv.predict_proba(far)).min() > 0.999
     # more unlike -> higher: a known centre scores lower than the midpoint, which scores lower than far away
     centre = centres[:1] / np.linalg.norm(centres[:1])
     assert s.raw_score(centre, cv.predict_proba(centre))[0] < s.raw_score(between, cv.predict_proba(between))[0]
@@ -88,7 +111,7 @@ def test_stored_in_the_probe_blob_and_absent_from_an_old_one(fitted):
     probe = LinearProbe.from_bytes(blob)
     assert np.array_equal(probe.coef_, cv.best_estimator_.coef_)
     back = UnknownScorer.from_bytes(blob)
-    assert back is not None and back.threshold_ == s.threshold_
+    assert back is not None and (back.threshold_, back.bandwidth_) == (s.threshold_, s.bandwidth_)
     assert back.references_.dtype == np.float32 and np.array_equal(back.references_, s.references_)
     P = cv.predict_proba(X)
     assert np.array_equal(back.score(X, P), s.score(X, P))
