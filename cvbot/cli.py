@@ -330,6 +330,10 @@ class Cli:
             out.append({"file": f} | prediction_json(pred))
             top = pred.above_threshold
             shown = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in (top or pred.predictions[:1]))
+            if pred.unknown:
+                closest = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in pred.predictions[:3])
+                lines.append(f"{f}: not recognised (unknown score {pred.unknown_score:.2f}); closest: {closest}")
+                continue
             lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)"))
         self.out(out, "\n".join(lines))
         return 1 if failed else 0
