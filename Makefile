@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e '.[test]' $(TORCH_PINS)
+	$(BIN)/pip install -q -e '.[test,export]' $(TORCH_PINS)
 	touch $@
 
 install: $(BIN)/.installed

@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from . import labelling as _labelling  # noqa: F401 - registers the operations
 from . import prediction as _prediction  # noqa: F401 - registers the operations
 from . import training as _training  # noqa: F401 - registers the operations
 from .http import PREDICTION, REGISTRY, TRAINING, any_case_prefix, json_errors, make_handler

@@ -5,6 +5,7 @@ The ids are Azure's own, so scripts that hard-code them (the compact one above a
 from __future__ import annotations
 
 from core import errors
+from core.export import platform_names
 from core.model import Domain
 
 DOMAIN_IDS: dict[Domain, str] = {
@@ -17,7 +18,7 @@ DOMAIN_IDS: dict[Domain, str] = {
 }
 # The names Azure shows for these ids (scripts look domains up by name, e.g. "General (compact)").
 DOMAIN_NAMES: dict[Domain, str] = {d: d.value for d in Domain} | {Domain.Compact: "General (compact)"}
-EXPORT_PLATFORMS = ["ONNX"]
+EXPORT_PLATFORMS = platform_names()  # the registered platforms, as Azure names them
 # Azure's object-detection domains (ids and names as Azure lists them). cvbot classifies only: they are listed with
 # `enabled: false`, so a client that looks one up (the SDK's object-detection quickstart does, by type and name)
 # finds it and is refused clearly when it creates a project with it, instead of failing on a missing domain.

@@ -42,7 +42,9 @@ SCHEMAS: dict[str, dict] = {
                     "exportablePlatforms": _arr(S), "modelInformation": _obj({"description": S})}),
     "ProjectSettings": _obj({"domainId": UUID,
                              "classificationType": {"type": "string", "enum": ["Multiclass", "Multilabel"]},
-                             "targetExportPlatforms": _arr(S)}),
+                             "targetExportPlatforms": _arr(S),
+                             "cvbot": _obj({"retrain": {"type": "string", "enum": ["nightly", "off"]},
+                                            "predictionRetentionDays": {"type": "integer", "nullable": True}})}),
     "Project": _obj({"id": UUID, "name": S, "description": S, "settings": _ref("ProjectSettings"), "created": TIME,
                      "lastModified": TIME, "status": S}),
     "Tag": _obj({"id": UUID, "name": S, "description": S, "type": {"type": "string", "enum": ["Regular", "Negative"]},
@@ -99,6 +101,17 @@ SCHEMAS: dict[str, dict] = {
     "PredictionQueryResult": _obj({"token": _ref("PredictionQueryToken"), "results": _arr(_obj({
         "id": UUID, "project": UUID, "iteration": UUID, "created": TIME, "domain": S,
         "predictions": _arr(PREDICTION_ITEM), **IMAGE_URIS}))}),
+    "SuggestedTagAndRegion": _obj({"id": UUID, "project": UUID, "iteration": UUID, "created": TIME,
+                                   "predictions": _arr(PREDICTION_ITEM), "predictionUncertainty": N}),
+    "SuggestedTagAndRegionQueryToken": _obj({
+        "tagIds": _arr(UUID), "threshold": N, "session": _nullable(S), "continuation": _nullable(S),
+        "maxCount": {"type": "integer", "minimum": 1, "maximum": 256},
+        "sortBy": _nullable({"type": "string", "enum": ["UncertaintyAscending", "UncertaintyDescending"]})}),
+    "SuggestedTagAndRegionQuery": _obj({"token": _ref("SuggestedTagAndRegionQueryToken"), "results": _arr(_obj({
+        "id": UUID, "project": UUID, "iteration": UUID, "created": TIME, "domain": S, "width": INT, "height": INT,
+        "predictions": _arr(PREDICTION_ITEM), "predictionUncertainty": N, **IMAGE_URIS}))}),
+    "TagFilter": _obj({"tagIds": _arr(UUID), "threshold": N}),
+    "SuggestedImageCounts": {"type": "object", "additionalProperties": INT},
     "Export": _obj({"platform": S, "status": {"type": "string", "enum": ["Exporting", "Failed", "Done"]},
                     "downloadUri": _nullable(S), "flavor": _nullable(S), "newerVersionAvailable": B}),
     "ProjectExport": _obj({"iterationCount": INT, "imageCount": INT, "tagCount": INT, "regionCount": INT,
@@ -154,7 +167,7 @@ def _operation(op: Operation) -> dict:
                 "schema": _obj({"imageData": {"type": "string", "format": "binary"}}, ("imageData",))},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     elif op.body:
-        out["requestBody"] = {"required": op.body not in ("TrainingParameters", "PredictionQueryToken"),
+        out["requestBody"] = {"required": op.body not in ("TrainingParameters", "PredictionQueryToken", "TagFilter"),
                               "content": {"application/json": {"schema": _ref(op.body)}}}
     error = {"description": "Custom Vision error",
              "content": {"application/json": {"schema": _ref("CustomVisionError")}}}

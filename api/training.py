@@ -8,6 +8,7 @@ from aiohttp import web
 
 from core import errors
 from core.backbones import domain_catalogue
+from core.export import platform_names
 from core.images import TRAINING_MAX_BYTES
 from core.model import ClassificationType, TagType
 from core.rules import clean_metadata
@@ -137,8 +138,9 @@ async def _json_batch(ctx: Ctx, required_field: str) -> tuple[str, list[dict], l
 # =========================================================================== domains
 @training("GET", "/domains", "get_domains", result="[Domain]")
 async def get_domains(ctx: Ctx):
-    """The six classification domains (Compact is exportable as ONNX), then Azure's object-detection domains,
-    listed with enabled=false: creating a project with one is refused (BadRequestUnsupportedDomain)."""
+    """The six classification domains (each exportable to the registered platforms), then Azure's
+    object-detection domains, listed with enabled=false: creating a project with one is refused
+    (BadRequestUnsupportedDomain)."""
     return json_response([domain_json(parse_domain(str(d["name"])), d) for d in domain_catalogue()]
                          + [object_detection_domain_json(i) for i in OBJECT_DETECTION_DOMAINS])
 
@@ -196,8 +198,17 @@ async def update_project(ctx: Ctx):
     domain = parse_domain(raw_domain) if raw_domain else None
     ctype = _ctype(field_str(settings, "classificationType"))
     name, description = field_str(body, "name"), field_str(body, "description")
+    own = settings.get("cvbot") or {}  # cvbot's own settings (core/views.py: cvbot_settings_json)
+    if not isinstance(own, dict):
+        raise ApiError("settings.cvbot must be an object", "BadRequestInvalid")
+    retrain = field_str(own, "retrain")
+    retention = own.get("predictionRetentionDays")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int | str)):
+        raise ApiError("settings.cvbot.predictionRetentionDays must be a number of days", "BadRequestInvalid")
+    if "predictionRetentionDays" in own and retention is None:
+        retention = "default"  # null: back to the install's default
     p = await ctx.run(ctx.cv.projects.update, pid, name=name, description=description, domain=domain,
-                      classification_type=ctype)
+                      classification_type=ctype, retrain=retrain, prediction_retention=retention)
     return json_response(render.project(p))
 
 
@@ -620,9 +631,10 @@ async def get_exports(ctx: Ctx):
 
 
 @training("POST", "/projects/{projectId}/iterations/{iterationId}/export", "export_iteration", result="Export",
-          query=(Param("platform", required=True, enum=("ONNX",)), Param("flavor")))
+          query=(Param("platform", required=True, enum=tuple(platform_names())), Param("flavor")))
 async def export_iteration(ctx: Ctx):
-    """Export a Compact iteration as ONNX (features, probe and softmax/sigmoid in one graph, zipped with labels)."""
+    """Export an iteration of any domain to one of Azure's platforms and flavors (the model in the conventions
+    Microsoft's export samples expect, zipped with labels.txt and cvexport.manifest)."""
     platform, flavor = ctx.q_str("platform", required=True), ctx.q_str("flavor")
     export = await ctx.run(ctx.cv.exports.start, ctx.path("projectId"), ctx.path("iterationId"), platform, flavor)
     return json_response(render.export(export, download_uri(ctx, export)))
@@ -638,4 +650,4 @@ async def download_export(request: web.Request, container) -> web.Response:
     except errors.NotFound:
         raise web.HTTPNotFound() from None
     return web.Response(body=data, content_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="cvbot-{iid[:8]}-onnx.zip"'})
+                        headers={"Content-Disposition": f'attachment; filename="cvbot-{iid[:8]}-export.zip"'})

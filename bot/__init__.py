@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger("bot")
+# the app key under which adapters list callables to hear of each scheduled run their process made (cvbot/server.py)
+SCHEDULED_RUN_LISTENERS = "scheduled_run_listeners"
 
 
 def dataset_links(container):
@@ -30,6 +32,30 @@ def dataset_links(container):
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         base = settings.public_url or f"http://{host}:{settings.port}"
         return dataset_url(base, secret[0], project_id, expiry(time.time(), settings.link_ttl))
+
+    return link
+
+
+def image_links(container):
+    """image id → a signed thumbnail link at CVBOT_PUBLIC_URL (valid for CVBOT_LINK_TTL seconds), or None when no
+    public address is configured (Slack must fetch the picture itself)."""
+    import time
+
+    from core.links import expiry, sign
+    from core.usecases import link_secret
+
+    settings = container.settings
+    public_url = getattr(settings, "public_url", None)
+    if not public_url:
+        return None
+    secret: list[bytes] = []
+
+    def link(image_id: str) -> str:
+        if not secret:
+            secret.append(link_secret(container.deps, settings.secret_key))
+        exp = expiry(time.time(), settings.link_ttl)
+        return (f"{public_url.rstrip('/')}/customvision/images/image/{image_id}/thumbnail"
+                f"?exp={exp}&sig={sign(secret[0], 'image', image_id, 'thumbnail', exp)}")
 
     return link
 
@@ -54,6 +80,7 @@ def setup(app, container) -> None:
 
     cv = SlackBot(container.deps, settings.slack_bot_token, settings.default_domain)
     cv.dataset_url = dataset_links(container)
+    cv.image_url = image_links(container)
     bolt = build_bolt_app(cv, settings.slack_bot_token, settings.slack_signing_secret, settings.slack_api_url)
     if mode.http:
         app.router.add_post("/slack/events", events_handler(bolt, settings.slack_signing_secret))
@@ -75,6 +102,24 @@ def setup(app, container) -> None:
         cv.spawn(report_unreported(cv, bolt.client))
 
     app.on_startup.append(report_missed)
+
+    loop: list = []  # the server's event loop, for runs reported on the scheduler's thread
+
+    async def remember_loop(_app) -> None:
+        import asyncio
+
+        loop.append(asyncio.get_running_loop())
+
+    def scheduled_run(run) -> None:  # called on the scheduler's thread for each scheduled run this process made
+        if run.job == "retrain" and run.result and run.result.get("started") and loop:
+            import asyncio
+
+            from .training import announce_scheduled
+
+            asyncio.run_coroutine_threadsafe(announce_scheduled(cv, bolt.client, run.result), loop[0])
+
+    app.on_startup.append(remember_loop)
+    app.setdefault(SCHEDULED_RUN_LISTENERS, []).append(scheduled_run)
 
     async def close_bot(_app) -> None:
         await cv.close()

@@ -206,6 +206,14 @@ def configure_client(client: AsyncWebClient, api_url: str | None = None) -> Asyn
     return client
 
 
+async def take_event(cv: SlackBot, body) -> bool:
+    """Whether to process a request: False for an event some web process of the install took already (Slack
+    retries what it did not see acknowledged, with X-Slack-Retry-Num, possibly to another process behind the load
+    balancer; a retry carries the same event_id). Requests that are not events are always processed."""
+    event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
+    return not event_id or await cv.seen.claim(f"event:{event_id}")
+
+
 def build_bolt_app(cv: SlackBot, token: str, signing_secret: str | None, api_url: str | None = None) -> AsyncApp:
     quiet_secrets()
     app = AsyncApp(token=token, signing_secret=signing_secret, request_verification_enabled=bool(signing_secret),
@@ -214,12 +222,10 @@ def build_bolt_app(cv: SlackBot, token: str, signing_secret: str | None, api_url
 
     @app.middleware
     async def provide_bot(body, context, next, logger):
-        """Put the shared runtime in the context; drop redeliveries of an event already taken (Slack retries
-        what it did not see acknowledged, with X-Slack-Retry-Num; a retry carries the same event_id)."""
+        """Put the shared runtime in the context; drop redeliveries of an event already taken (`take_event`)."""
         context["cv"] = cv
-        event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
-        if event_id and not cv.seen.claim(f"event:{event_id}"):
-            logger.info("ignoring redelivered event %s", event_id)
+        if not await take_event(cv, body):
+            logger.info("ignoring redelivered event %s", body.get("event_id"))
             return BoltResponse(status=200, body="")
         await next()
 

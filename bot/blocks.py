@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from core.model import (
     DEFAULT_UNKNOWN_THRESHOLD,
+    ChannelBinding,
     ClassificationType,
     Domain,
     Iteration,
@@ -29,6 +30,14 @@ PREDICTION_CORRECT = "cv_prediction_correct"
 PREDICTION_RETAG = "cv_prediction_retag"
 PREDICTION_BLOCK = "cv_prediction"
 NEW_PROJECT_VIEW = "cv_new_project"
+SUGGEST_CONFIRM = "cv_suggest_confirm"
+SUGGEST_OTHER = "cv_suggest_other"
+SUGGEST_SKIP = "cv_suggest_skip"
+SUGGEST_BLOCK = "cv_suggest"
+AUDIT_KEEP = "cv_audit_keep"
+AUDIT_RETAG = "cv_audit_retag"
+AUDIT_RETAG_OTHER = "cv_audit_retag_other"
+AUDIT_BLOCK = "cv_audit"
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
 MAX_BLOCKS = 50
@@ -157,16 +166,23 @@ def projects_message(rows: list[ProjectRow], bound_project_id: str | None) -> di
     return message("\n".join(lines))
 
 
-def settings_message(p: Project, changed: list[str] | None = None) -> dict:
-    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*; "
-            "it takes effect at the next training (`/cv train`)."
+def settings_message(p: Project, changed: list[str] | None = None, binding: ChannelBinding | None = None) -> dict:
+    later = "; it takes effect at the next training (`/cv train`)" if {"domain", "type"} & set(changed or ()) else ""
+    head = (f":gear: Updated {', '.join(changed)} of *{esc(p.name)}*{later}."
             if changed else f":gear: Settings of *{esc(p.name)}*")
+    days = p.prediction_retention_days
+    kept = "for ever" if days == 0 else f"{days} days" if days else "the server's default"
     lines = [head, f"• domain: *{p.domain.value}*", f"• type: *{p.classification_type.value}*",
-             f"• threshold: *{p.threshold:g}*"]
+             f"• threshold: *{p.threshold:g}*",
+             f"• retraining: *{'nightly, when new images arrived' if p.retrain else 'off'}*",
+             f"• stored predictions kept: *{kept}*"]
     if p.description:
         lines.append(f"• description: {esc(p.description)}")
+    if binding is not None:
+        lines.append(f"• this channel: keep-untagged *{'on' if binding.keep_untagged else 'off'}*")
     if not changed:
-        lines.append("_Change with `/cv settings type=multilabel domain=General` and `/cv threshold 0.7`._")
+        lines.append("_Change with `/cv settings type=multilabel domain=General retrain=nightly retention=30` "
+                     "and `/cv threshold 0.7`._")
     return message("\n".join(lines))
 
 
@@ -236,8 +252,9 @@ def ingest_message(p: Project, tag_names: list[str], lines: list[ImageLine], tag
     dup = sum(1 for ln in lines if ln.outcome == "duplicate")
     rej = sum(1 for ln in lines if ln.outcome == "rejected")
     how = "collect mode" if collect else "tag"
-    head = (f"*{esc(p.name)}*: {added} added, {dup} duplicate, {rej} rejected "
-            f"({how}: {', '.join(esc(t) for t in tag_names)})")
+    what = (f"{how}: {', '.join(esc(t) for t in tag_names)}" if tag_names
+            else "untagged: `/cv suggest` proposes their tags")
+    head = f"*{esc(p.name)}*: {added} added, {dup} duplicate, {rej} rejected ({what})"
     body = []
     for ln in lines[:200]:
         detail = f": {esc(ln.detail)}" if ln.detail else ""
@@ -447,6 +464,118 @@ def feedback_done_blocks(original_blocks: list[dict], tag_names: list[str], user
     return kept + [context(note)]
 
 
+# ------------------------------------------------------------------ labelling help (suggestions, audit)
+def channel_settings_message(p: Project, binding: ChannelBinding, changed: list[str] | None = None,
+                             user: str | None = None) -> dict:
+    keep = "on" if binding.keep_untagged else "off"
+    text = (f":gear: Channel settings for *{esc(p.name)}*: keep-untagged *{keep}* "
+            + ("(images posted without a tag join the untagged pool; `/cv suggest` proposes their tags)"
+               if binding.keep_untagged else "(images posted without a tag are ignored)"))
+    if changed and user:
+        text += f" · changed by <@{user}>"
+    return message(text, [section(text)])
+
+
+def _tag_options(tags: list[Tag], exclude: set[str] | None = None) -> list[dict]:
+    return [{"text": _plain(t.name), "value": t.id} for t in sorted(tags, key=lambda t: t.name.lower())
+            if t.id not in (exclude or set())][:MAX_OPTIONS]
+
+
+def _image_label(name: str, image_id: str) -> str:
+    return f"`{esc(name)}`" if name else f"image `{image_id[:8]}`"
+
+
+def suggestions_message(p: Project, suggestions: list, total: int, tags: list[Tag],
+                        image_url=None) -> dict:
+    """A batch of untagged images (core.usecases.Suggestion) with the suggested tag and buttons Confirm / Other
+    tag… / Skip; `image_url(image_id)` gives a thumbnail Slack can fetch, when there is one."""
+    if not suggestions:
+        text = (f"*{esc(p.name)}* has no untagged images to suggest tags for. Turn on `/cv settings keep-untagged=on` "
+                "to keep images posted without a tag.")
+        return message(text)
+    it = suggestions[0].iteration
+    head = (f":bulb: Suggested tags for {len(suggestions)} of {total} untagged image{'s' if total != 1 else ''} of "
+            f"*{esc(p.name)}* (iteration {it.number}), most useful to label first")
+    blocks = [section(head)]
+    for n, s in enumerate(suggestions, 1):
+        best = s.best
+        guess = f"*{esc(best.tag_name)}* ({pct(best.probability)})" if best else "no tag"
+        others = ", ".join(f"{esc(x.tag_name)} {pct(x.probability)}" for x in s.predictions[1:3])
+        text = f"*{n}.* {_image_label(s.image.original_name, s.image.id)} → {guess}"
+        if others:
+            text += f"\n_then_ {others}"
+        if s.skipped:
+            text += "\n_skipped before_"
+        sec = section(text)
+        url = image_url(s.image.id) if image_url else None
+        if url:
+            sec["accessory"] = {"type": "image", "image_url": url, "alt_text": (s.image.original_name or "image")[:200]}
+        blocks.append(sec)
+        elements = []
+        if best:
+            elements.append(button(f"Confirm: {best.tag_name}", SUGGEST_CONFIRM, best.tag_id, "primary"))
+        options = _tag_options(tags)
+        if options:
+            elements.append({"type": "static_select", "action_id": SUGGEST_OTHER, "placeholder": _plain("Other tag…"),
+                             "options": options})
+        elements.append(button("Skip", SUGGEST_SKIP, s.image.id))
+        blocks.append({"type": "actions", "block_id": f"{SUGGEST_BLOCK}|{p.id}|{s.image.id}", "elements": elements})
+    blocks.append(context("Confirm tags the image; Skip leaves it for later. `/cv suggest` shows the next batch, "
+                          "`/cv train` retrains with the new labels (and better suggestions)."))
+    lines = [head] + [f"{n}. {s.image.original_name or s.image.id}: {s.best.tag_name if s.best else '-'}"
+                      for n, s in enumerate(suggestions, 1)]
+    return message("\n".join(lines), blocks)
+
+
+def audit_message(p: Project, items: list, tags: list[Tag], image_url=None) -> dict:
+    """Training images whose tags their out-of-fold prediction contradicts (core.usecases.AuditItem), with
+    Keep / Retag buttons."""
+    if not items:
+        text = (f":white_check_mark: Nothing to audit in *{esc(p.name)}*: every image of the newest iteration was "
+                "answered or agrees with its tags.")
+        return message(text)
+    it = items[0].iteration
+    head = (f":mag_right: {len(items)} image{'s' if len(items) != 1 else ''} of *{esc(p.name)}* whose tags "
+            f"iteration {it.number}'s out-of-fold predictions contradict most, most suspicious first")
+    blocks = [section(head)]
+    for n, x in enumerate(items, 1):
+        stored = ", ".join(f"*{esc(t)}*" for t in x.tag_names) or "no tags"
+        suggested = ", ".join(f"*{esc(t)}*" for t in x.suggested_names) or "none"
+        prob = ", ".join(pct(x.probabilities.get(t)) for t in x.suggested_ids)
+        text = (f"*{n}.* {_image_label(x.image.original_name, x.image.id)} tagged {stored}; the model says "
+                f"{suggested}" + (f" ({prob})" if prob else "") + f" · suspicion {x.score:.2f}")
+        sec = section(text)
+        url = image_url(x.image.id) if image_url else None
+        if url:
+            sec["accessory"] = {"type": "image", "image_url": url, "alt_text": (x.image.original_name or "image")[:200]}
+        blocks.append(sec)
+        elements = [button("Keep", AUDIT_KEEP, x.image.id)]
+        if x.suggested_ids and set(x.suggested_ids) != set(x.tag_ids):
+            elements.append(button(f"Retag: {', '.join(x.suggested_names)}", AUDIT_RETAG, ",".join(x.suggested_ids),
+                                   "primary"))
+        options = _tag_options(tags)
+        if options:
+            elements.append({"type": "static_select", "action_id": AUDIT_RETAG_OTHER,
+                             "placeholder": _plain("Retag as…"), "options": options})
+        blocks.append({"type": "actions", "block_id": f"{AUDIT_BLOCK}|{p.id}|{x.image.id}", "elements": elements})
+    blocks.append(context("Keep records that the tags are right (not asked again until they change); Retag replaces "
+                          "them. `/cv train` afterwards."))
+    lines = [head] + [f"{n}. {x.image.original_name or x.image.id}: {', '.join(x.tag_names)} -> "
+                      f"{', '.join(x.suggested_names)}" for n, x in enumerate(items, 1)]
+    return message("\n".join(lines), blocks)
+
+
+def answered_blocks(original_blocks: list[dict], block_id: str, note: str) -> list[dict]:
+    """The message with one image's buttons (the actions block `block_id`) replaced by what was done."""
+    out = []
+    for b in original_blocks:
+        if b.get("type") == "actions" and b.get("block_id") == block_id:
+            out.append(context(note))
+        else:
+            out.append(b)
+    return out
+
+
 # ------------------------------------------------------------------ modal
 def new_project_modal(channel_id: str, default_domain: Domain = Domain.Compact) -> dict:
     def opt(text: str, value: str) -> dict:
@@ -483,3 +612,18 @@ def modal_values(view: dict) -> dict[str, str | None]:
         else:
             out[block_id] = v.get("value")
     return out
+
+
+def model_export_started_text(p: Project, it: Iteration, what: str, user: str | None) -> str:
+    """Posted in the channel when `/cv export PLATFORM …` starts; the zip follows in its thread."""
+    return f":package: <@{user}> asked for iteration {it.number} of *{esc(p.name)}* as {esc(what)}…"
+
+
+def model_export_comment(p: Project, it: Iteration, what: str, usage: str) -> str:
+    """The comment under the posted model zip: what it is, and how to run it (the platform's usage note)."""
+    note = f"\n{esc(usage)}" if usage else ""
+    return f"Iteration {it.number} of *{esc(p.name)}* as {esc(what)}: model, `labels.txt`, `cvexport.manifest`.{note}"
+
+
+def model_export_failed_message(what: str, reason: str | None) -> dict:
+    return error_message(f"The {what} export failed: {reason or 'no reason given'}")

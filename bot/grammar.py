@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.model import ClassificationType, Domain
@@ -15,7 +16,10 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • `/cv use NAME` bind an existing project to this channel
 • `/cv projects` list the projects of this workspace
 • `/cv settings [type=multiclass|multilabel] [domain=…]` show or change the project's settings \
-(takes effect at the next training)
+(takes effect at the next training); `/cv settings keep-untagged=on|off` keep images posted here without a tag \
+in the project's untagged pool
+• `/cv settings retrain=nightly|off retention=DAYS|keep|default` retrain each night when new images arrived; \
+how many days stored predictions are kept
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
 • `/cv threshold unknown 0.9` set the unknown score from which I answer "I don't recognise this" (default 0.95)
 
@@ -25,6 +29,9 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 • Reply `tag: dog`, `untag` or `remove` in the thread of such a message to retag, untag or delete its images
 • `/cv collect TAG[, TAG…]` tag every image posted here from now on; `/cv collect stop` to end
 • `/cv tags` list the tags with their image counts
+• `/cv suggest` untagged images with the tag the model suggests: Confirm, pick another tag or Skip \
+(`/cv untagged` counts them; `/cv untagged clear` deletes them)
+• `/cv audit` tagged images whose tags the model contradicts most: Keep or Retag
 
 *Training*
 • `/cv train [force]` train a new iteration; progress and results appear in the channel
@@ -35,6 +42,8 @@ create a project and bind it to this channel (`/cv new` alone opens a form)
 *Data*
 • `/cv export dataset` post the project's images, tags and settings as a zip in a thread, or a download link \
 when it is larger than Slack allows (`cvbot dataset import` restores it)
+• `/cv export PLATFORM [FLAVOR] [N]` post iteration N's model (default: the default iteration) as a zip in a \
+thread, for Azure's platform and flavor, e.g. `/cv export ONNX` or `/cv export ONNX ONNXFloat16 2`
 
 *Classify*
 • Post an image with `classify` or `?`, mention me with an image, or send me an image in a direct message; \
@@ -46,12 +55,17 @@ DOMAIN_NAMES = ", ".join(d.value for d in Domain)
 _SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 _TAG_LINE = re.compile(r"^\s*[*_~]*tags?[*_~]*\s*:[*_~]*\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
-_OPTION = re.compile(r"^([A-Za-z_]+)=(.*)$", re.DOTALL)
+_OPTION = re.compile(r"^([A-Za-z_-]+)=(.*)$", re.DOTALL)
 
 SUBCOMMANDS = ("help", "new", "use", "projects", "tags", "collect", "train", "iterations", "default",
-               "performance", "threshold", "settings", "keys", "export")
+               "performance", "threshold", "settings", "keys", "export", "suggest", "audit", "untagged")
 ALIASES = {"create": "new", "bind": "use", "project": "projects", "list": "projects", "iteration": "iterations",
-           "perf": "performance", "setting": "settings", "key": "keys", "?": "help"}
+           "perf": "performance", "setting": "settings", "key": "keys", "?": "help", "suggestions": "suggest",
+           "label": "suggest", "mislabels": "audit"}
+# `key=value` options of /cv commands: the project's own, then the channel settings of `/cv settings` (each key
+# parsed on its own by `CHANNEL_SETTINGS`, so keys added later do not touch these)
+OPTION_KEYS = {"domain", "type", "threshold", "t", "description", "desc", "retrain", "retention"}
+CHANNEL_SETTINGS: dict[str, Callable[[str], object]] = {}
 
 
 class GrammarError(ValueError):
@@ -86,7 +100,7 @@ def parse_command(text: str) -> Command:
     args, options = [], {}
     for tok in _tokens(rest):
         m = _OPTION.match(tok)
-        if m and m.group(1).lower() in ("domain", "type", "threshold", "t", "description", "desc"):
+        if m and (m.group(1).lower() in OPTION_KEYS or m.group(1).lower() in CHANNEL_SETTINGS):
             key = {"t": "threshold", "desc": "description"}.get(m.group(1).lower(), m.group(1).lower())
             options[key] = m.group(2).strip()
         else:
@@ -119,6 +133,24 @@ def parse_threshold(value: str) -> float:
     if not 0.0 <= t <= 1.0:
         raise GrammarError(f"the threshold must be between 0 and 1 (got {value})")
     return t
+
+
+def parse_switch(value: str) -> bool:
+    """on/off, yes/no, true/false, 1/0."""
+    v = value.strip().lower()
+    if v in ("on", "yes", "true", "1", "enable", "enabled"):
+        return True
+    if v in ("off", "no", "false", "0", "disable", "disabled"):
+        return False
+    raise GrammarError(f"`{value}` is neither on nor off")
+
+
+CHANNEL_SETTINGS["keep-untagged"] = parse_switch
+
+
+def channel_settings(cmd: Command) -> dict[str, object]:
+    """The channel settings a `/cv settings key=value …` sets, each parsed by its own rule."""
+    return {k: CHANNEL_SETTINGS[k](v) for k, v in cmd.options.items() if k in CHANNEL_SETTINGS}
 
 
 def parse_iteration_number(value: str) -> int:
@@ -178,6 +210,39 @@ class PerformanceQuery:
     threshold: float | None
 
 
+@dataclass
+class ExportQuery:
+    dataset: bool
+    platform: str | None = None
+    flavor: str | None = None
+    number: int | None = None
+
+
+EXPORT_USAGE = ("`/cv export PLATFORM [FLAVOR] [N]` posts a model (e.g. `/cv export ONNX`, "
+                "`/cv export ONNX ONNXFloat16 2`); `/cv export dataset` posts the images, tags and settings")
+
+
+def parse_export(cmd: Command) -> ExportQuery:
+    """`/cv export dataset`, or `/cv export PLATFORM [FLAVOR] [N]` (the platform and flavor are checked by the
+    exporter registry, which knows them)."""
+    if not cmd.args:
+        raise GrammarError(EXPORT_USAGE)
+    first, rest = cmd.args[0], cmd.args[1:]
+    if first.lower() == "dataset":
+        if rest:
+            raise GrammarError(EXPORT_USAGE)
+        return ExportQuery(dataset=True)
+    flavor = number = None
+    for a in rest:
+        if re.fullmatch(r"#?\d+", a) and number is None:
+            number = parse_iteration_number(a)
+        elif flavor is None and not re.fullmatch(r"#?\d+", a):
+            flavor = a
+        else:
+            raise GrammarError(f"`{a}`: say one flavor and one iteration number at most. {EXPORT_USAGE}")
+    return ExportQuery(dataset=False, platform=first, flavor=flavor, number=number)
+
+
 def parse_performance(cmd: Command) -> PerformanceQuery:
     number = threshold = None
     for a in cmd.args:
@@ -234,15 +299,17 @@ def thread_command(text: str) -> ThreadCommand | None:
 
 @dataclass
 class MessageIntent:
-    action: str  # "tag" | "classify" | "collect" | "retag"
+    action: str  # "tag" | "classify" | "collect" | "retag" | "untagged"
     tags: list[str] = field(default_factory=list)
     thread: ThreadCommand | None = None
 
 
 def message_intent(text: str, has_images: bool, *, direct: bool = False, mentioned: bool = False,
-                   collect_tags: list[str] | None = None, thread_parent: str | None = None) -> MessageIntent | None:
+                   collect_tags: list[str] | None = None, thread_parent: str | None = None,
+                   keep_untagged: bool = False) -> MessageIntent | None:
     """What a posted message asks for. Precedence: an explicit tag line, then a classify request (the text,
-    a mention, a direct message), then collect mode; a text-only thread reply may retag its parent's images."""
+    a mention, a direct message), then collect mode, then the untagged pool (when the channel keeps untagged
+    images); a text-only thread reply may retag its parent's images."""
     if has_images:
         tags = tag_instruction(text)
         if tags:
@@ -251,6 +318,8 @@ def message_intent(text: str, has_images: bool, *, direct: bool = False, mention
             return MessageIntent("classify")
         if collect_tags:
             return MessageIntent("collect", list(collect_tags))
+        if keep_untagged and not thread_parent:
+            return MessageIntent("untagged")
         return None
     if thread_parent:
         cmd = thread_command(text)

@@ -1,5 +1,5 @@
-"""What the listeners share: the use cases (scoped to the Slack workspace), event deduplication, file downloads,
-permission checks.
+"""What the listeners share: the use cases (scoped to the Slack workspace), event deduplication (across every web
+process, in the database), file downloads, permission checks.
 
 Listeners find it as `context["cv"]` (a global middleware puts it there)."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from core import errors
 from core.images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES
 from core.model import Domain, Project
-from core.usecases import Deps, Scope, UseCases
+from core.usecases import Deps, Scope, UseCases, claim_once
 
 from .errors import NoProject
 
@@ -29,10 +29,8 @@ IMAGE_FILETYPES = {"jpg", "jpeg", "png", "gif", "bmp", "webp", "jfif", "mpo"}
 
 
 class Seen:
-    """Keys seen recently (event ids, message timestamps), so a redelivered event is processed once.
-
-    In memory: Slack redelivers within minutes, and after a restart the images themselves are deduplicated
-    by content hash, so losing this on restart costs at most one repeated reply."""
+    """Keys this process saw recently (event ids, message timestamps), in memory: the quick first look of
+    `SharedSeen`, which answers a redelivery to the same process without asking the database."""
 
     def __init__(self, ttl: float = 3600.0, max_items: int = 50_000):
         self.ttl = ttl
@@ -52,6 +50,29 @@ class Seen:
             return False
         self._items[key] = now
         return True
+
+
+class SharedSeen:
+    """Keys seen by any web process of the install, so that an event Slack redelivers (X-Slack-Retry-Num, the same
+    event_id) to another process behind the load balancer is processed once: claimed in the database's `claims`
+    table (insert-if-absent, expiring after `ttl` seconds), after a look at this process's memory."""
+
+    def __init__(self, deps: Deps, ttl: float = 3600.0):
+        self.deps = deps
+        self.ttl = ttl
+        self.local = Seen(ttl)
+
+    async def claim(self, key: str, ttl: float | None = None) -> bool:
+        """True for the first process to see `key` within the ttl (this one's, or `ttl` seconds). Fails open: when
+        the database cannot be asked, the event is processed (a repeated reply is better than a lost one) and the
+        problem logged."""
+        if ttl is None and not self.local.claim(key):
+            return False
+        try:
+            return await asyncio.to_thread(claim_once, self.deps, key, ttl or self.ttl)
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("could not record Slack key %s as seen; processing it", key)
+            return True
 
 
 @dataclass
@@ -88,7 +109,7 @@ class SlackBot:
         self.prediction_max_bytes = prediction_max_bytes
         self.progress_interval = progress_interval
         self.download_timeout = download_timeout
-        self.seen = Seen()
+        self.seen = SharedSeen(deps)
         self._admins: dict[tuple[str, str], tuple[bool, float]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task] = set()
@@ -98,6 +119,9 @@ class SlackBot:
         # project id → a signed, expiring link to its dataset zip on this server (`/cv export dataset` posts one
         # when the zip is larger than Slack allows); None where no server serves them
         self.dataset_url: Callable[[str], str] | None = None
+        # image id → a signed thumbnail link Slack can fetch (only where CVBOT_PUBLIC_URL says where Slack reaches
+        # this server: Slack refuses a whole message whose image it cannot download); None: no pictures
+        self.image_url: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------- plumbing
     def scoped(self, workspace: str) -> UseCases:

@@ -17,6 +17,7 @@ from .runtime import SlackBot
 log = logging.getLogger("bot")
 FINAL_STAGES = ("done", "failed")
 NOTIFY_KEY = "slack"  # this adapter's key in Iteration.notify
+REPORT_CLAIM_SECONDS = 600.0  # a process reporting an outcome holds it this long (a failed report is retried after)
 
 
 async def start_training(cv: SlackBot, uc: UseCases, client, channel: str, user: str, project: Project, force: bool,
@@ -94,6 +95,11 @@ async def post_results(cv: SlackBot, uc: UseCases, client, channel: str, ts: str
     if final.status.running:
         log.warning("iteration %s is still %s; its result is not posted yet", final.id, final.status.value)
         return
+    # several web processes may follow one training (the one that queued it, and another's start-up catch-up):
+    # the first to claim the report posts it; the claim expires, so a report Slack never received is retried
+    if not await cv.seen.claim(f"report:{final.id}", REPORT_CLAIM_SECONDS):
+        log.info("the result of iteration %s is reported by another process", final.id)
+        return
     try:
         await _post_outcome(cv, uc, client, channel, ts, final)
     except SlackApiError as e:
@@ -159,3 +165,40 @@ async def report_unreported(cv: SlackBot, client) -> int:
             log.exception("could not report iteration %s in Slack", it.id)
     log.info("Slack: took up %d training result(s) left unreported before this start", taken)
     return taken
+
+
+SCHEDULED_STAGE = "queued by the nightly retraining (new images since the last iteration)"
+
+
+async def announce_scheduled(cv: SlackBot, client, result: dict) -> int:
+    """The nightly retraining (a scheduled job this process ran) queued iterations: post each one's training message
+    in the channel most recently bound to its project, keep it with the iteration and follow it there, as for
+    `/cv train`. Returns how many were announced; a project bound to no channel is left quiet."""
+    announced = 0
+    for started in result.get("started", []):
+        try:
+            project = await cv.call(cv.system().projects.get, started["project"])
+            uc = cv.scoped(project.workspace)
+            it = await cv.call(uc.iterations.get, project.id, started["iteration"])
+            bindings = await cv.call(uc.channels.for_project, project.id)
+        except errors.NotFound:  # deleted meanwhile
+            continue
+        if not bindings:
+            continue
+        channel = max(bindings, key=lambda b: b.updated_at).channel_id
+        try:
+            posted = await client.chat_postMessage(channel=channel,
+                                                   **blocks.training_progress_message(project, it, SCHEDULED_STAGE))
+        except SlackApiError as e:
+            log.warning("cannot announce the nightly training of %s in %s: %s", project.name, channel,
+                        e.response.get("error"))
+            continue
+        cv.following.add(it.id)
+        try:
+            await cv.call(uc.notifications.set_target, project.id, it.id, NOTIFY_KEY,
+                          {"channel": channel, "ts": posted["ts"]})
+        except Exception:  # noqa: BLE001 - the follow-up below still reports the outcome
+            log.exception("could not store the Slack message of iteration %s", it.id)
+        cv.spawn(follow_training(cv, uc, client, channel, posted["ts"], project, it))
+        announced += 1
+    return announced

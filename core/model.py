@@ -83,6 +83,10 @@ class Project:
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
     modified_at: datetime = field(default_factory=utcnow)
+    # cvbot's own settings (no Custom Vision counterpart): scheduled retraining ("nightly", None = off) and how
+    # many days stored predictions are kept (None: the install's default, 0: for ever)
+    retrain: str | None = None
+    prediction_retention_days: int | None = None
     # the unknown score from which predictions are flagged (core.unknown); None: the iteration's default (0.95)
     unknown_threshold: float | None = None
 
@@ -195,6 +199,26 @@ class ChannelBinding:
     collect_tags: list[str] | None = None
     bound_by: str | None = None
     updated_at: datetime = field(default_factory=utcnow)
+    keep_untagged: bool = False  # images posted without a tag join the project's untagged pool
+
+
+class DecisionKind(str, Enum):
+    Audit = "audit"  # the mislabel audit asked about the image's stored tags
+    Suggest = "suggest"  # a suggestion for an untagged image was answered
+
+
+@dataclass
+class LabelDecision:
+    """What a person answered about one image (Keep / Retag in the audit, Skip / Confirm on a suggestion), for the
+    tags the image carried then: it is not asked about again while its tags keep `tags_key`."""
+
+    project_id: str
+    image_id: str
+    kind: DecisionKind
+    tags_key: str
+    decision: str  # keep | retag | skip | confirm
+    decided_by: str | None = None
+    decided_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass
@@ -215,3 +239,23 @@ class Export:
     failure_reason: str | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+
+
+class JobRunStatus(str, Enum):
+    Running = "Running"
+    Done = "Done"
+    Failed = "Failed"
+
+
+@dataclass
+class JobRun:
+    """One run of a scheduled job: `slot` names the scheduled time it is for, so that every process of an install
+    that fires the job for that time finds the run claimed by the first one (`owner` names that process)."""
+
+    job: str
+    slot: str
+    owner: str
+    started_at: datetime = field(default_factory=utcnow)
+    status: JobRunStatus = JobRunStatus.Running
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from .model import (
     Image,
     Iteration,
     IterationStatus,
+    JobRun,
+    JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -37,7 +42,14 @@ class PartialFile:
 
 class BlobStore(ABC):
     """Content-addressed bytes: the key of a blob is the sha256 of its content. A write that finds no room raises
-    `errors.StorageFull` and stores nothing."""
+    `errors.StorageFull` and stores nothing.
+
+    A `shared` store (an S3 bucket) may be written by processes on other machines, which this machine's store lock
+    does not see: blobs are then collected as orphans only once `age_seconds` says nobody wrote them for a while,
+    and `put` of content already stored makes it young again, so a writer's blob is never taken for an orphan
+    between its `put` and the commit of the row that names it."""
+
+    shared: bool = False
 
     @abstractmethod
     def put(self, data: bytes) -> str: ...
@@ -53,6 +65,29 @@ class BlobStore(ABC):
 
     @abstractmethod
     def keys(self) -> Iterable[str]: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """The blob's bytes as a stream (KeyError when it is missing): a store that can streams them, so a large
+        blob is never held whole in memory; this default reads it whole."""
+        return io.BytesIO(self.get(key))
+
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        """Store the bytes read from `stream` under `key`, which must be their sha256: a mismatch raises
+        ValueError and stores nothing. Returns the number of bytes. A store that can writes in bounded memory;
+        this default reads the stream whole."""
+        data = stream.read()
+        if hashlib.sha256(data).hexdigest() != key:
+            raise ValueError(f"the content does not match its key {key}: nothing was stored")
+        self.put(data)
+        return len(data)
+
+    def size(self, key: str) -> int:
+        """The blob's length in bytes (KeyError when it is missing); this default reads it."""
+        return len(self.get(key))
+
+    def age_seconds(self, key: str) -> float | None:
+        """Seconds since the blob was written, or None when it is missing or the store cannot tell."""
+        return None
 
     def partial_files(self, older_than: float = 0.0) -> list[PartialFile]:
         """Unfinished writes untouched for at least `older_than` seconds (a younger one may be a concurrent
@@ -219,6 +254,12 @@ class PredictionRepository(ABC):
     @abstractmethod
     def delete(self, prediction_id: str) -> None: ...
 
+    def older_than(self, project_id: str, before: datetime, limit: int) -> builtins.list[Prediction]:
+        """At most `limit` of the project's stored predictions made before `before`, oldest first (adapters may
+        answer it with one query)."""
+        found = [p for p in self.list(project_id) if p.created_at < before]
+        return sorted(found, key=lambda p: (p.created_at, p.id))[:limit]
+
 
 class ChannelRepository(ABC):
     @abstractmethod
@@ -309,6 +350,65 @@ class MigrationRepository(ABC):
         """Insert or replace."""
 
 
+class ClaimRepository(ABC):
+    """Keys taken once across every process of an install (e.g. a Slack event id, so that a redelivery to any web
+    process is dropped), each until it expires."""
+
+    @abstractmethod
+    def claim(self, key: str, expires_at: datetime, now: datetime) -> bool:
+        """True when this transaction takes `key`: nobody holds it, or its claim expired by `now`; False while
+        another claim stands (also one a concurrent transaction is adding, once that one commits)."""
+
+    @abstractmethod
+    def purge(self, now: datetime) -> int:
+        """Drop the claims expired by `now`; returns how many."""
+
+
+class JobRunRepository(ABC):
+    """The log of scheduled jobs' runs; (job, slot) is taken once, by the first process to start it."""
+
+    @abstractmethod
+    def start(self, run: JobRun) -> bool:
+        """Record `run` unless its (job, slot) is recorded already (also by a concurrent transaction); True if this
+        one was recorded, i.e. the caller runs the job."""
+
+    @abstractmethod
+    def finish(self, job: str, slot: str, status: JobRunStatus, result: dict[str, Any] | None,
+               finished_at: datetime) -> None: ...
+
+    @abstractmethod
+    def list(self, job: str | None = None, limit: int = 100) -> builtins.list[JobRun]:
+        """The newest runs first."""
+
+
+class OrphanRepository(ABC):
+    """Blobs found unreferenced by a collection, with when they were first found so: a later collection deletes those
+    still unreferenced after a grace period (a blob is written before the row that names it, so a young orphan may
+    be an upload in progress, in any process)."""
+
+    @abstractmethod
+    def mark(self, keys: builtins.list[str], at: datetime) -> None:
+        """Remember `keys` as found unreferenced at `at`, keeping the earlier time of those already marked."""
+
+    @abstractmethod
+    def marked(self) -> dict[str, datetime]: ...
+
+    @abstractmethod
+    def forget(self, keys: builtins.list[str]) -> None: ...
+
+
+class DecisionRepository(ABC):
+    """What people answered about images (the audit's Keep / Retag, a suggestion's Skip / Confirm)."""
+
+    @abstractmethod
+    def put(self, decision: LabelDecision) -> None:
+        """Insert or replace the image's decision of that kind."""
+
+    @abstractmethod
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        """The project's decisions of one kind, by image id."""
+
+
 class UnitOfWork(ABC):
     """One transaction over every repository; rolls back unless `commit()` was called."""
 
@@ -325,6 +425,10 @@ class UnitOfWork(ABC):
     secrets: SecretRepository
     variants: VariantRepository
     migrated: MigrationRepository
+    claims: ClaimRepository
+    job_runs: JobRunRepository
+    orphans: OrphanRepository
+    decisions: DecisionRepository
 
     def __enter__(self) -> UnitOfWork:
         return self

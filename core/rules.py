@@ -124,3 +124,38 @@ def clean_metadata(metadata: object) -> dict[str, str]:
         raise errors.InvalidInput(f"at most {MAX_METADATA_PAIRS} metadata pairs per image",
                                   "BadRequestImageMetadataKey")
     return dict(metadata)
+
+
+# cvbot's own project settings (scheduled jobs, core/usecases/schedule.py)
+RETRAIN_NIGHTLY = "nightly"
+RETRAIN_OFF = ("off", "none", "never", "no")
+RETENTION_KEEP = ("keep", "forever", "off", "never", "none")
+RETENTION_DEFAULT = ("default", "")
+MAX_RETENTION_DAYS = 36500
+
+
+def parse_retrain(value: str) -> str | None:
+    """A project's scheduled retraining: "nightly", or None for off ("off", "none", "never", "no")."""
+    v = str(value).strip().lower()
+    if v == RETRAIN_NIGHTLY:
+        return RETRAIN_NIGHTLY
+    if v in RETRAIN_OFF:
+        return None
+    raise errors.InvalidInput(f"retrain must be nightly or off, not {value!r}")
+
+
+def parse_retention(value: str | int) -> int | None:
+    """A project's prediction retention: a number of days (1 to 36500), 0 or "keep" to keep stored predictions for
+    ever, or "default" (None) to follow the install's CVBOT_PREDICTION_RETENTION_DAYS."""
+    if isinstance(value, bool):
+        raise errors.InvalidInput(f"retention must be a number of days, keep or default, not {value!r}")
+    v = str(value).strip().lower()
+    if v in RETENTION_DEFAULT:
+        return None
+    if v in RETENTION_KEEP:
+        return 0
+    v = v.removesuffix("days").removesuffix("d").strip()
+    if not v.isdigit() or int(v) > MAX_RETENTION_DAYS:
+        raise errors.InvalidInput(f"retention must be a number of days (up to {MAX_RETENTION_DAYS}), keep or "
+                                  f"default, not {value!r}")
+    return int(v)

@@ -19,11 +19,19 @@ def project_json(p: Project, domain_id: str | None = None) -> dict[str, Any]:
         "id": p.id, "name": p.name, "description": p.description,
         "settings": {"domainId": domain_id or p.domain.value, "domain": p.domain.value,
                      "classificationType": p.classification_type.value, "threshold": p.threshold,
-                     "unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None
-                     else p.unknown_threshold},
+                     "cvbot": cvbot_settings_json(p)},
         "created": iso(p.created_at), "lastModified": iso(p.modified_at),
         "defaultIterationId": p.default_iteration_id, "workspace": p.workspace,
     }
+
+
+def cvbot_settings_json(p: Project) -> dict[str, Any]:
+    """cvbot's own project settings (no Custom Vision counterpart), under `settings.cvbot`: scheduled retraining
+    ("nightly" or "off") and the stored predictions' retention in days (null: the install's default, 0: for
+    ever)."""
+    return {"retrain": p.retrain or "off", "predictionRetentionDays": p.prediction_retention_days,
+            # the unknown score from which predictions are flagged (docs/unknown.md)
+            "unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None else p.unknown_threshold}
 
 
 def tag_json(t: Tag) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from core import errors
 from core.backbones import BackboneProvider
-from core.ports import JobRunner
+from core.ports import BlobStore, JobRunner
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, StoreLock, make_engine, migrate, unit_of_work_factory
@@ -49,6 +49,9 @@ class SchedulerRunner(JobRunner):
                 self.scheduler.shutdown(wait=False)
 
 
+STARTUP_WAIT = 30.0  # seconds a starting process waits for another one's start-up recovery (exclusive hold)
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -77,8 +80,26 @@ def _lock_store(settings: Settings, mode: str) -> StoreLock:
         lock.release()
         raise errors.StoreBusy(f"another cvbot process (a server or a command) uses the store in {settings.data_dir}; "
                                "stop it, then run this again")
-    lock.share()
+    # several processes starting at once: the one doing its start-up recovery holds the lock exclusive briefly
+    lock.share(wait=STARTUP_WAIT)
     return lock
+
+
+def make_blob_store(settings: Settings, check: bool = True) -> BlobStore:
+    """The blob store `settings` name: an S3 bucket for CVBOT_BLOB_URL (checked now, so a missing bucket, an
+    unreachable endpoint or refused credentials stop the start with what to change), else the data directory."""
+    if not settings.blob_url:
+        return LocalBlobStore(settings.data_dir / "blobs")
+    from storage.s3blobs import S3BlobStore, S3Options
+
+    store = S3BlobStore(settings.blob_url, options=S3Options(
+        endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        access_key_id=settings.aws_access_key_id, secret_access_key=settings.aws_secret_access_key,
+        session_token=settings.aws_session_token, addressing_style=settings.s3_addressing_style))
+    if check:
+        store.check()
+    log.info("blobs in %r", store)
+    return store
 
 
 def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str = "shared") -> Container:
@@ -93,14 +114,17 @@ def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str 
         engine = make_engine(settings.database_url)
         migrate(engine)
         runner = SchedulerRunner()
-        deps = Deps(unit_of_work_factory(engine), LocalBlobStore(settings.data_dir / "blobs"),
-                    BackboneProvider(settings.backbone_settings()), runner)
+        blobs = make_blob_store(settings)
+        deps = Deps(unit_of_work_factory(engine), blobs, BackboneProvider(settings.backbone_settings()), runner,
+                    export_settings=settings.export_settings())
         if recover:
+            # a shared store (S3) is written from other machines too, which the lock cannot see: its orphans are
+            # collected by age instead (core.usecases.maintenance.recover)
             alone = store_lock.exclusive
-            report = recover_after_restart(deps, clean_blobs=alone)
+            report = recover_after_restart(deps, clean_blobs=alone or blobs.shared)
             if any(report.values()):
                 log.warning("recovered after restart: %s", report)
-            if not alone:
+            if not alone and not blobs.shared:
                 log.info("another cvbot process uses the store: orphan blobs and partial files are left alone")
             if lock == "shared":
                 store_lock.share()

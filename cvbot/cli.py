@@ -98,6 +98,19 @@ class Cli:
                                   f"threshold {p.threshold}, unknown threshold "
                                   f"{project_json(p)['settings']['unknownThreshold']}")
 
+    def cmd_project_settings(self):
+        """cvbot's own settings of a project (scheduled jobs): shown, or changed with --retrain / --retention."""
+        a = self.args
+        p = self.cv.projects.find(a.name)
+        if a.retrain is not None or a.retention is not None:
+            p = self.cv.projects.update(p.id, retrain=a.retrain, prediction_retention=a.retention)
+        days = p.prediction_retention_days
+        install = self.settings.prediction_retention_days
+        kept = ("for ever" if days == 0 else f"{days} days" if days else
+                f"the install's default ({f'{install} days' if install else 'for ever'})")
+        self.out(project_json(p)["settings"]["cvbot"],
+                 f"project '{p.name}': retraining {p.retrain or 'off'}, stored predictions kept {kept}")
+
     def cmd_project_delete(self):
         p = self.cv.projects.find(self.args.name)
         if not self.args.yes:
@@ -203,6 +216,57 @@ class Cli:
             data["training"] = trained
         self.out(data, _migration_text(data))
         return 1 if data["failures"] else 0
+
+    def cmd_export(self):
+        import os
+        import tempfile
+        import time
+
+        from tqdm import tqdm
+
+        from core.export import exporter
+        from core.usecases import export_file
+
+        p = self.project()
+        it = self._iteration(p)
+        target = Path(self.args.output)
+        if not target.parent.is_dir():
+            raise errors.InvalidInput(f"{target.parent} is not a folder")
+        export = self.cv.exports.start(p.id, it.id, self.args.platform, self.args.flavor)
+        what = f"{export.platform}{f' ({export.flavor})' if export.flavor else ''}"
+        desc = f"exporting iteration {it.number} of {p.name} to {what}"
+        if not self.args.json:
+            print(f"{desc}…", file=sys.stderr)
+        bar = tqdm(desc=desc, unit="s", bar_format="{desc}: {n} s", disable=self.args.json or None, file=sys.stderr)
+        try:
+            started = time.monotonic()
+            while export.status == "Exporting":
+                time.sleep(0.25)
+                export = next(e for e in self.cv.exports.list(p.id, it.id) if e.id == export.id)
+                bar.n = int(time.monotonic() - started)
+                bar.refresh()
+        finally:
+            bar.close()
+        data = {"project": p.id, "iteration": it.number, "platform": export.platform, "flavor": export.flavor,
+                "status": export.status.value}
+        if export.status != "Done":
+            self.out(data | {"failureReason": export.failure_reason},
+                     f"export of iteration {it.number} to {what} failed: {export.failure_reason}")
+            return 1
+        # written beside the target and renamed into place: an interrupted download leaves no half zip
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent.resolve())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(export_file(self.container.deps, it.id, export.id))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        usage = exporter(export.platform).usage
+        self.out(data | {"file": str(target), "bytes": target.stat().st_size},
+                 f"exported iteration {it.number} of '{p.name}' to {what}: {target} ({target.stat().st_size:,} bytes)"
+                 + (f"\n{usage}" if usage else ""))
+        return 0
 
     def cmd_tags(self):
         p = self.project()
@@ -338,6 +402,59 @@ class Cli:
         self.out(out, "\n".join(lines))
         return 1 if failed else 0
 
+    def cmd_suggest(self):
+        p = self.project()
+        it_id = self._iteration(p).id if self.args.iteration else None
+        found = self.cv.labelling.suggest(p.id, it_id)[:self.args.take]
+        data = [_suggestion_json(s) for s in found]
+        rows = [[s.image.id, s.image.original_name, s.best.tag_name if s.best else "",
+                 f"{s.best.probability:.3f}" if s.best else "", f"{s.uncertainty:.3f}"] for s in found]
+        text = (_table(rows, ["image", "name", "suggested tag", "probability", "uncertainty"]) if rows
+                else f"'{p.name}' has no untagged images to suggest tags for")
+        self.out(data, text)
+
+    def cmd_audit(self):
+        p = self.project()
+        a = self.args
+        if a.keep or a.retag:
+            if a.keep:
+                img = self.cv.labelling.keep(p.id, a.keep, "cli")
+                msg = f"kept the tags of image {img.id}; the audit will not ask about it again until they change"
+            else:
+                image_id, names = a.retag[0], a.retag[1:]
+                if not names:
+                    raise errors.InvalidInput("name the new tags: --retag IMAGE_ID TAG [TAG ...]")
+                tags = self.cv.tags.get_or_create(p.id, names)
+                img = self.cv.labelling.retag(p.id, image_id, [t.id for t in tags], "cli")
+                msg = f"image {img.id} is now tagged {', '.join(t.name for t in tags)}"
+            self.out({"imageId": img.id, "tagIds": img.tag_ids}, msg)
+            return 0
+        it_id = self._iteration(p).id if a.iteration else None
+        found = self.cv.labelling.audit(p.id, it_id, include_decided=a.all)[:a.take]
+        data = [_audit_json(x) for x in found]
+        rows = [[x.image.id, x.image.original_name, ", ".join(x.tag_names), ", ".join(x.suggested_names),
+                 f"{x.score:.3f}"] for x in found]
+        text = (_table(rows, ["image", "name", "tags", "suggested", "score"]) if rows
+                else f"nothing to audit in '{p.name}'")
+        self.out(data, text)
+
+    def cmd_untagged(self):
+        p = self.project()
+        a = self.args
+        if a.delete_all or a.delete:
+            ids = [i.id for i in self.cv.images.list(p.id, tagged=False)] if a.delete_all else a.delete
+            untagged = {i.id for i in self.cv.images.get_many(p.id, ids) if not i.tag_ids}
+            if set(ids) - untagged:
+                raise errors.InvalidInput(f"{sorted(set(ids) - untagged)[0]} is not an untagged image of this project")
+            n = self.cv.images.delete(p.id, ids) if ids else 0
+            self.out({"deleted": n}, f"deleted {n} untagged image{'s' if n != 1 else ''} of '{p.name}'")
+            return 0
+        images = self.cv.images.list(p.id, tagged=False)
+        self.out([{"id": i.id, "originalName": i.original_name, "created": i.created_at.isoformat(),
+                   "source": i.source} for i in images],
+                 _table([[i.id, i.original_name, i.source, i.created_at.isoformat()] for i in images],
+                        ["image", "name", "source", "added"]) if images else f"'{p.name}' has no untagged images")
+
     def cmd_iterations(self):
         p = self.project()
         default = self.cv.projects.get(p.id).default_iteration_id
@@ -389,6 +506,134 @@ class Cli:
         self.out(report.as_dict(), _doctor_text(report, self.settings))
         return 0 if report.ok else 1
 
+    def cmd_schedule_list(self):
+        from core.usecases import Schedule
+
+        runs = Schedule(self.container.deps).runs(self.args.job, self.args.limit)
+        data = [{"job": r.job, "slot": r.slot, "owner": r.owner, "status": r.status.value,
+                 "started": r.started_at, "finished": r.finished_at, "result": r.result} for r in runs]
+        rows = [[r.job, r.slot, r.status.value, r.owner, r.started_at, json.dumps(r.result, default=str)[:60]]
+                for r in runs]
+        self.out(data, _table(rows, ["job", "slot", "status", "owner", "started", "result"]) if runs
+                 else "no scheduled job has run yet")
+
+    def cmd_schedule_run(self):
+        """Run a scheduled job now, in this process (its own slot: it never stands in for a scheduled one)."""
+        from core.model import utcnow
+        from core.usecases import JOBS, run_once
+
+        from .scheduler import owner_name
+
+        name, deps = self.args.job, self.container.deps
+        if name not in JOBS:
+            raise errors.InvalidInput(f"no scheduled job named {name!r}; the jobs are {', '.join(JOBS)}")
+        slot = "manual " + utcnow().isoformat()
+        run = run_once(deps, name, slot, owner_name(), lambda: JOBS[name](deps, self.settings.schedule_settings()))
+        if run is None:
+            raise errors.CvError(f"{name} was started by another process this very second; try again")
+        from core.usecases import Scope
+
+        training = self.container.usecases(Scope.system()).training
+        for started in (run.result or {}).get("started", []):  # this process ends with the command: finish them
+            done = training.wait(started["project"], started["iteration"])
+            started["status"] = done.status.value
+        self.out({"job": name, "slot": slot, "status": run.status.value, "result": run.result},
+                 f"{name}: {run.status.value} {json.dumps(run.result, default=str)}")
+        return 0 if run.status.value == "Done" else 1
+
+    def cmd_move(self):
+        """Copy this install (database rows and the blobs they reference) to another database and blob store."""
+        from sqlalchemy.engine import make_url
+        from tqdm import tqdm
+
+        from storage import make_engine, migrate
+        from storage.move import copy_blobs, copy_rows, row_counts, verify_blobs
+
+        from .bootstrap import bootstrap
+
+        target_url = self.args.to_database
+        shown = make_url(target_url).render_as_string(hide_password=True)
+        if make_url(target_url) == make_url(self.settings.database_url):
+            raise errors.InvalidInput("--to-database is this install's own database; name the new one")
+        # the source to ourselves: nothing may change while it is copied (refused while a server runs)
+        self._container = bootstrap(self.settings, recover=False, lock="exclusive")
+        source_blobs = self._container.deps.blobs
+        target_blobs = self._target_blobs(self.args.to_blobs)
+        engine = make_engine(target_url)
+        try:
+            migrate(engine)
+            filled = {t: n for t, n in row_counts(engine).items() if n}
+            if filled:
+                raise errors.Conflict(f"the target database {shown} is not empty ("
+                                      + ", ".join(f"{n} rows in {t}" for t, n in sorted(filled.items()))
+                                      + "); cvbot move fills only a new, empty database", code="BadRequest")
+            source_engine = make_engine(self.settings.database_url)
+            source_rows = row_counts(source_engine)
+            with self._container.deps.uow() as uow:
+                keys = sorted(uow.referenced_blob_keys())
+            quiet = self.args.json or None
+            with tqdm(total=len(keys), unit="blob", desc="copying blobs", disable=quiet, file=sys.stderr) as bar:
+                def blob_done(n: int, size: int) -> None:
+                    bar.update(n)
+
+                blobs = copy_blobs(keys, source_blobs, target_blobs, workers=self.args.workers, progress=blob_done)
+            if blobs.failures:
+                data = {"ok": False, "failures": blobs.failures, "blobs": blobs.referenced}
+                self.out(data, f"{len(blobs.failures)} of {blobs.referenced} blobs could not be copied; no row was "
+                         "copied (the target database is still empty):\n"
+                         + "\n".join(f"  {f}" for f in blobs.failures[:50])
+                         + "\nrun `cvbot doctor` on this install, fix what it reports, then run cvbot move again")
+                return 1
+            with tqdm(total=sum(source_rows.values()), unit="row", desc="copying rows", disable=quiet,
+                      file=sys.stderr) as bar:
+                copy_rows(source_engine, engine, lambda _t, n: bar.update(n))
+            target_rows = row_counts(engine)
+            count, size, missing = verify_blobs(keys, target_blobs, workers=self.args.workers)
+            source_engine.dispose()
+        finally:
+            engine.dispose()
+        ok = target_rows == source_rows and count == len(keys) and size == blobs.bytes and not missing
+        data = {"ok": ok, "database": shown, "blobs": str(self.args.to_blobs),
+                "tables": {t: {"source": source_rows[t], "target": target_rows.get(t, 0)} for t in source_rows},
+                "blobCount": {"source": len(keys), "target": count, "copied": blobs.copied,
+                              "alreadyThere": blobs.present},
+                "blobBytes": {"source": blobs.bytes, "target": size}, "missing": missing[:50]}
+        rows = [[t, v["source"], v["target"], "ok" if v["source"] == v["target"] else "DIFFERS"]
+                for t, v in data["tables"].items()]
+        rows.append(["blobs", len(keys), count, "ok" if count == len(keys) and not missing else "DIFFERS"])
+        rows.append(["blob bytes", f"{blobs.bytes:,}", f"{size:,}", "ok" if size == blobs.bytes else "DIFFERS"])
+        text = (f"moved to {shown} + {self.args.to_blobs} ({blobs.copied} blobs copied, {blobs.present} were there "
+                "already); nothing was deleted here\n" + _table(rows, ["", "source", "target", "check"]))
+        if ok:
+            blob_env = (f"CVBOT_BLOB_URL={self.args.to_blobs}" if str(self.args.to_blobs).startswith("s3://")
+                        else f"(blobs in {self.args.to_blobs}: point CVBOT_DATA_DIR's blobs/ there)")
+            text += f"\nall counts match. Start cvbot with DATABASE_URL={shown} {blob_env}"
+        else:
+            text += "\nCOUNTS DIFFER: do not switch over; see the rows marked DIFFERS"
+        self.out(data, text)
+        return 0 if ok else 1
+
+    def _target_blobs(self, where: str):
+        from dataclasses import replace
+
+        from storage import LocalBlobStore
+
+        from .bootstrap import make_blob_store
+        from .config import _blob_url
+
+        if where.startswith("s3://"):
+            try:
+                url = _blob_url(where)
+            except ValueError as e:
+                raise errors.InvalidInput(str(e).replace("CVBOT_BLOB_URL", "--to-blobs")) from None
+            if url == self.settings.blob_url:
+                raise errors.InvalidInput("--to-blobs is this install's own blob store; name the new one")
+            return make_blob_store(replace(self.settings, blob_url=url))
+        path = Path(where).resolve()
+        if not self.settings.blob_url and path == (self.settings.data_dir / "blobs").resolve():
+            raise errors.InvalidInput("--to-blobs is this install's own blob directory; name the new one")
+        return LocalBlobStore(path)
+
     def cmd_serve(self):
         from .server import serve
 
@@ -400,8 +645,25 @@ class Cli:
         return self.cv.iterations.current(p.id)
 
 
+def _suggestion_json(s) -> dict:
+    best = s.best
+    return {"imageId": s.image.id, "originalName": s.image.original_name, "iteration": s.iteration.id,
+            "suggestedTagId": best.tag_id if best else None, "suggestedTagName": best.tag_name if best else None,
+            "probability": best.probability if best else None, "predictionUncertainty": s.uncertainty,
+            "skipped": s.skipped,
+            "predictions": [{"tagId": x.tag_id, "tagName": x.tag_name, "probability": x.probability}
+                            for x in s.predictions]}
+
+
+def _audit_json(x) -> dict:
+    return {"imageId": x.image.id, "originalName": x.image.original_name, "iteration": x.iteration.id,
+            "tagIds": x.tag_ids, "tagNames": x.tag_names, "suggestedTagIds": x.suggested_ids,
+            "suggestedTagNames": x.suggested_names, "score": x.score, "probabilities": x.probabilities}
+
+
 def _doctor_text(report, settings) -> str:
-    lines = [f"cvbot doctor: data in {settings.data_dir}" + ("" if report.exclusive else
+    lines = [f"cvbot doctor: data in {settings.data_dir}" + (f", blobs in {settings.blob_url}" if settings.blob_url
+                                                             else "") + ("" if report.exclusive else
              " (another cvbot process uses the store: a check only)")]
     for c in report.checks:
         if not c.problems:
@@ -503,6 +765,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float)
     p.add_argument("--unknown-threshold", type=float,
                    help="unknown score from which predictions are flagged (default 0.95; docs/unknown.md)")
+    p = cmd("settings", Cli.cmd_project_settings, "show or change a project's scheduled retraining and prediction "
+            "retention", proj)
+    p.add_argument("name")
+    p.add_argument("--retrain", help="nightly (retrain each night when new images arrived) or off")
+    p.add_argument("--retention", help="days stored predictions are kept; keep (for ever) or default "
+                   "(CVBOT_PREDICTION_RETENTION_DAYS)")
     p = cmd("delete", Cli.cmd_project_delete, "delete a project and its images", proj)
     p.add_argument("name")
     p.add_argument("--yes", action="store_true")
@@ -510,6 +778,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("copy", Cli.cmd_project_copy, "copy a project: settings, tags, images with their tags", proj)
     p.add_argument("name")
     p.add_argument("new_name", metavar="new-name")
+
+    sched = sub.add_parser("schedule", help="the scheduled jobs' run log, or run one now").add_subparsers(
+        dest="sub", required=True)
+    p = cmd("list", Cli.cmd_schedule_list, "recent runs of the scheduled jobs (every process's)", sched)
+    p.add_argument("--job", help="retrain, prediction-retention or store-cleanup")
+    p.add_argument("--limit", type=int, default=20)
+    p = cmd("run", Cli.cmd_schedule_run, "run a scheduled job now", sched)
+    p.add_argument("job", help="retrain, prediction-retention or store-cleanup")
 
     data = sub.add_parser("dataset", help="export a project as a zip, or import one").add_subparsers(
         dest="sub", required=True)
@@ -525,6 +801,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-key", help="the source's training key (default: CVBOT_SOURCE_TRAINING_KEY)")
     p.add_argument("--project", action="append", help="a project name or id to copy (repeatable; default: all)")
     p.add_argument("--train", action="store_true", help="train each migrated project and compare with the source")
+
+    p = cmd("export", Cli.cmd_export, "export an iteration's model to one of Azure's platforms (a zip)")
+    p.add_argument("--project", required=True)
+    p.add_argument("--platform", required=True,
+                   help="Azure's platform name, any case (e.g. ONNX); an unknown one is answered with the list")
+    p.add_argument("--flavor", help="e.g. ONNXFloat16 (default: the platform's plain flavor)")
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the default iteration)")
+    p.add_argument("-o", "--output", required=True, help="the zip to write")
 
     p = cmd("tags", Cli.cmd_tags, "list a project's tags with image counts")
     p.add_argument("--project", required=True)
@@ -543,6 +827,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--iteration", type=int)
     p.add_argument("--no-store", action="store_true", help="do not keep the image and prediction")
+    p = cmd("suggest", Cli.cmd_suggest, "suggested tags for untagged images, in the order that saves labels")
+    p.add_argument("--project", required=True)
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the newest Completed one)")
+    p.add_argument("--take", type=int, default=20, help="how many to list (default 20)")
+    p = cmd("audit", Cli.cmd_audit, "training images whose tags look wrong, most suspicious first")
+    p.add_argument("--project", required=True)
+    p.add_argument("--iteration", type=int, help="the iteration number (default: the newest Completed one)")
+    p.add_argument("--take", type=int, default=20, help="how many to list (default 20)")
+    p.add_argument("--all", action="store_true", help="also images whose tags someone already kept")
+    p.add_argument("--keep", metavar="IMAGE_ID", help="record that the image's tags are right")
+    p.add_argument("--retag", nargs="+", metavar=("IMAGE_ID", "TAG"), help="replace the image's tags")
+    p = cmd("untagged", Cli.cmd_untagged, "list or delete a project's untagged images")
+    p.add_argument("--project", required=True)
+    p.add_argument("--delete", nargs="+", metavar="IMAGE_ID", help="delete these untagged images")
+    p.add_argument("--delete-all", action="store_true", help="delete every untagged image of the project")
     p = cmd("iterations", Cli.cmd_iterations, "list iterations")
     p.add_argument("--project", required=True)
     p = cmd("iteration", Cli.cmd_iteration, "make default, rename or delete an iteration")
@@ -556,6 +855,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("doctor", Cli.cmd_doctor, "check the store (database, files, caches); exit 1 if something is wrong")
     p.add_argument("--repair", action="store_true",
                    help="fix what is safe and say what was done (refused while a server or command uses the store)")
+    p = cmd("move", Cli.cmd_move, "copy this install (every row and referenced blob) to another database and blob "
+            "store, e.g. PostgreSQL + S3; checks the counts at the end, deletes nothing here")
+    p.add_argument("--to-database", required=True, metavar="URL",
+                   help="an empty database, e.g. postgresql+psycopg://user:pw@host/cvbot (migrated first)")
+    p.add_argument("--to-blobs", required=True, metavar="s3://BUCKET/PREFIX",
+                   help="the new blob store: s3://bucket/prefix (AWS_* variables for the endpoint and keys), or a "
+                        "directory")
+    p.add_argument("--workers", type=int, default=8, help="blobs copied at once (default 8)")
     p = cmd("recover", Cli.cmd_doctor, "the same as doctor --repair (after a crash; stop the server first)")
     p.set_defaults(repair=True)
     return parser

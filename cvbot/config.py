@@ -4,13 +4,18 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.backbones import PROMPTS, BackboneSettings
+from core.export import ExportSettings
 from core.model import Domain
 
 CLIP_DOMAINS = list(PROMPTS)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# where `make` puts the export converters' own virtualenv (TensorFlow and friends pin versions cvbot cannot share)
+DEFAULT_EXPORT_PYTHON = REPO_ROOT / ".venv-export" / "bin" / "python"
 
 
 @dataclass
@@ -38,6 +43,20 @@ class Settings:
     rate_limits: dict[str, float] = field(default_factory=dict)
     secret_key: str | None = None
     link_ttl: int = 3600
+    scheduled_jobs: bool = True
+    retrain_at: str = "02:00"
+    cleanup_at: str = "03:30"
+    schedule_interval: float | None = None
+    prediction_retention_days: int | None = None
+    orphan_grace_seconds: float = 3600.0
+    blob_url: str | None = None  # s3://bucket/prefix; None: blobs in data_dir/blobs
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    s3_addressing_style: str | None = None
+    export_python: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -75,18 +94,65 @@ class Settings:
             rate_limits=_rates(env.get("CVBOT_RATE_LIMITS")),
             secret_key=env.get("CVBOT_SECRET_KEY") or None,
             link_ttl=_seconds(env.get("CVBOT_LINK_TTL"), "CVBOT_LINK_TTL", 3600),
+            scheduled_jobs=_switch(env.get("CVBOT_SCHEDULED_JOBS"), "CVBOT_SCHEDULED_JOBS"),
+            retrain_at=_time_of_day(env.get("CVBOT_RETRAIN_AT"), "CVBOT_RETRAIN_AT", "02:00"),
+            cleanup_at=_time_of_day(env.get("CVBOT_CLEANUP_AT"), "CVBOT_CLEANUP_AT", "03:30"),
+            schedule_interval=_positive(env.get("CVBOT_SCHEDULE_INTERVAL"), "CVBOT_SCHEDULE_INTERVAL"),
+            prediction_retention_days=_retention(env.get("CVBOT_PREDICTION_RETENTION_DAYS")),
+            orphan_grace_seconds=_positive(env.get("CVBOT_ORPHAN_GRACE_SECONDS"),
+                                           "CVBOT_ORPHAN_GRACE_SECONDS") or 3600.0,
+            blob_url=_blob_url(env.get("CVBOT_BLOB_URL")),
+            s3_endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            s3_addressing_style=_choice(env.get("CVBOT_S3_ADDRESSING_STYLE"), "CVBOT_S3_ADDRESSING_STYLE",
+                                        ("path", "virtual")),
+            export_python=env.get("CVBOT_EXPORT_PYTHON") or (
+                str(DEFAULT_EXPORT_PYTHON) if DEFAULT_EXPORT_PYTHON.exists() else None),
         )
+
+    def schedule_settings(self):
+        from core.usecases import ScheduleSettings
+
+        return ScheduleSettings(prediction_retention_days=self.prediction_retention_days,
+                                orphan_grace_seconds=self.orphan_grace_seconds)
 
     def backbone_settings(self) -> BackboneSettings:
         return BackboneSettings(cache_dir=str(self.model_dir), clip=self.clip, runtime=self.runtime,
                                 threads=self.threads)
 
+    def export_settings(self) -> ExportSettings:
+        return ExportSettings(converter_python=self.export_python)
+
     def __repr__(self) -> str:  # never print secrets
         hidden = {"training_key", "prediction_key", "slack_bot_token", "slack_signing_secret", "slack_app_token",
-                  "secret_key"}
+                  "secret_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
         parts = [f"{k}={'***' if k in hidden and v else v!r}" for k, v in self.__dict__.items() if k != "rate_limits"]
         parts.append(f"rate_limits=<{len(self.rate_limits)} keys>")
         return f"Settings({', '.join(parts)})"
+
+
+def _blob_url(value: str | None) -> str | None:
+    """CVBOT_BLOB_URL: where blobs live when not in the data directory, `s3://bucket` or `s3://bucket/prefix`."""
+    if not value or not value.strip():
+        return None
+    url = value.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    bucket = rest.partition("/")[0]
+    if scheme.lower() != "s3" or not sep or not re.fullmatch(r"[a-z0-9][a-z0-9.\-_]{2,62}", bucket) \
+            or any(c in rest for c in " ?#\\") or "//" in rest:
+        raise ValueError(f"CVBOT_BLOB_URL must look like s3://bucket or s3://bucket/prefix, not {value!r}")
+    return "s3://" + rest
+
+
+def _choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if value.strip().lower() not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value.strip().lower()
 
 
 def _public_url(value: str | None) -> str | None:
@@ -149,3 +215,51 @@ def _seconds(value: str | None, name: str, default: int) -> int:
     if not 1 <= seconds <= 7 * 24 * 3600:
         raise ValueError(f"{name} must be between 1 and 604800 seconds (a week), not {value!r}")
     return seconds
+
+
+def _switch(value: str | None, name: str, default: bool = True) -> bool:
+    if value is None or not value.strip():
+        return default
+    v = value.strip().lower()
+    if v in ("on", "1", "true", "yes"):
+        return True
+    if v in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def time_of_day(value: str, name: str) -> tuple[int, int]:
+    """"HH:MM" (UTC, 24-hour clock) → (hour, minute)."""
+    hh, sep, mm = value.strip().partition(":")
+    if not sep or not hh.isdigit() or not mm.isdigit() or not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
+        raise ValueError(f"{name} must be a UTC time of day like 02:30, not {value!r}")
+    return int(hh), int(mm)
+
+
+def _time_of_day(value: str | None, name: str, default: str) -> str:
+    """A UTC time of day, HH:MM (checked here so a typo stops the server at start-up)."""
+    text = (value or "").strip() or default
+    time_of_day(text, name)
+    return text
+
+
+def _positive(value: str | None, name: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def _retention(value: str | None) -> int | None:
+    """CVBOT_PREDICTION_RETENTION_DAYS: days stored predictions are kept (unset or 0: for ever)."""
+    if value is None or not value.strip():
+        return None
+    v = value.strip()
+    if not v.isdigit() or int(v) > 36500:
+        raise ValueError(f"CVBOT_PREDICTION_RETENTION_DAYS must be a number of days (0: keep for ever), not {value!r}")
+    return int(v) or None

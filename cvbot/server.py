@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CONTAINER = web.AppKey("container", Container)
 ADAPTERS = ("api", "bot")  # packages beside core/ that expose setup(app, container)
+# where an adapter's setup lists callables to hear of each scheduled run this process made (JobRun)
+SCHEDULED_RUN_LISTENERS = "scheduled_run_listeners"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -77,11 +79,43 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     container = bootstrap(settings)
     warm_up(container)
     app = build_app(container)
+    if settings.scheduled_jobs:
+        add_scheduler(app, container)
     host = host or settings.host
     port = port if port is not None else settings.port
     log.info("cvbot serving on http://%s:%s (data in %s)", host, port, settings.data_dir)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True,
                 access_log=None if settings.log_level.upper() != "DEBUG" else log)
+
+
+def add_scheduler(app: web.Application, container: Container):
+    """Scheduled jobs (cvbot/scheduler.py) from the server's start to its cleanup; every process runs the scheduler,
+    and each run happens in one of them."""
+    from .scheduler import Scheduler, parse_time_of_day, timings_from
+
+    s = container.settings
+    timings = timings_from(parse_time_of_day(s.retrain_at, "CVBOT_RETRAIN_AT"),
+                           parse_time_of_day(s.cleanup_at, "CVBOT_CLEANUP_AT"), s.schedule_interval)
+    listeners = app.get(SCHEDULED_RUN_LISTENERS, [])  # e.g. the Slack adapter announces nightly trainings
+
+    def on_run(run) -> None:
+        for listener in listeners:
+            try:
+                listener(run)
+            except Exception:  # noqa: BLE001 - an adapter's failure must not stop the scheduler
+                log.exception("a listener of scheduled runs failed")
+
+    scheduler = Scheduler(container.deps, s.schedule_settings(), timings, on_run=on_run)
+
+    async def start(_app) -> None:
+        scheduler.start_in_background()  # /healthz need not wait for APScheduler's import
+
+    async def stop(_app) -> None:
+        scheduler.shutdown()
+
+    app.on_startup.append(start)
+    app.on_cleanup.insert(0, stop)  # before the container closes
+    return scheduler
 
 
 async def run_in_thread(fn, *args, **kwargs):

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from core import errors
 from core.ports import BlobStore, PartialFile
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _PARTIAL = ".tmp-"  # the prefix of a blob being written (renamed to its key once complete)
 FULL = (errno.ENOSPC, errno.EDQUOT)
+CHUNK = 1 << 20  # bytes read at a time when a blob is streamed
 
 
 def storage_full(what: str, where: object, cause: BaseException) -> errors.StorageFull:
@@ -64,6 +66,50 @@ class LocalBlobStore(BlobStore):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        """Copy `stream` into a partial file while hashing it; renamed into place only when its sha256 is `key`."""
+        path = self._path(key)
+        digest, size, tmp = hashlib.sha256(), 0, None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_PARTIAL)
+            with os.fdopen(fd, "wb") as fh:
+                while chunk := stream.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if digest.hexdigest() != key:
+                raise ValueError(f"the content does not match its key {key}: nothing was stored")
+            os.replace(tmp, path)
+            tmp = None
+        except BaseException as e:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in FULL:
+                raise storage_full(f"{size:,} bytes", self.root, e) from e
+            raise
+        return size
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def age_seconds(self, key: str) -> float | None:
+        try:
+            return max(0.0, time.time() - self._path(key).stat().st_mtime)
+        except FileNotFoundError:
+            return None
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()

@@ -15,13 +15,17 @@ from core.ports import UnitOfWork
 from .blobs import storage_full
 from .repositories import (
     SqlChannels,
+    SqlClaims,
+    SqlDecisions,
     SqlEmbeddings,
     SqlExports,
     SqlImages,
     SqlIterations,
+    SqlJobRuns,
     SqlKeys,
     SqlMessages,
     SqlMigrated,
+    SqlOrphans,
     SqlPredictions,
     SqlProjects,
     SqlSecrets,
@@ -93,11 +97,17 @@ def schema_revisions(engine: Engine) -> set[str]:
         return set()
 
 
+# The key of the PostgreSQL advisory lock migrations take (any constant shared by every cvbot process; "cvbot" in
+# ASCII), so that N processes starting at once on a new or older database migrate it once.
+MIGRATION_LOCK = 0x6376626F74
+
+
 def migrate(engine: Engine, force: bool = False) -> bool:
     """Bring the schema to the newest revision (every head) unless it is there already; True if Alembic ran.
 
     An up-to-date database costs one query; Alembic runs for a new or older database (and for an unknown
-    revision, which it refuses), or always with `force`."""
+    revision, which it refuses), or always with `force`. Alembic runs under a database-wide lock (see `upgrade`):
+    processes that start together wait for the first, then find the schema current and change nothing."""
     if not force and schema_revisions(engine) == {HEAD_REVISION}:
         return False
     upgrade(engine, "heads")
@@ -105,15 +115,25 @@ def migrate(engine: Engine, force: bool = False) -> bool:
 
 
 def upgrade(engine: Engine, revision: str) -> None:
-    """Alembic's upgrade to `revision`, in one transaction on `engine`."""
+    """Alembic's upgrade to `revision`, in one transaction on `engine` that first takes the database's migration
+    lock: PostgreSQL's transaction-level advisory lock MIGRATION_LOCK; SQLite's write lock (BEGIN IMMEDIATE), since
+    one file has one writer. A second process waits there (SQLite: up to its 30 s busy timeout), then reads the
+    revision the first one committed, so Alembic has nothing left to do."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        elif conn.dialect.name == "sqlite":
+            # pysqlite opens no transaction before DDL: take the write lock explicitly, so the whole upgrade is one
+            # transaction that no other process interleaves with
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        conn.commit()
 
 
 class SqlUnitOfWork(UnitOfWork):
@@ -137,6 +157,10 @@ class SqlUnitOfWork(UnitOfWork):
         self.secrets = SqlSecrets(s)
         self.variants = SqlVariants(s)
         self.migrated = SqlMigrated(s)
+        self.claims = SqlClaims(s)
+        self.job_runs = SqlJobRuns(s)
+        self.orphans = SqlOrphans(s)
+        self.decisions = SqlDecisions(s)
         return self
 
     def __exit__(self, *exc) -> None:

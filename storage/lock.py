@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from core import errors
@@ -35,13 +36,20 @@ class StoreLock:
         self.exclusive = True
         return True
 
-    def share(self) -> None:
-        """Hold the store shared (also turns an exclusive hold into a shared one); refused while it is repaired."""
-        try:
-            fcntl.flock(self._open(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise errors.StoreBusy("the store is being repaired (cvbot doctor --repair); try again when it has "
-                                   "finished") from None
+    def share(self, wait: float = 0.0) -> None:
+        """Hold the store shared (also turns an exclusive hold into a shared one); refused while it is repaired,
+        after waiting up to `wait` seconds for the exclusive holder to finish (a process starting at the same time
+        as another holds it exclusive for its start-up recovery, which takes a moment)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self._open(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise errors.StoreBusy("the store is being repaired (cvbot doctor --repair); try again when it "
+                                           "has finished") from None
+                time.sleep(0.05)
         self.exclusive = False
 
     def release(self) -> None:

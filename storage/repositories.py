@@ -14,12 +14,16 @@ from core import ports
 from core.model import (
     ChannelBinding,
     ClassificationType,
+    DecisionKind,
     Domain,
     Export,
     ExportStatus,
     Image,
     Iteration,
     IterationStatus,
+    JobRun,
+    JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -78,15 +82,16 @@ class SqlProjects(ports.ProjectRepository):
         return dict(id=p.id, workspace=p.workspace, name=p.name, name_lower=p.name.lower(), description=p.description,
                     domain=p.domain.value, classification_type=p.classification_type.value, threshold=p.threshold,
                     created_by=p.created_by, default_iteration_id=p.default_iteration_id, created_at=p.created_at,
-                    modified_at=p.modified_at, unknown_threshold=p.unknown_threshold)
+                    modified_at=p.modified_at, retrain=p.retrain,
+                    prediction_retention_days=p.prediction_retention_days, unknown_threshold=p.unknown_threshold)
 
     @staticmethod
     def _obj(r) -> Project:
         return Project(id=r.id, workspace=r.workspace, name=r.name, description=r.description,
                        domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
                        threshold=r.threshold, created_by=r.created_by, default_iteration_id=r.default_iteration_id,
-                       created_at=_utc(r.created_at), modified_at=_utc(r.modified_at),
-                       unknown_threshold=r.unknown_threshold)
+                       created_at=_utc(r.created_at), modified_at=_utc(r.modified_at), retrain=r.retrain,
+                       prediction_retention_days=r.prediction_retention_days, unknown_threshold=r.unknown_threshold)
 
     def add(self, project: Project) -> None:
         self.s.execute(insert(t.projects).values(**self._row(project)))
@@ -420,6 +425,12 @@ class SqlPredictions(ports.PredictionRepository):
     def delete(self, prediction_id: str) -> None:
         self.s.execute(delete(t.predictions).where(t.predictions.c.id == prediction_id))
 
+    def older_than(self, project_id: str, before: datetime, limit: int) -> list[Prediction]:
+        c = t.predictions.c
+        q = (select(t.predictions).where(c.project_id == project_id, c.created_at < before)
+             .order_by(c.created_at, c.id).limit(limit))
+        return [self._obj(r) for r in self.s.execute(q)]
+
 
 def referenced_keys(s: Session, candidates: Iterable[str] | None) -> set[str]:
     sources = [t.images.c.sha256, t.iteration_images.c.sha256, t.predictions.c.sha256,
@@ -491,7 +502,8 @@ class SqlChannels(ports.ChannelRepository):
     def _obj(r) -> ChannelBinding:
         return ChannelBinding(workspace=r.workspace, channel_id=r.channel_id, project_id=r.project_id,
                               collect_tags=list(r.collect_tags) if r.collect_tags is not None else None,
-                              bound_by=r.bound_by, updated_at=_utc(r.updated_at))
+                              bound_by=r.bound_by, updated_at=_utc(r.updated_at),
+                              keep_untagged=bool(r.keep_untagged))
 
     def get(self, workspace: str, channel_id: str) -> ChannelBinding | None:
         r = self.s.execute(select(t.channel_bindings).where(
@@ -501,7 +513,8 @@ class SqlChannels(ports.ChannelRepository):
     def put(self, binding: ChannelBinding) -> None:
         _upsert(self.s, t.channel_bindings, dict(
             workspace=binding.workspace, channel_id=binding.channel_id, project_id=binding.project_id,
-            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at),
+            collect_tags=binding.collect_tags, bound_by=binding.bound_by, updated_at=binding.updated_at,
+            keep_untagged=bool(binding.keep_untagged)),
             ["workspace", "channel_id"])
 
     def delete(self, workspace: str, channel_id: str) -> None:
@@ -589,3 +602,88 @@ class SqlExports(ports.ExportRepository):
 
     def in_status(self, status: ExportStatus) -> list[Export]:
         return [self._obj(r) for r in self.s.execute(select(t.exports).where(t.exports.c.status == status.value))]
+
+
+class SqlClaims(ports.ClaimRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def claim(self, key: str, expires_at: datetime, now: datetime) -> bool:
+        c = t.claims.c
+        # RETURNING says whether the row went in (drivers report no reliable rowcount for ON CONFLICT DO NOTHING)
+        inserted = self.s.execute(_dialect_insert(self.s, t.claims).values(key=key, expires_at=expires_at)
+                                  .on_conflict_do_nothing(index_elements=["key"]).returning(c.key)).first()
+        if inserted is not None:
+            return True
+        # held: taken over only if expired (a concurrent taker's update makes this one match no row)
+        renewed = self.s.execute(update(t.claims).where(c.key == key, c.expires_at <= now)
+                                 .values(expires_at=expires_at).returning(c.key)).first()
+        return renewed is not None
+
+    def purge(self, now: datetime) -> int:
+        return int(self.s.execute(delete(t.claims).where(t.claims.c.expires_at <= now)).rowcount or 0)
+
+
+class SqlJobRuns(ports.JobRunRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    @staticmethod
+    def _obj(r) -> JobRun:
+        return JobRun(job=r.job, slot=r.slot, owner=r.owner, started_at=_utc(r.started_at),
+                      status=JobRunStatus(r.status), finished_at=_utc(r.finished_at),
+                      result=dict(r.result) if r.result else None)
+
+    def start(self, run: JobRun) -> bool:
+        c = t.job_runs.c
+        inserted = self.s.execute(_dialect_insert(self.s, t.job_runs).values(
+            job=run.job, slot=run.slot, owner=run.owner, status=run.status.value, started_at=run.started_at,
+            finished_at=run.finished_at, result=run.result).on_conflict_do_nothing(index_elements=["job", "slot"])
+            .returning(c.job)).first()
+        return inserted is not None
+
+    def finish(self, job: str, slot: str, status: JobRunStatus, result: dict | None, finished_at: datetime) -> None:
+        c = t.job_runs.c
+        self.s.execute(update(t.job_runs).where(c.job == job, c.slot == slot).values(
+            status=status.value, result=result, finished_at=finished_at))
+
+    def list(self, job: str | None = None, limit: int = 100) -> list[JobRun]:
+        c = t.job_runs.c
+        q = select(t.job_runs).order_by(c.started_at.desc(), c.job, c.slot.desc()).limit(limit)
+        if job is not None:
+            q = q.where(c.job == job)
+        return [self._obj(r) for r in self.s.execute(q)]
+
+
+class SqlOrphans(ports.OrphanRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def mark(self, keys: list[str], at: datetime) -> None:
+        _insert_absent(self.s, t.orphan_blobs, [dict(key=k, found_at=at) for k in dict.fromkeys(keys)], ["key"])
+
+    def marked(self) -> dict[str, datetime]:
+        return {r.key: _utc(r.found_at) for r in self.s.execute(select(t.orphan_blobs))}
+
+    def forget(self, keys: list[str]) -> None:
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            self.s.execute(delete(t.orphan_blobs).where(t.orphan_blobs.c.key.in_(chunk)))
+
+
+class SqlDecisions(ports.DecisionRepository):
+    def __init__(self, session: Session):
+        self.s = session
+
+    def put(self, decision: LabelDecision) -> None:
+        _upsert(self.s, t.label_decisions, dict(
+            image_id=decision.image_id, kind=DecisionKind(decision.kind).value, project_id=decision.project_id,
+            tags_key=decision.tags_key, decision=decision.decision[:16], decided_by=decision.decided_by,
+            decided_at=decision.decided_at), ["image_id", "kind"])
+
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        d = t.label_decisions.c
+        q = select(t.label_decisions).where(d.project_id == project_id, d.kind == DecisionKind(kind).value)
+        return {r.image_id: LabelDecision(project_id=r.project_id, image_id=r.image_id, kind=DecisionKind(r.kind),
+                                          tags_key=r.tags_key, decision=r.decision, decided_by=r.decided_by,
+                                          decided_at=_utc(r.decided_at))
+                for r in self.s.execute(q)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(naming_convention={
@@ -42,6 +44,8 @@ projects = Table(
     Column("modified_at", DateTime(timezone=True), nullable=False),
     # the highest iteration number handed out, so a deleted iteration's number is never given again
     Column("last_iteration_number", Integer, nullable=False, server_default="0"),
+    Column("retrain", String(16)),  # cvbot's scheduled retraining: "nightly", NULL = off
+    Column("prediction_retention_days", Integer),  # NULL: the install's default, 0: keep stored predictions
     # the unknown score from which predictions are flagged; NULL: the iteration's calibrated default (0.95)
     Column("unknown_threshold", Float),
     UniqueConstraint("workspace", "name_lower", name="uq_projects_workspace_name"),
@@ -148,6 +152,8 @@ channel_bindings = Table(
     Column("collect_tags", JSON),
     Column("bound_by", String(128)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # images posted without a tag go to the project's untagged pool (`/cv settings keep-untagged=on`)
+    Column("keep_untagged", Boolean, nullable=False, server_default=false()),
 )
 
 message_images = Table(
@@ -202,4 +208,43 @@ migrated = Table(
     Column("source_id", String(128), primary_key=True),
     Column("target_id", ID, nullable=False),
     Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+)
+
+# Keys claimed once across every process (processed Slack event ids), until they expire.
+claims = Table(
+    "claims", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Scheduled jobs' runs: the first process to insert (job, slot) runs that slot; the row is the run's log.
+job_runs = Table(
+    "job_runs", metadata,
+    Column("job", String(64), primary_key=True),
+    Column("slot", String(64), primary_key=True),  # the scheduled time the run is for (UTC, ISO 8601)
+    Column("owner", String(256), nullable=False),  # host and process id of the process that ran it
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("result", JSON(none_as_null=True)),
+)
+
+# Blobs a collection found unreferenced, and since when: deleted by a later collection once past a grace period.
+orphan_blobs = Table(
+    "orphan_blobs", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+)
+
+# What people answered about an image: the mislabel audit's Keep / Retag, a suggestion's Skip / Confirm. One row per
+# (image, kind), for the tags the image carried then (`tags_key`): it is asked again only once its tags change.
+label_decisions = Table(
+    "label_decisions", metadata,
+    Column("image_id", ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("tags_key", Text, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("decided_by", String(128)),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
 )

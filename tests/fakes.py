@@ -18,11 +18,15 @@ import numpy as np
 from core import ports
 from core.model import (
     ChannelBinding,
+    DecisionKind,
     Export,
     ExportStatus,
     Image,
     Iteration,
     IterationStatus,
+    JobRun,
+    JobRunStatus,
+    LabelDecision,
     Prediction,
     Project,
     SnapshotEntry,
@@ -32,7 +36,7 @@ from core.model import (
 
 TABLES = ("projects", "tags", "images", "iterations", "embeddings", "predictions", "channels", "messages", "keys",
           "exports", "counters", "server_secrets", "image_variants",
-          "migrated")
+          "migrated", "claims", "job_runs", "orphan_blobs", "decisions")
 
 
 def _copy(obj: Any) -> Any:
@@ -419,6 +423,77 @@ class FakeMigrated(_Repo, ports.MigrationRepository):
         self._put((source, kind, source_id), (target_id, project_id))
 
 
+class FakeClaims(_Repo, ports.ClaimRepository):
+    table = "claims"
+
+    def claim(self, key: str, expires_at: datetime, now: datetime) -> bool:
+        with self.uow.db.lock:  # a claim is decided against what is committed, as the database's unique key does
+            held = self.uow.db.tables[self.table].get(key)
+        held = self.rows.get(key, held)
+        if held is not None and held > now:
+            return False
+        self._put(key, expires_at)
+        return True
+
+    def purge(self, now: datetime) -> int:
+        gone = [k for k, exp in self.rows.items() if exp <= now]
+        for k in gone:
+            self._drop(k)
+        return len(gone)
+
+
+class FakeJobRuns(_Repo, ports.JobRunRepository):
+    table = "job_runs"
+
+    def start(self, run: JobRun) -> bool:
+        with self.uow.db.lock:
+            taken = (run.job, run.slot) in self.uow.db.tables[self.table]
+        if taken or (run.job, run.slot) in self.rows:
+            return False
+        self._put((run.job, run.slot), run)
+        return True
+
+    def finish(self, job: str, slot: str, status: JobRunStatus, result: dict[str, Any] | None,
+               finished_at: datetime) -> None:
+        run = self.rows.get((job, slot))
+        if run is not None:
+            run = _copy(run)
+            run.status, run.result, run.finished_at = status, result, finished_at
+            self._put((job, slot), run)
+
+    def list(self, job: str | None = None, limit: int = 100) -> list[JobRun]:
+        found = [r for r in self.rows.values() if job is None or r.job == job]
+        return [_copy(r) for r in sorted(found, key=lambda r: (r.started_at, r.slot), reverse=True)[:limit]]
+
+
+class FakeOrphans(_Repo, ports.OrphanRepository):
+    table = "orphan_blobs"
+
+    def mark(self, keys: list[str], at: datetime) -> None:
+        for k in keys:
+            if k not in self.rows:
+                self._put(k, at)
+
+    def marked(self) -> dict[str, datetime]:
+        return dict(self.rows)
+
+    def forget(self, keys: list[str]) -> None:
+        for k in keys:
+            self._drop(k)
+
+
+class FakeDecisions(_Repo, ports.DecisionRepository):
+    table = "decisions"
+
+    def put(self, decision: LabelDecision) -> None:
+        self._put((decision.image_id, DecisionKind(decision.kind).value), decision)
+
+    def for_project(self, project_id: str, kind: str) -> dict[str, LabelDecision]:
+        images = self.uow.data["images"]  # a decision goes with its image
+        return {d.image_id: _copy(d) for (image_id, k), d in self.rows.items()
+                if d.project_id == project_id and k == DecisionKind(kind).value and image_id in images}
+
+
 class FakeUnitOfWork(ports.UnitOfWork):
     """A transaction: a copy of the committed rows taken at begin; `commit` writes back the rows it changed."""
 
@@ -441,6 +516,10 @@ class FakeUnitOfWork(ports.UnitOfWork):
         self.secrets = FakeSecrets(self)
         self.variants = FakeVariants(self)
         self.migrated = FakeMigrated(self)
+        self.claims = FakeClaims(self)
+        self.job_runs = FakeJobRuns(self)
+        self.orphans = FakeOrphans(self)
+        self.decisions = FakeDecisions(self)
 
     def commit(self) -> None:
         with self.db.lock:

@@ -19,6 +19,9 @@ def register(app) -> None:
     app.action(blocks.ITERATION_DELETE)(handle_delete_iteration)
     app.action(blocks.PREDICTION_CORRECT)(handle_prediction_feedback)
     app.action(blocks.PREDICTION_RETAG)(handle_prediction_feedback)
+    for action_id in (blocks.SUGGEST_CONFIRM, blocks.SUGGEST_OTHER, blocks.SUGGEST_SKIP, blocks.AUDIT_KEEP,
+                      blocks.AUDIT_RETAG, blocks.AUDIT_RETAG_OTHER):
+        app.action(action_id)(handle_labelling)
 
 
 def _where(body: dict, context) -> tuple[str, str, str]:
@@ -125,3 +128,59 @@ async def handle_prediction_feedback(ack, body, action, respond, client, context
 
     async with answering(_to_presser(respond), logger or log, f"button {action.get('action_id')}"):
         await work()
+
+
+def _picked_tags(action: dict) -> list[str]:
+    if action.get("type") == "static_select":
+        return [(action.get("selected_option") or {}).get("value", "")]
+    return [t for t in action.get("value", "").split(",") if t]
+
+
+async def handle_labelling(ack, body, action, respond, client, context, logger=None):
+    """The buttons of `/cv suggest` (Confirm / Other tag… / Skip) and `/cv audit` (Keep / Retag / Retag as…): the
+    answer is recorded, and that image's buttons in the message give way to what was done."""
+    await ack()
+    cv: SlackBot = context["cv"]
+    workspace, channel, user = _where(body, context)
+    uc = cv.scoped(workspace)
+    action_id = action.get("action_id")
+
+    async def work():
+        block_id = action.get("block_id") or ""
+        kind, project_id, image_id = block_id.split("|", 2)
+        project = await _project_here(cv, uc, channel, project_id)
+        if action_id == blocks.SUGGEST_SKIP:
+            await cv.call(uc.labelling.skip, project.id, image_id, user)
+            note = f":fast_forward: Skipped by <@{user}>; it comes after the others next time."
+        elif action_id == blocks.AUDIT_KEEP:
+            img = await cv.call(uc.labelling.keep, project.id, image_id, user)
+            names = await _names(cv, uc, project, img.tag_ids)
+            note = f":white_check_mark: <@{user}> kept {names}; not asked again until its tags change."
+        else:
+            tag_ids = _picked_tags(action)
+            tags = {t.id: t for t in await cv.call(uc.tags.list, project.id)}
+            if not tag_ids or any(t not in tags for t in tag_ids):
+                raise errors.NotFound("that tag no longer exists in the project")
+            names = ", ".join(f"*{blocks.esc(tags[t].name)}*" for t in tag_ids)
+            if kind == blocks.SUGGEST_BLOCK:
+                await cv.call(uc.labelling.confirm, project.id, image_id, tag_ids, user)
+                note = f":label: Tagged {names} by <@{user}>. `/cv train` to retrain."
+            else:
+                await cv.call(uc.labelling.retag, project.id, image_id, tag_ids, user)
+                note = f":label: Retagged {names} by <@{user}>. `/cv train` to retrain."
+        message = body.get("message") or {}
+        new_blocks = blocks.answered_blocks(message.get("blocks") or [], block_id, note)
+        container = body.get("container") or {}
+        if container.get("is_ephemeral") or not container.get("message_ts"):
+            await respond(blocks=new_blocks, text=message.get("text") or note, replace_original=True)
+        else:
+            await client.chat_update(channel=container.get("channel_id") or channel, ts=container["message_ts"],
+                                     text=message.get("text") or note, blocks=new_blocks)
+
+    async with answering(_to_presser(respond), logger or log, f"button {action_id}"):
+        await work()
+
+
+async def _names(cv: SlackBot, uc: UseCases, project: Project, tag_ids: list[str]) -> str:
+    tags = {t.id: t.name for t in await cv.call(uc.tags.list, project.id)}
+    return ", ".join(f"*{blocks.esc(tags.get(t, t))}*" for t in tag_ids) or "no tags"

@@ -1,6 +1,7 @@
 """`/cv …`: ack at once, parse, call the workspace's use cases, answer through the response URL."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core import errors
+from core.rules import parse_retention, parse_retrain
 from core.usecases import ArchiveTooLarge, UseCases
 
 from .. import blocks, grammar
@@ -105,25 +107,56 @@ async def cmd_projects(req: Request) -> None:
     await req.say(blocks.projects_message(rows, binding.project_id if binding else None))
 
 
+SETTINGS_USAGE = ("`/cv settings [type=multiclass|multilabel] [domain=…] [keep-untagged=on|off] "
+                  "[retrain=nightly|off] [retention=DAYS|keep|default]`")
+
+
 async def cmd_settings(req: Request) -> None:
     cv = req.cv
     p = await req.project()
-    opts = req.cmd.options
-    unknown = [a for a in req.cmd.args]
+    channel_opts = grammar.channel_settings(req.cmd)
+    opts = {k: v for k, v in req.cmd.options.items() if k not in channel_opts}
+    unknown = [a for a in req.cmd.args] + [f"{k}={v}" for k, v in opts.items()
+                                           if k not in ("domain", "type", "retrain", "retention", "threshold")]
     if unknown:
-        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: "
-                                   "`/cv settings [type=multiclass|multilabel] [domain=…]`")
+        raise grammar.GrammarError(f"`{unknown[0]}` is not a setting: {SETTINGS_USAGE}")
+    if channel_opts:
+        binding = await apply_channel_settings(req, channel_opts)
+        await req.say(blocks.channel_settings_message(p, binding, list(channel_opts), req.user), public=True)
+        if not opts:
+            return
     if not opts:
-        await req.say(blocks.settings_message(p))
+        binding = await cv.call(req.uc.channels.binding, req.channel)
+        await req.say(blocks.settings_message(p, binding=binding))
         return
     if "threshold" in opts:
         raise grammar.GrammarError("set the threshold with `/cv threshold 0.7`")
     domain = grammar.parse_domain(opts["domain"]) if "domain" in opts else None
     ctype = grammar.parse_type(opts["type"]) if "type" in opts else None
-    await cv.require_admin(req.client, req.workspace, req.user, p, "change the domain or classification type")
+    retrain = parse_retrain(opts["retrain"]) if "retrain" in opts else None  # checked before asking Slack anything
+    if "retention" in opts:
+        parse_retention(opts["retention"])
+    await cv.require_admin(req.client, req.workspace, req.user, p,
+                           "change the domain, classification type, retraining or retention")
     changed = [w for w, v in (("domain", domain), ("type", ctype)) if v is not None]
-    p = await cv.call(req.uc.projects.update, p.id, domain=domain, classification_type=ctype)
+    changed += [w for w, key in (("retraining", "retrain"), ("retention", "retention")) if key in opts]
+    p = await cv.call(req.uc.projects.update, p.id, domain=domain, classification_type=ctype,
+                      retrain=None if "retrain" not in opts else (retrain or "off"),
+                      prediction_retention=opts.get("retention"))
     await req.say(blocks.settings_message(p, changed), public=True)
+
+
+async def apply_channel_settings(req: Request, values: dict[str, object]):
+    """Each channel setting of `/cv settings` by its own use case (keys are independent of one another)."""
+    binding = None
+    for key, value in values.items():
+        binding = await req.cv.call(CHANNEL_SETTERS[key](req.uc), req.channel, value)
+    return binding
+
+
+CHANNEL_SETTERS: dict[str, Callable[[UseCases], Callable]] = {
+    "keep-untagged": lambda uc: uc.channels.set_keep_untagged,
+}
 
 
 async def cmd_threshold(req: Request) -> None:
@@ -180,6 +213,52 @@ async def cmd_collect(req: Request) -> None:
     await req.say(blocks.info_message(text), public=True)
 
 
+# ------------------------------------------------------------------ labelling help
+SUGGEST_BATCH = 5
+AUDIT_BATCH = 5
+
+
+def _count_arg(req: Request, default: int) -> int:
+    for a in req.cmd.args:
+        if a.isdigit():
+            return max(1, min(10, int(a)))
+    return default
+
+
+async def cmd_suggest(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    found = await cv.call(req.uc.labelling.suggest, p.id)
+    unskipped = [s for s in found if not s.skipped] or found
+    tags = await cv.call(req.uc.tags.list, p.id)
+    await req.say(blocks.suggestions_message(p, unskipped[:_count_arg(req, SUGGEST_BATCH)], len(found), tags,
+                                             cv.image_url), public=True)
+
+
+async def cmd_audit(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    items = await cv.call(req.uc.labelling.audit, p.id)
+    tags = await cv.call(req.uc.tags.list, p.id)
+    await req.say(blocks.audit_message(p, items[:_count_arg(req, AUDIT_BATCH)], tags, cv.image_url), public=True)
+
+
+async def cmd_untagged(req: Request) -> None:
+    cv = req.cv
+    p = await req.project()
+    if [a.lower() for a in req.cmd.args] in (["clear"], ["delete"], ["remove"]):
+        await cv.require_admin(req.client, req.workspace, req.user, p, "delete the untagged images")
+        images = await cv.call(req.uc.images.list, p.id, tagged=False)
+        n = await cv.call(req.uc.images.delete, p.id, [i.id for i in images]) if images else 0
+        await req.say(blocks.info_message(f":wastebasket: <@{req.user}> deleted {n} untagged "
+                                          f"image{'s' if n != 1 else ''} of *{blocks.esc(p.name)}*."), public=True)
+        return
+    n = await cv.call(req.uc.images.count, p.id, tagged=False)
+    await req.say(blocks.info_message(
+        f"*{blocks.esc(p.name)}* has {n} untagged image{'s' if n != 1 else ''}. `/cv suggest` proposes their tags; "
+        "`/cv untagged clear` deletes them all (the project's creator or an admin)."))
+
+
 # ------------------------------------------------------------------ training and iterations
 async def cmd_train(req: Request) -> None:
     p = await req.project()
@@ -220,9 +299,61 @@ async def cmd_performance(req: Request) -> None:
 SLACK_MAX_FILE_BYTES = 1024 * 1024 * 1024  # Slack's limit for one uploaded file
 
 
+EXPORT_POLL_SECONDS = 0.5
+
+
 async def cmd_export(req: Request) -> None:
-    if [a.lower() for a in req.cmd.args] != ["dataset"]:
-        raise grammar.GrammarError("`/cv export dataset` posts the project's images, tags and settings as a zip")
+    query = grammar.parse_export(req.cmd)
+    if query.dataset:
+        await _export_dataset(req)
+    else:
+        await _export_model(req, query)
+
+
+async def _export_model(req: Request, query: grammar.ExportQuery) -> None:
+    """`/cv export PLATFORM [FLAVOR] [N]`: refusals (unknown platform or flavor, converter missing, iteration not
+    trained) answer only the caller; the started export is announced in the channel, its zip posted in the thread."""
+    from core.export import exporter
+    from core.usecases import export_file
+
+    cv = req.cv
+    p = await req.project()
+    if query.number is not None:
+        it = await cv.call(req.uc.iterations.by_number, p.id, query.number)
+    else:
+        it = await cv.call(req.uc.iterations.current, p.id)
+    export = await cv.call(req.uc.exports.start, p.id, it.id, query.platform, query.flavor)
+    what = export.platform + (f" ({export.flavor})" if export.flavor else "")
+    started = await req.client.chat_postMessage(channel=req.channel,
+                                                text=blocks.model_export_started_text(p, it, what, req.user))
+    ts = started["ts"]
+    while export.status == "Exporting":
+        await asyncio.sleep(EXPORT_POLL_SECONDS)
+        exports = await cv.call(req.uc.exports.list, p.id, it.id)
+        export = next(e for e in exports if e.id == export.id)
+    if export.status != "Done":
+        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts,
+                                          **blocks.model_export_failed_message(what, export.failure_reason))
+        return
+    data = await cv.call(export_file, cv.deps, it.id, export.id)
+    if len(data) > SLACK_MAX_FILE_BYTES:
+        await req.client.chat_postMessage(channel=req.channel, thread_ts=ts, **blocks.error_message(
+            f"The {what} model is larger than Slack allows ({_size(SLACK_MAX_FILE_BYTES)} per file). Export it on "
+            f"the server with `cvbot export --project NAME --platform {export.platform} -o FILE.zip`."))
+        return
+    fd, path = tempfile.mkstemp(prefix="cvbot-model-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        name = f"{_file_name(p.name)}-{it.number}-{_file_name(what.replace(' (', '-').rstrip(')'))}.zip"
+        await req.client.files_upload_v2(
+            channel=req.channel, thread_ts=ts, file=path, filename=name, title=f"{p.name}: iteration {it.number}, "
+            f"{what}", initial_comment=blocks.model_export_comment(p, it, what, exporter(export.platform).usage))
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+async def _export_dataset(req: Request) -> None:
     cv = req.cv
     p = await req.project()
     started = await req.client.chat_postMessage(
@@ -266,4 +397,5 @@ HANDLERS: dict[str, Callable[[Request], Awaitable[None]]] = {
     "new": cmd_new, "use": cmd_use, "projects": cmd_projects, "settings": cmd_settings, "threshold": cmd_threshold,
     "keys": cmd_keys, "tags": cmd_tags, "collect": cmd_collect, "train": cmd_train, "iterations": cmd_iterations,
     "default": cmd_default, "performance": cmd_performance, "export": cmd_export,
+    "suggest": cmd_suggest, "audit": cmd_audit, "untagged": cmd_untagged,
 }

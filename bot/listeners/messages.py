@@ -46,15 +46,16 @@ async def handle_message(event, body, client, context, logger=None):
         binding = await cv.call(uc.channels.binding, channel)
     intent = grammar.message_intent(text, bool(files), direct=direct, mentioned=mentioned,
                                     collect_tags=binding.collect_tags if binding else None,
-                                    thread_parent=thread_ts if thread_ts != ts else None)
+                                    thread_parent=thread_ts if thread_ts != ts else None,
+                                    keep_untagged=bool(binding and binding.keep_untagged))
     if intent is None:
         return
-    if not cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
+    if not await cv.seen.claim(f"message:{workspace}:{channel}:{ts}"):
         return
     logger = logger or log
     reply = in_thread(client, channel, thread_ts or ts, logger)
     async with answering(reply, logger, f"message {ts} in {channel}"):
-        if intent.action in ("tag", "collect"):
+        if intent.action in ("tag", "collect", "untagged"):
             await ingest(cv, uc, client, reply, channel, ts, event.get("user"), files, intent.tags,
                          collect=intent.action == "collect")
         elif intent.action == "classify":
@@ -76,7 +77,7 @@ def in_thread(client, channel: str, thread_ts: str, logger: logging.Logger) -> R
 async def ingest(cv: SlackBot, uc: UseCases, client, reply: Reply, channel: str, ts: str, user: str | None,
                  files: list[dict], tag_names: list[str], collect: bool = False) -> None:
     project = await cv.bound_project(uc, channel)
-    tags = await cv.call(uc.tags.get_or_create, project.id, tag_names)
+    tags = await cv.call(uc.tags.get_or_create, project.id, tag_names) if tag_names else []
     tag_ids = [t.id for t in tags]
     downloads = await cv.download_all(client, files, cv.training_max_bytes)
     lines: list[blocks.ImageLine] = [blocks.ImageLine(d.name, "rejected", d.problem or "") for d in downloads]

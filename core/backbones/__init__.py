@@ -78,11 +78,12 @@ def _clip_factory(domain: str, templates: tuple[str, ...]) -> Callable[[Backbone
 for _domain, _templates in PROMPTS.items():
     register_backbone(_domain, RegistryEntry(
         name=f"clip:{_domain}", factory=_clip_factory(_domain, _templates), prompt_templates=_templates,
-        description=f"CLIP image encoder (open_clip) with {_domain} prompts",
+        exportable=True,  # the image tower, its normalisation and the probe in one graph
+        description=f"CLIP image encoder (open_clip) with {_domain} prompts, exportable",
     ))
 register_backbone("Compact", RegistryEntry(
     name="efficientnet-lite0", factory=lambda s: EfficientNetLite0(s), exportable=True,
-    description="EfficientNet-Lite0 (ImageNet), exportable to ONNX, works offline",
+    description="EfficientNet-Lite0 (ImageNet), exportable, works offline",
 ))
 
 

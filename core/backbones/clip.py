@@ -105,6 +105,22 @@ class ClipBackbone(Backbone):
         folder = self._own_export.name if self._own_export else self.settings.cache_dir
         return Path(folder) / (re.sub(r"[^A-Za-z0-9@._-]", "_", self.id) + "-visual.onnx")
 
+    def export_onnx(self, path: Path) -> Path:
+        """The image tower as ONNX at `path` (weights in `path`.data), for model export: from the loaded network
+        when there is one (random weights, runtime torch), else by the export child, as on first use."""
+        if self._pretrained is None and self._checkpoint is None and self._own_export is None:
+            # random weights differ per process: never reuse (or leave) a file another process could pick up
+            Path(self.settings.cache_dir).mkdir(parents=True, exist_ok=True)
+            self._own_export = tempfile.TemporaryDirectory(prefix=".random-init-", dir=self.settings.cache_dir)
+            path = self.onnx_path()
+        if path.exists() and clip_export.sidecar_path(path).exists():
+            return path
+        if self._net is not None:
+            clip_export.export_image_tower(self._net, path, clip_export.describe(self._net, self.id))
+        else:
+            self._export_in_child(path)
+        return path
+
     def _open_export(self) -> dict[str, Any]:
         """Opens the cached export, after exporting it in a child process when it is missing or unusable."""
         path, sidecar = self.onnx_path(), clip_export.sidecar_path(self.onnx_path())

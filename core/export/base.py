@@ -51,6 +51,7 @@ class Exporter(ABC):
     flavors: tuple[str | None, ...] = (None,)
     aliases: dict[str, str | None] = {}   # accepted flavor name -> canonical flavor
     convention: Convention = Convention()
+    usage: str = ""                       # a short note on running the files, shown with the download (Slack, CLI)
 
     def __init__(self, settings: ExportSettings | None = None):
         self.settings = settings or ExportSettings()
@@ -66,8 +67,8 @@ class Exporter(ABC):
             if alias.lower() == str(flavor).lower():
                 return canonical
         known = ", ".join(f for f in self.flavors if f) or "none"
-        raise ExportUnsupported(f"{self.platform} has no flavor {flavor!r} (flavors: {known})",
-                                "BadRequestExportFlavorNotSupported")
+        # Azure's SDK names no code of its own for a flavor: its export validation code
+        raise ExportUnsupported(f"{self.platform} has no flavor {flavor!r} (flavors: {known})")
 
     def unavailable(self) -> str | None:
         """None when the converter can run here; otherwise what to install, said to the user."""

@@ -24,7 +24,10 @@ from ..probe import LinearProbe
 from ..unknown import UnknownScorer
 from .base import Convention, ExportUnsupported
 
-INPUT, OUTPUT, UNKNOWN_OUTPUT = "data", "probabilities", "unknown_score"
+# Azure's names: its ONNX exports take "data" and answer "model_output" (the ML.NET sample binds both by name);
+# cvbot's unknown score (core.unknown) is a second output, after Azure's, in the ONNX platforms' exports
+INPUT, OUTPUT, UNKNOWN_OUTPUT = "data", "model_output", "unknown_score"
+EXPORT_FORMAT = 2  # cvexport.manifest's "cvbotExportFormat": 2 = the platform's own input convention (issue #11)
 OPSET = 17
 RGB_0_255 = Convention()
 
@@ -35,10 +38,10 @@ def feature_model_path(backbone: Backbone) -> Path:
     onnx_path: Callable[[], Path] | None = getattr(backbone, "onnx_path", None)
     export: Callable[[Path], Path] | None = getattr(backbone, "export_onnx", None)
     if onnx_path is None or export is None:
-        raise ExportUnsupported(f"backbone {backbone.id} cannot be exported to ONNX; only the Compact domain can")
+        raise ExportUnsupported(f"backbone {backbone.id} cannot be exported to ONNX")
     path = Path(onnx_path())
     if not path.exists():
-        export(path)
+        path = Path(export(path))
     return path
 
 
@@ -149,26 +152,43 @@ def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], No
 
 
 def package(model: bytes, tag_names: list[str], manifest: dict[str, Any]) -> bytes:
-    """The download: model.onnx, labels.txt (one tag per line, in output order) and cvexport.manifest."""
+    """The download of a single-file ONNX model: model.onnx, labels.txt and cvexport.manifest."""
+    return package_files({"model.onnx": model}, tag_names, manifest)
+
+
+def package_files(files: dict[str, bytes], tag_names: list[str], manifest: dict[str, Any]) -> bytes:
+    """The download: the platform's files (names may hold folders), labels.txt (one tag per line, in output order)
+    and cvexport.manifest."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("model.onnx", model)
+        for name, data in files.items():
+            z.writestr(name, data)
         z.writestr("labels.txt", "\n".join(tag_names) + "\n")
         z.writestr("cvexport.manifest", json.dumps(manifest, indent=2))
     return buf.getvalue()
 
 
-def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id: str) -> dict[str, Any]:
+def manifest(backbone: Backbone, multilabel: bool, iteration_id: str, project_id: str,
+             convention: Convention = RGB_0_255, platform: str = "ONNX", flavor: str | None = None,
+             metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """cvexport.manifest before the exporter's files are known (ModelFileName and Files are added with them)."""
     p = backbone.preprocessing
+    nchw = convention.layout == "NCHW"
+    shape: list[int | str] = ["batch", 3, p.size, p.size] if nchw else ["batch", p.size, p.size, 3]
+    top = 255 if convention.scale == 255.0 else convention.scale
     return {
-        "ExportFormat": "ONNX", "ExportedBy": "cvbot", "ProjectId": project_id, "IterationId": iteration_id,
+        "DomainType": "Classification", "Platform": platform, "Flavor": flavor or "",
+        "ExportFormat": platform, "ExportedBy": "cvbot", "cvbotExportFormat": EXPORT_FORMAT,
+        "ProjectId": project_id, "IterationId": iteration_id,
         "ModelFileName": "model.onnx", "LabelFileName": "labels.txt",
         "ClassificationType": "Multilabel" if multilabel else "Multiclass",
-        "Input": {"name": INPUT, "shape": ["batch", 3, p.size, p.size], "type": "float32",
-                  "layout": "NCHW", "colors": "RGB", "range": [0, 255],
-                  "preprocessing": "decode to RGB (transparent pixels on white), "
-                                   f"resize the shorter side to {p.size} px "
-                                   f"(Pillow bicubic), centre-crop {p.size}x{p.size}; the normalisation is inside "
-                                   "the model"},
-        "Output": {"name": OUTPUT, "meaning": "probability per tag, in labels.txt order"},
+        "Input": {"name": INPUT, "shape": shape, "type": "float32", "layout": convention.layout,
+                  "colors": convention.colors, "range": [0, top],
+                  "preprocessing": f"decode to RGB, resize the whole image to {p.size}x{p.size}, give the channels in "
+                                   f"{convention.colors} order with values in 0..{top:g}; the backbone's normalisation "
+                                   "is inside the model. The server itself resizes the shorter side to "
+                                   f"{p.size} px (Pillow bicubic) and centre-crops, with transparent pixels on white: "
+                                   "the same pixels for a square RGB image"},
+        "Output": {"name": OUTPUT, "meaning": "probability per tag (row 0 of the first output), in labels.txt order"},
+        "Metadata": dict(metadata or {}),
     }

@@ -8,12 +8,14 @@ from .doctor import Check, DoctorReport, doctor
 from .exports import Exports, export_file
 from .images import ImageResult, Images, ImageUpload, MetadataResult, Order, TagPairs
 from .iterations import Iterations
+from .labelling import AuditItem, Labelling, Suggestion
 from .links import LinkedImage, link_secret, linked_image
 from .maintenance import recover
 from .migration import Migration, MigrationProgress, MigrationSummary, ProjectOutcome, map_domain
 from .notifications import Notifications
 from .prediction import Predictions
 from .projects import Projects, ProjectSummary
+from .schedule import JOBS, Schedule, ScheduleSettings, claim_once, run_once
 from .scope import Role, Scope
 from .tags import Tags
 from .training import Training
@@ -38,6 +40,7 @@ class UseCases:
         self.notifications = Notifications(deps, scope)
         self.transfer = Transfer(deps, scope)
         self.migration = Migration(deps, scope)
+        self.labelling = Labelling(deps, scope)
 
 
 __all__ = [
@@ -48,3 +51,5 @@ __all__ = [
 ]
 __all__ += ["Migration", "MigrationProgress", "MigrationSummary", "ProjectOutcome", "map_domain"]
 __all__ += ["ArchiveSummary", "ArchiveTooLarge", "ProjectExport", "Transfer"]
+__all__ += ["JOBS", "Schedule", "ScheduleSettings", "claim_once", "run_once"]
+__all__ += ["AuditItem", "Labelling", "Suggestion"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .. import errors
 from ..artifacts import ArtifactCache
 from ..backbones import BackboneProvider
+from ..export.base import ExportSettings
 from ..model import Iteration, IterationStatus, Project, Tag
 from ..ports import BlobStore, JobRunner, UnitOfWork, UnitOfWorkFactory
 from ..training import ProgressBoard
@@ -46,6 +47,7 @@ class Deps:
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
     artifacts: ArtifactCache = None  # type: ignore[assignment]
     train_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    export_settings: ExportSettings = field(default_factory=ExportSettings)  # where export converters live
 
     def __post_init__(self) -> None:
         if self.artifacts is None:

@@ -51,6 +51,19 @@ class Channels(UseCase):
             uow.commit()
             return binding
 
+    def set_keep_untagged(self, channel_id: str, on: bool) -> ChannelBinding:
+        """Images posted here without a tag join the project's untagged pool (on) or are ignored (off)."""
+        self.scope.require_write("change channel settings")
+        binding = self.binding(channel_id)
+        if binding is None:
+            raise errors.NotFound("this channel has no project; bind one first")
+        with self.deps.uow() as uow:
+            binding.keep_untagged = bool(on)
+            binding.updated_at = utcnow()
+            uow.channels.put(binding)
+            uow.commit()
+            return binding
+
     def link_message_images(self, channel_id: str, message_ts: str, image_ids: list[str]) -> None:
         with self.deps.uow() as uow:
             uow.messages.link(self._workspace(), channel_id, message_ts, image_ids)

@@ -139,9 +139,6 @@ def doctor(deps: Deps, repair: bool = False, exclusive: bool = False,
         running = uow.iterations.in_status([IterationStatus.Queued, IterationStatus.Training])
         exporting = uow.exports.in_status(ExportStatus.Exporting)
         cached = uow.embeddings.sha256s()
-    gone = [k for k in blob_keys if not deps.blobs.exists(k)]  # deleted since the walk
-    blob_keys.difference_update(gone)
-
     def missing(key: str) -> bool:
         return key not in blob_keys and not deps.blobs.exists(key)
 
@@ -154,7 +151,7 @@ def doctor(deps: Deps, repair: bool = False, exclusive: bool = False,
     _check_iterations(deps, iterations, projects, broken, repair)
     broken_exports = {eid for key, ids in refs.exports.items() if missing(key) for eid in ids}
     _check_exports(deps, exports, broken_exports, repair)
-    _check_orphans(deps, orphans, blob_keys, repair)
+    _check_orphans(deps, orphans, blob_keys, repair, partial_age)
     _check_partials(deps, partials, partial_age, repair)
     _check_embeddings(deps, embeddings, cached, repair)
     return report
@@ -262,17 +259,33 @@ def _unreferenced(deps: Deps, check: Check, keys: set[str], label: str) -> list[
     return found
 
 
-def _check_orphans(deps: Deps, check: Check, blob_keys: set[str], repair: bool) -> None:
-    orphans = _unreferenced(deps, check, blob_keys, "blob")
+def _check_orphans(deps: Deps, check: Check, blob_keys: set[str], repair: bool, age: float) -> None:
+    with deps.uow() as uow:
+        candidates = sorted(blob_keys - uow.referenced_blob_keys(blob_keys))
+    young = 0
+    if deps.blobs.shared:  # another machine may be between writing a blob and committing its row
+        ages = {k: a for k in candidates if (a := deps.blobs.age_seconds(k)) is not None}  # None: deleted since
+        orphans = [k for k, a in ages.items() if a >= age]
+        young = len(ages) - len(orphans)
+    else:
+        orphans = [k for k in candidates if deps.blobs.exists(k)]  # not deleted since the listing
+    for k in orphans:
+        check.found(f"blob {k}")
+    if young:
+        check.note = (f"{young} unreferenced blob(s) younger than {age / 3600:g} h left alone: the store is shared, "
+                      "so a write may be in progress")
     if repair and orphans:
-        check.repaired = delete_orphans(deps, orphans)
+        check.repaired = delete_orphans(deps, orphans, min_age=age if deps.blobs.shared else 0.0)
 
 
-def delete_orphans(deps: Deps, candidates: list[str]) -> int:
-    """Delete the blobs among `candidates` that no row references when asked again now."""
+def delete_orphans(deps: Deps, candidates: list[str], min_age: float = 0.0) -> int:
+    """Delete the blobs among `candidates` that no row references when asked again now, and (with `min_age`, for
+    a store other machines write to) that were not written for `min_age` seconds."""
     with deps.uow() as uow:
         referenced = uow.referenced_blob_keys(candidates)
     gone = [k for k in candidates if k not in referenced]
+    if min_age > 0:
+        gone = [k for k in gone if (a := deps.blobs.age_seconds(k)) is not None and a >= min_age]
     for k in gone:
         deps.blobs.delete(k)
         deps.artifacts.forget(k)

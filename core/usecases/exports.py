@@ -1,40 +1,77 @@
-"""Exports: queue a model export of a Completed iteration, run it as a job, hand out the finished file."""
+"""Exports: queue a model export of a Completed iteration to one of Azure's platforms, run it as a job, hand out
+the finished file."""
 from __future__ import annotations
 
+import io
+import json
 import logging
+import tempfile
+import zipfile
+from pathlib import Path
 
 from .. import errors
 from ..backbones import exportable
-from ..model import ClassificationType, Export, ExportStatus
-from .base import Deps, UseCase, collect_blobs, completed
+from ..export import graph
+from ..export.base import ExportRequest
+from ..export.platforms import usable_exporter
+from ..model import ClassificationType, Domain, Export, ExportStatus, Iteration, IterationStatus
+from .base import Deps, UseCase, collect_blobs
 
 log = logging.getLogger(__name__)
-PLATFORMS = ("ONNX",)
+LEGACY_EXPORTS = ("ONNX", None, Domain.Compact)  # what cvbot exported before cvbotExportFormat 2
+
+
+def _exportable(it: Iteration) -> Iteration:
+    """A Completed iteration, or Azure's code for why it cannot be exported yet (or at all)."""
+    if it.status.running:
+        raise errors.CvError(f"iteration {it.number} is still {it.status.value.lower()}; export it once it has "
+                             "completed", "BadRequestExportWhileTraining")
+    if it.status != IterationStatus.Completed:
+        raise errors.CvError(f"iteration {it.number} is {it.status.value}: it has no model to export",
+                             "BadRequestIterationIsNotTrained")
+    return it
 
 
 class Exports(UseCase):
     def start(self, project_id: str, iteration_id: str, platform: str = "ONNX", flavor: str | None = None) -> Export:
-        """Queue an export (a finished one of the same flavor is returned as it is); see `list`."""
+        """Queue an export to `platform` (Azure's names, any case) and `flavor` (an alias is stored as its
+        canonical flavor). A finished export of the same platform and flavor is returned as it is. Unknown
+        platform or flavor, a platform whose converter is not installed, or an iteration that is not Completed:
+        Azure's error codes, and nothing is stored."""
         self.scope.require_write("export iterations")
-        if str(platform).strip().upper() not in PLATFORMS:
-            raise errors.InvalidInput(f"cannot export to {platform!r}; the only platform is ONNX",
-                                      "BadRequestProjectUnsupportedExportPlatform")
+        exporter, flavor = usable_exporter(platform, flavor, self.deps.export_settings)
         with self.deps.uow() as uow:
-            it = completed(self.iteration(uow, project_id, iteration_id), "be exported")
+            it = _exportable(self.iteration(uow, project_id, iteration_id))
             if not exportable(it.domain):
-                raise errors.CvError(f"the {it.domain.value} domain cannot be exported; train with the Compact domain",
+                raise errors.CvError(f"the {it.domain.value} domain cannot be exported",
                                      "BadRequestExportValidationFailed")
             existing = uow.exports.list(it.id)
             if any(e.status == ExportStatus.Exporting for e in existing):
                 raise errors.CvError("this iteration is already being exported", "BadRequestExportAlreadyInProgress")
-            done = next((e for e in existing if e.status == ExportStatus.Done and e.flavor == flavor), None)
-            if done is not None:
-                return done
-            export = Export(iteration_id=it.id, platform="ONNX", flavor=flavor)
+            done = [e for e in existing if e.status == ExportStatus.Done and e.platform == exporter.platform
+                    and e.flavor == flavor]
+        current = next((e for e in done if self._current(e, it)), None)
+        if current is not None:
+            return current
+        with self.deps.uow() as uow:
+            export = Export(iteration_id=it.id, platform=exporter.platform, flavor=flavor)
             uow.exports.add(export)
             uow.commit()
         self.deps.runner.submit(f"export-{export.id}", ExportJob(self.deps, it.id, export.id).run)
         return export
+
+    def _current(self, export: Export, it: Iteration) -> bool:
+        """Whether a finished export follows today's conventions. Files made before cvexport.manifest carried
+        cvbotExportFormat 2 (ONNX in RGB) stay downloadable as they are, but asking again makes a new one. Only
+        plain ONNX of Compact iterations was exported then: other exports are current without reading them."""
+        if (export.platform, export.flavor, it.domain) != LEGACY_EXPORTS:
+            return True
+        try:
+            with zipfile.ZipFile(io.BytesIO(self.deps.blobs.get(export.blob_key or ""))) as z:
+                found = json.loads(z.read("cvexport.manifest")).get("cvbotExportFormat")
+        except Exception:  # noqa: BLE001 - an unreadable old file is simply not current
+            return False
+        return bool(found == graph.EXPORT_FORMAT)
 
     def list(self, project_id: str, iteration_id: str) -> list[Export]:
         with self.deps.uow() as uow:
@@ -43,8 +80,8 @@ class Exports(UseCase):
 
 
 def export_file(deps: Deps, iteration_id: str, export_id: str) -> bytes:
-    """A finished export's package (a zip: model.onnx, labels.txt, cvexport.manifest). Needs no scope: the random
-    export id is the capability, as in Custom Vision's download links."""
+    """A finished export's package (a zip: the platform's files, labels.txt, cvexport.manifest). Needs no scope:
+    the random export id is the capability, as in Custom Vision's download links."""
     with deps.uow() as uow:
         found = next((e for e in uow.exports.list(iteration_id) if e.id == export_id), None)
     if found is None or found.status != ExportStatus.Done or not found.blob_key:
@@ -59,33 +96,16 @@ class ExportJob:
         self.export_id = export_id
 
     def run(self) -> None:
-        from .. import export as onnx_export
-
         with self.deps.uow() as uow:
             it = uow.iterations.get(self.iteration_id)
             exports = uow.exports.list(self.iteration_id) if it else []
             export = next((e for e in exports if e.id == self.export_id), None)
+            project = uow.projects.get(it.project_id) if it else None
         if it is None or export is None:
             return
         try:
-            backbone = self.deps.backbones.for_domain(it.domain)
-            if backbone.id != it.backbone_id:
-                raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the domain now "
-                                     f"loads {backbone.id}; retrain before exporting",
-                                     "BadRequestExportValidationFailed")
-            multilabel = it.classification_type == ClassificationType.Multilabel
-            unknown = self.deps.artifacts.unknown(it.probe_key or "")
-            model = onnx_export.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names,
-                                            it.tag_ids, {"projectId": it.project_id, "iterationId": it.id},
-                                            unknown=unknown)
-            manifest = onnx_export.manifest(backbone, multilabel, it.id, it.project_id)
-            if unknown is not None:
-                manifest["UnknownOutput"] = {
-                    "name": "unknown_score", "threshold": unknown.threshold_,
-                    "meaning": "per image, in [0, 1]: how unlike the training images it is (cvbot's unknown score); "
-                               "at or above the threshold the image looks like nothing the model was trained on"}
-            data = onnx_export.package(model, it.tag_names, manifest)
-            export.blob_key = self.deps.blobs.put(data)
+            export.blob_key = self.deps.blobs.put(self._package(it, export, project.name if project else "",
+                                                                project.threshold if project else None))
             export.status = ExportStatus.Done
         except Exception as e:  # noqa: BLE001 - a failed export is reported on the export, not raised into the runner
             log.exception("export %s of iteration %s failed", self.export_id, self.iteration_id)
@@ -98,3 +118,40 @@ class ExportJob:
                 uow.commit()
         if gone and export.blob_key:  # the iteration was deleted meanwhile
             collect_blobs(self.deps, [export.blob_key])
+
+    def _package(self, it: Iteration, export: Export, project_name: str, threshold: float | None) -> bytes:
+        """The classifier graph in the platform's convention, the platform's files, labels and manifest, zipped."""
+        exporter, flavor = usable_exporter(export.platform, export.flavor, self.deps.export_settings)
+        backbone = self.deps.backbones.for_domain(it.domain)
+        if backbone.id != it.backbone_id:
+            raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the domain now "
+                                 f"loads {backbone.id}; retrain before exporting", "BadRequestExportValidationFailed")
+        multilabel = it.classification_type == ClassificationType.Multilabel
+        metadata = {"projectId": it.project_id, "project": project_name, "iterationId": it.id,
+                    "iteration": str(it.number), "domain": it.domain.value, "platform": exporter.platform,
+                    "flavor": flavor or ""}
+        if threshold is not None:
+            metadata["threshold"] = repr(float(threshold))
+        # the unknown score travels as a second output in float32 ONNX exports; the float16 flavor and converters to
+        # other formats get the one-output graph they were built for
+        unknown = (self.deps.artifacts.unknown(it.probe_key or "")
+                   if exporter.platform == "ONNX" and flavor is None else None)
+        model = graph.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names, it.tag_ids,
+                                  metadata, convention=exporter.convention, unknown=unknown)
+        manifest = graph.manifest(backbone, multilabel, it.id, it.project_id, exporter.convention,
+                                  exporter.platform, flavor,
+                                  {**metadata, "tagIds": json.dumps(it.tag_ids), "backbone": backbone.id,
+                                   "classificationType": "Multilabel" if multilabel else "Multiclass"})
+        if unknown is not None:
+            manifest["UnknownOutput"] = {
+                "name": graph.UNKNOWN_OUTPUT, "threshold": unknown.threshold_,
+                "meaning": "per image, in [0, 1]: how unlike the training images it is (cvbot's unknown score); "
+                           "at or above the threshold the image looks like nothing the model was trained on"}
+        with tempfile.TemporaryDirectory(prefix="cvbot-export-") as work:
+            files = exporter.files(ExportRequest(onnx=model, tag_names=list(it.tag_names), manifest=manifest,
+                                                 flavor=flavor, workdir=Path(work), metadata=metadata))
+        if not files:
+            raise errors.CvError(f"the {exporter.platform} exporter made no files", "BadRequestExportValidationFailed")
+        manifest["ModelFileName"] = next(iter(files))
+        manifest["Files"] = list(files)
+        return graph.package_files(files, list(it.tag_names), manifest)

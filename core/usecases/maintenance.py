@@ -13,9 +13,10 @@ log = logging.getLogger(__name__)
 def recover(deps: Deps, clean_blobs: bool = True) -> dict[str, int]:
     """What is safe to repair unattended at start-up: fail trainings and exports a stopped server left running,
     drop defaults that point nowhere, and (with `clean_blobs`, when no other process uses the store) delete blobs
-    that no row references and partial blob files untouched for STALE_PARTIAL_SECONDS. Files that rows name but
-    that are missing are only counted and logged: whether to fail their iterations is `cvbot doctor --repair`'s
-    call, since a missing mount would look the same."""
+    that no row references and partial blob files untouched for STALE_PARTIAL_SECONDS. On a `shared` store (other
+    machines write to it, unseen by the caller's lock) orphan blobs too are deleted only once that old. Files that
+    rows name but that are missing are only counted and logged: whether to fail their iterations is `cvbot doctor
+    --repair`'s call, since a missing mount would look the same."""
     failed, _ = fail_interrupted(deps)
     with deps.uow() as uow:
         release_dangling_defaults(uow)
@@ -31,7 +32,8 @@ def recover(deps: Deps, clean_blobs: bool = True) -> dict[str, int]:
         log.warning("%d file(s) the database refers to are missing from the blob store (e.g. %s); run cvbot doctor",
                     len(missing), missing[0])
     if clean_blobs:
-        report["orphan_blobs_deleted"] = delete_orphans(deps, sorted(keys - referenced))
+        min_age = STALE_PARTIAL_SECONDS if deps.blobs.shared else 0.0
+        report["orphan_blobs_deleted"] = delete_orphans(deps, sorted(keys - referenced), min_age=min_age)
         for p in deps.blobs.partial_files(older_than=STALE_PARTIAL_SECONDS):
             deps.blobs.delete_partial(p.name)
             report["stale_partial_files_deleted"] += 1

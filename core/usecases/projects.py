@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from .. import errors
 from ..model import ClassificationType, Domain, Iteration, Project, utcnow
 from ..ports import UnitOfWork
-from ..rules import clean_description, clean_name, parse_classification_type, parse_domain, parse_threshold
+from ..rules import (
+    clean_description,
+    clean_name,
+    parse_classification_type,
+    parse_domain,
+    parse_retention,
+    parse_retrain,
+    parse_threshold,
+)
 from .base import UseCase
 
 
@@ -69,8 +77,13 @@ class Projects(UseCase):
 
     def update(self, project_id: str, *, name: str | None = None, description: str | None = None,
                domain: Domain | str | None = None, classification_type: ClassificationType | str | None = None,
-               threshold: float | None = None, unknown_threshold: float | None = None) -> Project:
+               threshold: float | None = None, retrain: str | None = None,
+               prediction_retention: str | int | None = None, unknown_threshold: float | None = None) -> Project:
+        """Change what is given. `retrain`: "nightly" or "off"; `prediction_retention`: days, "keep" (0) or
+        "default" (schedule.parse_retention); `unknown_threshold`: in [0, 1] (docs/unknown.md)."""
         self.scope.require_write("change projects")
+        schedule = parse_retrain(retrain) if retrain is not None else None
+        keep = parse_retention(prediction_retention) if prediction_retention is not None else None
         with self.deps.uow() as uow:
             p = self.project(uow, project_id)
             if name is not None and name.strip() != p.name:
@@ -87,6 +100,10 @@ class Projects(UseCase):
                 p.classification_type = parse_classification_type(classification_type)
             if threshold is not None:
                 p.threshold = parse_threshold(threshold)
+            if retrain is not None:
+                p.retrain = schedule
+            if prediction_retention is not None:
+                p.prediction_retention_days = keep
             if unknown_threshold is not None:
                 p.unknown_threshold = parse_threshold(unknown_threshold)
             p.modified_at = utcnow()

@@ -16,6 +16,10 @@ class Training(UseCase):
         self.scope.require_write("train")
         with self.deps.train_lock, self.deps.uow() as uow:
             project = self.project(uow, project_id)
+            # the number first: advancing the counter write-locks the project's row until this transaction ends, so
+            # a training queued by another process at the same moment is seen by the check below (train_lock only
+            # orders this process's threads); a refusal rolls the counter back
+            number = uow.iterations.next_number(project_id)
             if uow.iterations.in_status([IterationStatus.Queued, IterationStatus.Training], project_id):
                 raise errors.TrainingInProgress(f"project '{project.name}' is already training")
             plan = plan_training(uow.tags.list(project_id), uow.images.snapshot(project_id),
@@ -26,7 +30,6 @@ class Training(UseCase):
                     raise errors.TrainingNotNeeded(
                         f"nothing changed since iteration {done[-1].number}; "
                         "add or retag images, or force the training")
-            number = uow.iterations.next_number(project_id)
             it = Iteration(
                 project_id=project_id, number=number, name=f"Iteration {number}", domain=project.domain,
                 classification_type=project.classification_type, backbone_id="", fingerprint=plan.fingerprint,

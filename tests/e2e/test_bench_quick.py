@@ -39,7 +39,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
     for key, b in benchmarks.items():
         assert "error" not in b, (key, b.get("error"))
         values = list(_numbers(b["results"]))
@@ -62,6 +62,19 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     attack = benchmarks["attack"]["results"]
     assert attack["one_bit_attack"]["requests"] > 0 and attack["rgb_alone"]["peak_above_idle_mb"] > 0
     assert not attack["one_bit_attack"]["other_statuses"] and not attack["rgb_attack"]["other_statuses"]
+    blobs = benchmarks["blobstore"]["results"]
+    assert all(blobs[kind]["upload_images_per_s"] > 0 and blobs[kind]["first_training_images_per_s"] > 0
+               for kind in ("local", "s3"))
+    assert set(blobs["ratio_s3_to_local"]) == {"blob_write_mb_s", "blob_read_mb_s", "upload_images_per_s",
+                                               "first_training_images_per_s"}
+    labelling = benchmarks["labelling"]["results"]
+    assert set(labelling["suggestions"]["orders"]) == {"random", "suggested"}
+    assert all(v["mean"] > 0.3 for by in labelling["suggestions"]["orders"].values() for v in by.values())
+    assert labelling["audit"]["rows"][0]["flipped"] > 0 and 0 <= labelling["audit"]["recall_mean"] <= 1
+    exports = benchmarks["export_platforms"]["results"]
+    assert exports["dockerfile"]["http_image"]["p50_ms"] > 0 and exports["dockerfile"]["zip_bytes"] > 0
+    assert exports["server_in_process"]["p50_ms"] > 0
+    assert "skipped" in exports["openvino"] or exports["openvino"]["f32"]["p50_ms"] > 0
     unknown = benchmarks["unknown"]["results"]
     for kind in ("near", "far"):
         u = unknown[kind]
@@ -71,5 +84,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
                   "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up",
-                  "Hostile images", "Unknown images", "## Targets"):
+                  "Hostile images", "Images on S3 versus local disk", "Labelling help",
+                  "Exported models: OpenVINO and DockerFile", "Unknown images",
+                  "## Targets"):
         assert title in md

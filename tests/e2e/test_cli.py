@@ -203,3 +203,52 @@ def test_serve_answers_healthz(tmp_path, model_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_export_writes_the_zip_and_says_what_went_wrong(tmp_path, folder, model_dir):
+    """`cvbot export`: the zip of the iteration asked for, whose model gives `cvbot predict`'s answer when fed as
+    Azure's ONNX sample feeds it; refusals exit 2 with Azure's reason and write nothing."""
+    import zipfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from tests.export_support import sample_pixels
+
+    md = str(model_dir)
+    run(tmp_path, "project", "create", "Colours", model_dir=md)
+    run(tmp_path, "import", str(folder), "--project", "Colours", model_dir=md)
+    run(tmp_path, "train", "--project", "Colours", model_dir=md)
+    out = tmp_path / "out" / "colours.zip"
+    out.parent.mkdir()
+    done = run(tmp_path, "export", "--project", "colours", "--platform", "onnx", "-o", str(out), model_dir=md)
+    assert f"to ONNX: {out}" in done.stdout and "Bgr8" in done.stdout  # the usage note
+    assert "exporting iteration 1 of Colours to ONNX" in done.stderr  # progress while it runs
+    with zipfile.ZipFile(out) as z:
+        assert set(z.namelist()) == {"model.onnx", "labels.txt", "cvexport.manifest"}
+        labels = z.read("labels.txt").decode().split()
+        session = ort.InferenceSession(z.read("model.onnx"), providers=["CPUExecutionProvider"])
+    img = tmp_path / "probe.png"
+    img.write_bytes(colour_images(1, (30, 200, 40), 77)[0])
+    served = jrun(tmp_path, "predict", "--project", "Colours", "--no-store", str(img), model_dir=md)[0]
+    by_tag = {p["tagName"]: p["probability"] for p in served["predictions"]}
+    local = session.run(None, {"data": sample_pixels(img.read_bytes(), 224, "BGR", 255.0)})[0][0]
+    assert labels[int(np.argmax(local))] == served["predictions"][0]["tagName"] == "green"
+    assert max(abs(float(local[i]) - by_tag[n]) for i, n in enumerate(labels)) < 1e-4
+
+    half = jrun(tmp_path, "export", "--project", "Colours", "--platform", "ONNX", "--flavor", "onnxfloat16",
+                "--iteration", "1", "-o", str(tmp_path / "half.zip"), model_dir=md)
+    assert (half["platform"], half["flavor"], half["status"]) == ("ONNX", "ONNXFloat16", "Done")
+    assert half["bytes"] == (tmp_path / "half.zip").stat().st_size < out.stat().st_size
+
+    for args, says in ((["--platform", "VAIDK"], "the platforms are ONNX"),
+                       (["--platform", "ONNX", "--flavor", "TensorFlowLite"], "ONNX has no flavor 'TensorFlowLite'"),
+                       (["--platform", "ONNX", "--iteration", "7"], "7")):
+        bad = run(tmp_path, "export", "--project", "Colours", *args, "-o", str(tmp_path / "bad.zip"), ok=False,
+                  model_dir=md)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad.zip").exists() and sorted(p.name for p in out.parent.iterdir()) == ["colours.zip"]
+    code = run(tmp_path, "export", "--project", "Colours", "--platform", "vaidk", "-o", str(tmp_path / "b.zip"),
+               "--json", ok=False, model_dir=md)
+    assert json.loads(code.stdout)["code"] == "BadRequestProjectUnsupportedExportPlatform"

@@ -55,14 +55,15 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
     backbone = cv.deps.backbones.for_domain(it.domain)
     labels = package.read("labels.txt").decode().split()
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "unknown_score"]
+    assert [o.name for o in session.get_outputs()] == ["model_output", "unknown_score"]
     unknown_scores = []
     for blob in colour_images(2, (125, 30, 125), 9) + colour_images(1, GREEN, 10) + [png_bytes(seed=5)]:
         # The server's own preprocessing, minus the normalisation the model now does itself.
         norm = backbone.preprocess(decode_rgb(blob))
         pixels = (norm * np.array(backbone.preprocessing.std)[:, None, None]
                   + np.array(backbone.preprocessing.mean)[:, None, None]) * 255.0
-        outputs = session.run(None, {"data": pixels[None].astype(np.float32)})
+        bgr = pixels[::-1]  # the file takes BGR, as Azure's ONNX exports do
+        outputs = session.run(None, {"data": bgr[None].astype(np.float32)})
         local = outputs[0][0]
         prediction = cv.predictions.predict(p.id, blob, store=False)
         served = {x.tag_name: x.probability for x in prediction.predictions}
@@ -82,7 +83,7 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
 def test_non_exportable_requests_are_refused(cv, fake_backbone):
     p = cv.projects.create("untrained")
     with pytest.raises(errors.InvalidInput) as e:
-        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "TensorFlow")
+        cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "VAIDK")
     assert e.value.code == "BadRequestProjectUnsupportedExportPlatform"
     with pytest.raises(errors.NotFound):
         cv.exports.start(p.id, "00000000-0000-0000-0000-000000000000", "ONNX")

@@ -145,3 +145,75 @@ def test_export_dataset_too_large_for_slack_posts_a_signed_link(live, monkeypatc
     assert get(expired)[0] == 403
     team(bot).projects.delete(p.id)
     assert get(f"{parts.path}?{parts.query}")[0] == 404
+
+
+# ------------------------------------------------------------------ models: /cv export PLATFORM [FLAVOR] [N]
+@pytest.fixture
+def trained_bot(tmp_path, provider):
+    """A bot whose jobs run at once (exports are jobs), with a trained Compact project bound to the channel."""
+    from tests.conftest import make_deps
+
+    bot = SlackBot(make_deps(tmp_path, provider), "xoxb-test", progress_interval=0)
+    uc = team(bot)
+    p = uc.projects.create("Colours")
+    uc.channels.bind(CH, p.id, CREATOR)
+    for name, rgb, seed in (("red", (220, 30, 30), 1), ("blue", (30, 40, 220), 2)):
+        tag = uc.tags.create(p.id, name)
+        uc.images.add(p.id, [ImageUpload(d, f"{name}{i}.png", [tag.id]) for i, d in enumerate(colour_images(6, rgb,
+                                                                                                          seed))])
+    it = uc.training.wait(p.id, uc.training.train(p.id).id, timeout=300)
+    assert it.status.value == "Completed", it.failure_reason
+    return bot
+
+
+def test_export_model_posts_the_zip_with_a_usage_note_in_a_thread(trained_bot):
+    import onnxruntime as ort
+
+    client = KeepingClient()
+    ack, respond = slash(trained_bot, "export onnx", client)
+    ack.assert_awaited_once_with()
+    assert respond.await_count == 0
+    (started,) = client.of("chat.postMessage")
+    assert started["channel"] == CH and "iteration 1 of *Colours* as ONNX" in started["text"]
+    (upload,) = client.of("files.upload_v2")
+    assert upload["thread_ts"] == "1.0001" and upload["filename"] == "Colours-1-ONNX.zip"
+    assert "Bgr8" in upload["initial_comment"] and "labels.txt" in upload["initial_comment"]
+    assert not Path(upload["file"]).exists()
+    with zipfile.ZipFile(io.BytesIO(client.uploaded[0])) as zf:
+        assert set(zf.namelist()) == {"model.onnx", "labels.txt", "cvexport.manifest"}
+        session = ort.InferenceSession(zf.read("model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].name == "model_output"
+
+    client = KeepingClient()
+    slash(trained_bot, "export ONNX onnxfloat16 #1", client)
+    (upload,) = client.of("files.upload_v2")
+    assert upload["filename"] == "Colours-1-ONNX-ONNXFloat16.zip" and "(ONNXFloat16)" in upload["initial_comment"]
+    with zipfile.ZipFile(io.BytesIO(client.uploaded[0])) as zf:
+        assert json.loads(zf.read("cvexport.manifest"))["Flavor"] == "ONNXFloat16"
+
+
+def test_export_model_refusals_answer_only_the_caller(trained_bot, monkeypatch):
+    from core.export import platforms
+    from core.export.onnx import OnnxExporter
+
+    class Missing(OnnxExporter):
+        platform = "Elsewhere"
+
+        def unavailable(self):
+            return "run `make export-env` (no converter here)"
+
+    monkeypatch.setitem(platforms.PLATFORMS, "Elsewhere", Missing)
+    for text, says in (("export elsewhere", "Elsewhere export is not available on this server: run `make export-env`"),
+                       ("export vaidk", "the platforms are ONNX"),
+                       ("export onnx tensorflowlite", "ONNX has no flavor 'tensorflowlite'"),
+                       ("export onnx 7", "7"),
+                       ("export onnx 1 2", "one flavor and one iteration number at most"),
+                       ("export dataset now", "/cv export PLATFORM [FLAVOR] [N]")):
+        client = KeepingClient()
+        ack, respond = slash(trained_bot, text, client)
+        answer = said(respond)
+        assert answer["response_type"] == "ephemeral" and says in answer["text"], (text, answer)
+        assert client.calls == []
+    p = team(trained_bot).channels.binding(CH).project_id
+    it = team(trained_bot).iterations.current(p)
+    assert team(trained_bot).exports.list(p, it.id) == []

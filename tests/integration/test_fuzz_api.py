@@ -114,6 +114,10 @@ BODIES = {
     ("PATCH", T + "/projects/{projectId}/iterations/{iterationId}"): {"name": "it", "isDefault": False},
     ("POST", T + "/projects/{projectId}/train"): {"selectedTags": [], "customBaseModelInfo": None},
     ("POST", P + "/{projectId}/classify/iterations/{publishedName}/url/nostore"): {"url": "http://127.0.0.1:9/x"},
+    ("POST", T + "/projects/{projectId}/images/suggested?iterationId={iterationId}"): {
+        "tagIds": ["x"], "threshold": 0.5, "maxCount": 2, "continuation": "1", "sortBy": "UncertaintyAscending"},
+    ("POST", T + "/projects/{projectId}/images/suggested/count?iterationId={iterationId}"): {
+        "tagIds": ["x"], "threshold": 0.5},
 }
 # Query parameters of GET (and a few other) routes.
 QUERIES = {

@@ -194,3 +194,15 @@ def test_new_default_announcement_is_escaped_and_names_who():
     p = _project()
     assert blocks.new_default_text(p, _iteration(p, 3), "U1") == (
         ":star: Iteration 3 is now the default of *pets &lt;&amp;&gt;* (<@U1>); predictions come from it.")
+
+
+def test_model_export_texts_name_the_iteration_and_carry_the_usage_note():
+    p = _project()
+    it = _iteration(p, 4)
+    started = blocks.model_export_started_text(p, it, "ONNX (ONNXFloat16)", "U1")
+    assert "<@U1>" in started and "iteration 4" in started and "pets &lt;&amp;&gt;" in started
+    comment = blocks.model_export_comment(p, it, "ONNX", "feed it <BGR> pixels")
+    assert comment.endswith("\nfeed it &lt;BGR&gt; pixels") and "labels.txt" in comment
+    assert blocks.model_export_comment(p, it, "ONNX", "").endswith("`cvexport.manifest`.")
+    failed = blocks.model_export_failed_message("ONNX", "no converter")
+    assert "ONNX export failed: no converter" in failed["text"]

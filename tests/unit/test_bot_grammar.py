@@ -93,3 +93,16 @@ def test_thread_replies_retag_untag_or_remove():
     assert message_intent("Untag", False, thread_parent="1.2").thread.action == "untag"
     assert message_intent("remove", False, thread_parent="1.2").thread.action == "remove"
     assert message_intent("remove the blurry one please", False, thread_parent="1.2") is None
+
+
+def test_export_takes_dataset_or_a_platform_with_optional_flavor_and_number():
+    q = grammar.parse_export(parse_command("export dataset"))
+    assert q.dataset and q.platform is None
+    q = grammar.parse_export(parse_command("export ONNX"))
+    assert (q.dataset, q.platform, q.flavor, q.number) == (False, "ONNX", None, None)
+    q = grammar.parse_export(parse_command("export onnx 3 ONNXFloat16"))
+    assert (q.platform, q.flavor, q.number) == ("onnx", "ONNXFloat16", 3)
+    assert grammar.parse_export(parse_command("export TensorFlow TensorFlowLite #2")).number == 2
+    for bad in ("export", "export dataset x", "export onnx a b", "export onnx 1 2"):
+        with pytest.raises(GrammarError, match="/cv export"):
+            grammar.parse_export(parse_command(bad))

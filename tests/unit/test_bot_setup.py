@@ -99,3 +99,16 @@ def test_only_image_files_count():
     assert is_image_file({"mimetype": "image/jpeg"}) and is_image_file({"filetype": "png"})
     assert not is_image_file({"mimetype": "application/pdf", "filetype": "pdf"})
     assert not is_image_file({"mimetype": "image/png", "mode": "tombstone"})
+
+
+def test_setup_with_tokens_listens_to_the_servers_scheduled_runs():
+    from cvbot.server import SCHEDULED_RUN_LISTENERS
+
+    app = web.Application()
+    bot.setup(app, SimpleNamespace(settings=settings(slack_bot_token="xoxb-1", slack_signing_secret="s"), deps=None))
+    [listener] = app[SCHEDULED_RUN_LISTENERS]  # cvbot/server.py calls it for each run this process makes
+    assert bot.SCHEDULED_RUN_LISTENERS == SCHEDULED_RUN_LISTENERS
+    listener(SimpleNamespace(job="store-cleanup", result={}))  # not a retraining: nothing to announce
+    off = web.Application()
+    bot.setup(off, SimpleNamespace(settings=settings(), deps=None))
+    assert SCHEDULED_RUN_LISTENERS not in off

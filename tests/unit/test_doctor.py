@@ -132,3 +132,23 @@ def test_deleting_images_drops_their_cached_embeddings_so_the_store_stays_clean(
     with cv.deps.uow() as uow:
         assert uow.embeddings.count() == 0
     assert doctor(cv.deps).ok
+
+
+def test_a_shared_store_collects_orphans_only_once_they_are_old(store):
+    """On a store other machines write to (S3), an unreferenced blob may be another machine's upload whose row is
+    not committed yet: recovery and doctor delete it only once untouched for an hour."""
+    cv, p, *_ = store
+    blobs = cv.deps.blobs
+    ages: dict[str, float] = {}
+    blobs.shared = True
+    blobs.age_seconds = lambda key: ages.get(key, 0.0) if key in blobs.blobs else None
+    young, old = blobs.put(b"being written elsewhere"), blobs.put(b"left by a crash")
+    ages[old] = 7200.0
+    report = recover(cv.deps, clean_blobs=True)
+    assert report["orphan_blobs_deleted"] == 1 and blobs.exists(young) and not blobs.exists(old)
+    checked = doctor(cv.deps, exclusive=True)
+    assert checked.ok and "left alone" in checked.check("orphan_blobs").note
+    ages[young] = 3601.0
+    assert _problems(doctor(cv.deps, exclusive=True)) == {"orphan_blobs": 1}
+    assert doctor(cv.deps, repair=True, exclusive=True).ok and not blobs.exists(young)
+    assert all(blobs.exists(i.sha256) for i in cv.images.list(p.id))

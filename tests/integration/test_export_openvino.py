@@ -1,0 +1,50 @@
+"""OpenVINO export: the IR answers like the server when fed as Azure's `openvino` sample feeds it (whole image
+resized, RGB, 0..1, NCHW), run with the current OpenVINO runtime."""
+import json
+
+import numpy as np
+import pytest
+
+from core.export.openvino import OpenVinoExporter
+from tests.conftest import make_cv
+from tests.export_support import labels, sample_pixels, train_compact
+
+ov = pytest.importorskip("openvino", reason="pip install 'cvbot[export]' to test the OpenVINO export")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, provider):
+    return train_compact(make_cv(tmp_path_factory.mktemp("openvino"), provider))
+
+
+@pytest.fixture(scope="module")
+def package(trained):
+    return trained.export("OpenVino")
+
+
+def test_ir_matches_the_server_with_the_samples_conventions(trained, package, tmp_path):
+    assert {"model.xml", "model.bin", "labels.txt", "cvexport.manifest"} <= set(package.namelist())
+    package.extractall(tmp_path)
+    core = ov.Core()
+    model = core.read_model(str(tmp_path / "model.xml"), str(tmp_path / "model.bin"))
+    (inp,) = model.inputs
+    assert list(inp.get_shape()) == [1, 3, 224, 224]  # static: the sample reads the resize size from it
+    assert model.get_rt_info(["cvbot", "iterationId"]).astype(str) == trained.iteration_id
+    # float32, as the manifest tells users (CPUs with bfloat16 otherwise compute in bfloat16)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = labels(package)
+    assert "INFERENCE_PRECISION_HINT=f32" in json.loads(package.read("cvexport.manifest"))["Runtime"]
+    for image in trained.test_images:
+        served = trained.server(image)
+        scores = compiled(sample_pixels(image, 224, "RGB", 1.0, "NCHW"))[compiled.outputs[0]][0]
+        assert names[int(np.argmax(scores))] == max(served, key=served.get)
+        np.testing.assert_allclose(scores, [served[n] for n in names], atol=1e-4)
+
+
+def test_unavailable_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    assert OpenVinoExporter().unavailable() is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert "pip install 'cvbot[export]'" in OpenVinoExporter().unavailable()
