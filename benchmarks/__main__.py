@@ -29,14 +29,15 @@ BENCHMARKS = {
     10: ("blobstore", "Images on S3 versus local disk"),
     11: ("labelling", "Labelling help: suggested order and mislabel audit"),
     12: ("export_platforms", "Exported models: OpenVINO and DockerFile"),
-    13: ("unknown", "Unknown images"),
+    13: ("queue", "Job queue and workers (PostgreSQL)"),
+    14: ("unknown", "Unknown images"),
 }
 
 
 RUNNERS = {1: ("embedding", "run"), 2: ("training", "run_training"), 3: ("incremental", "run"),
            4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling"),
            8: ("startup", "run"), 9: ("attack", "run"), 10: ("blobstore", "run"), 11: ("labelling", "run"),
-           12: ("export_platforms", "run"), 13: ("unknown", "run")}
+           12: ("export_platforms", "run"), 13: ("queue", "run"), 14: ("unknown", "run")}
 
 
 def _run_one(number: int, cfg: Config, tmp: Path):

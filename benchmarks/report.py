@@ -187,15 +187,15 @@ def _labelling_rows(r: dict) -> list[dict]:
 
 def _unknown_rows(r: dict) -> list[dict]:
     chosen, rows = r["chosen"], []
-    why = "Compact (EfficientNet-Lite0) embeddings; every candidate's AUROC is in benchmark 13's table"
+    why = "Compact (EfficientNet-Lite0) embeddings; every candidate's AUROC is in benchmark 14's table"
     for kind, target in (("far", 0.97), ("near", 0.90)):
         a = r[kind]["auroc"]
-        rows.append(_row(f"13-{kind}", 13, f"{kind} unknowns: AUROC ≥ {target:g} (max-softmax in the same run)",
+        rows.append(_row(f"14-{kind}", 14, f"{kind} unknowns: AUROC ≥ {target:g} (max-softmax in the same run)",
                          f"{a[chosen]:.3f} (max-softmax {a['max-softmax']:.3f})", a[chosen] >= target,
                          f"{target - a[chosen]:.3f}", why))
     for kind in ("far", "near"):
         x = r[kind]
-        rows.append(_row(f"13-flagged-{kind}", 13, f"\"I don't recognise this\" for ≥ 80 % of {kind} unknowns "
+        rows.append(_row(f"14-flagged-{kind}", 14, f"\"I don't recognise this\" for ≥ 80 % of {kind} unknowns "
                          "and ≤ 5 % of known images (default threshold)",
                          f"{100 * x['flagged_unknown']:.0f} % of unknowns, {100 * x['flagged_known']:.1f} % of known",
                          x["flagged_unknown"] >= 0.8 and x["flagged_known"] <= 0.05,
@@ -663,11 +663,35 @@ def _render_unknown(r: dict) -> list[str]:
     return out
 
 
+def _render_queue(r: dict) -> list[str]:
+    o = r["overhead"]
+    out = [f"PostgreSQL queue (procrastinate), `cvbot worker` processes with {r['threads_per_worker']} backbone "
+           f"thread each, on {r['cores']} cores (load average {r['load_average']}).", "",
+           f"Queue overhead, enqueue to start of a trivial job with an idle worker ({o['jobs']} jobs one at a time, "
+           f"from procrastinate's event rows): **p50 {o['p50_ms']:.1f} ms**, p95 {o['p95_ms']:.1f} ms, max "
+           f"{o['max_ms']:.1f} ms; reference: one `SELECT 1` round trip {o['select_1_round_trip_ms']:.2f} ms "
+           f"({o['ratio_to_round_trip']:.0f}×).", "",
+           f"Embedding an import of {r['images']:,} JPEGs ({r['image_px']}² px) queued as jobs of {r['chunk']} "
+           "images while the workers wait (model loaded):", "",
+           "| workers | wall | images/s | per worker | CPU s per worker | CPU efficiency per worker | images per "
+           "CPU-second |", "|---|---|---|---|---|---|---|"]
+    for name, w in r["workers"].items():
+        out.append(f"| {name} | {w['wall_s']:.2f} s | **{w['images_per_s']:.1f}** | {w['per_worker_images_per_s']:.1f} "
+                   f"| {w['cpu_s']} | {w['cpu_efficiency']} | {w['images_per_cpu_s']:.1f} |")
+    out += ["", f"2 workers / 1 worker: {r['speedup_2_over_1']:.2f}×. CPU efficiency is CPU seconds over wall "
+                "seconds per single-threaded worker (1.0 = it never waited). Extrapolation: a worker embeds about "
+                f"{r['images_per_cpu_second']:.0f} images per CPU-second it gets, so M workers on M free cores "
+                "(one per core, several machines) embed about M × that per second, until PostgreSQL or the blob "
+                "store is the limit; on this shared 2-core machine the second worker mostly competes for the same "
+                "cores."]
+    return out
+
+
 _RENDER = {"embedding": _render_embedding, "training": _render_training, "incremental": _render_incremental,
            "prediction": _render_prediction, "server": _render_server, "accuracy": _render_accuracy,
            "scaling": _render_scaling, "startup": _render_startup, "attack": _render_attack,
            "blobstore": _render_blobstore, "labelling": _render_labelling,
-           "export_platforms": _render_export_platforms, "unknown": _render_unknown}
+           "export_platforms": _render_export_platforms, "queue": _render_queue, "unknown": _render_unknown}
 
 
 def rerender() -> None:

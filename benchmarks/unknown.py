@@ -1,4 +1,4 @@
-"""Benchmark 13: unknown images (issue #14). How well candidate unknown scores, computed from the L2-normalised
+"""Benchmark 14: unknown images (issue #14). How well candidate unknown scores, computed from the L2-normalised
 Compact embeddings and the training set, rank unknown images above known ones (AUROC), next to max-softmax
 measured on the same splits; and what cvbot's chosen score (core.unknown: max-probability gap + 1-NN distance,
 calibrated on the out-of-fold predictions) flags at its default threshold.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -198,6 +199,15 @@ class IterationRepository(ABC):
     def update(self, iteration: Iteration) -> None:
         """Persist every field except the snapshot (written once by `add`) and `notify` / `reported_at` (written
         only by `set_notify` / `set_reported`, so a training thread's update cannot overwrite them)."""
+
+    def update_if(self, iteration: Iteration, statuses: builtins.list[IterationStatus]) -> bool:
+        """`update`, but only while the stored status is one of `statuses` (a compare-and-set, so two workers
+        finishing the same training complete it once); False, changing nothing, when it is not."""
+        current = self.get(iteration.id)
+        if current is None or current.status not in statuses:
+            return False
+        self.update(iteration)
+        return True
 
     @abstractmethod
     def set_notify(self, iteration_id: str, notify: dict[str, Any] | None) -> None: ...
@@ -456,8 +466,29 @@ class UnitOfWork(ABC):
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
+@dataclass(frozen=True)
+class Job:
+    """Slow work as data: a kind from `core.usecases.jobs.KINDS` and its JSON-serialisable arguments (ids), so
+    a queue can store it and any process holding `Deps` can run it."""
+
+    kind: str
+    args: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The kind and a digest of the arguments: equal jobs have equal ids (a queue keeps one of them waiting)."""
+        digest = hashlib.sha256(json.dumps(self.args, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.kind}-{digest}"
+
+
 class JobRunner(ABC):
-    """Runs slow work (training) off the request path."""
+    """Runs slow work (training, export, embedding) off the request path."""
+
+    #: True when submitted jobs outlive this process (a queue in the database that workers take them from);
+    #: then start-up recovery must not fail work that is still queued or running elsewhere.
+    durable: bool = False
 
     @abstractmethod
-    def submit(self, job_id: str, fn: Callable[[], None]) -> None: ...
+    def submit(self, job: Job, run: Callable[[], None]) -> None:
+        """Run `job`. `run` executes it in this process (what in-process runners call); a queue stores `job`
+        instead and a worker executes it with `core.usecases.jobs.run_job`."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from core import errors
 from core.backbones import BackboneProvider
-from core.ports import BlobStore, JobRunner
+from core.ports import BlobStore, Job, JobRunner
 from core.usecases import Deps, Scope, UseCases
 from core.usecases import recover as recover_after_restart
 from storage import LocalBlobStore, StoreLock, make_engine, migrate, unit_of_work_factory
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerRunner(JobRunner):
-    """Training jobs on APScheduler's background scheduler, one at a time (the CPU is the limit).
+    """Jobs on APScheduler's background scheduler in this process, one at a time (the CPU is the limit): SQLite
+    installs and CLI commands.
 
     The scheduler (and APScheduler's import, about 0.2 s) starts with the first job: most CLI commands
     submit none."""
@@ -40,8 +41,8 @@ class SchedulerRunner(JobRunner):
                 self.scheduler.start()
             return self.scheduler
 
-    def submit(self, job_id: str, fn: Callable[[], None]) -> None:
-        self._started().add_job(fn, id=job_id, name=f"train {job_id}")
+    def submit(self, job: Job, run: Callable[[], None]) -> None:
+        self._started().add_job(run, id=job.id, name=job.id)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -66,6 +67,9 @@ class Container:
     def close(self) -> None:
         if isinstance(self.runner, SchedulerRunner):
             self.runner.shutdown()
+        closer = getattr(self.runner, "close", None)
+        if closer is not None:
+            closer()
         if self.lock is not None:
             self.lock.release()
 
@@ -102,10 +106,24 @@ def make_blob_store(settings: Settings, check: bool = True) -> BlobStore:
     return store
 
 
-def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str = "shared") -> Container:
+def make_runner(settings: Settings, jobs: str) -> JobRunner:
+    """Where jobs go. "local": APScheduler's thread pool in this process (SQLite, CLI commands). "queue": the
+    PostgreSQL queue that `cvbot worker` (and `cvbot serve` unless --no-jobs) take jobs from; refused on SQLite."""
+    if jobs == "local":
+        return SchedulerRunner()
+    if not settings.uses_postgres:
+        raise errors.InvalidInput("the job queue needs PostgreSQL (DATABASE_URL=postgresql+psycopg://...); with "
+                                  "SQLite, cvbot serve runs every job itself")
+    from storage.queue import QueueRunner
+
+    return QueueRunner(settings.database_url)
+
+
+def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str = "shared",
+              jobs: str = "local") -> Container:
     """Wire the adapters. With `recover` (the server), start-up recovery runs first, deleting orphan blobs and
     stale partial files only when no other process uses the store; the store's lock is then held in `lock` mode
-    until `close`."""
+    until `close`. `jobs`: see `make_runner`."""
     settings = settings or Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +131,11 @@ def bootstrap(settings: Settings | None = None, recover: bool = True, lock: str 
     try:
         engine = make_engine(settings.database_url)
         migrate(engine)
-        runner = SchedulerRunner()
+        runner = make_runner(settings, jobs)
         blobs = make_blob_store(settings)
         deps = Deps(unit_of_work_factory(engine), blobs, BackboneProvider(settings.backbone_settings()), runner,
-                    export_settings=settings.export_settings())
+                    export_settings=settings.export_settings(),
+                    embed_chunk=settings.embed_chunk if runner.durable else 0)
         if recover:
             # a shared store (S3) is written from other machines too, which the lock cannot see: its orphans are
             # collected by age instead (core.usecases.maintenance.recover)

@@ -637,7 +637,19 @@ class Cli:
     def cmd_serve(self):
         from .server import serve
 
-        serve(self.settings, self.args.host, self.args.port)
+        serve(self.settings, self.args.host, self.args.port, jobs=False if self.args.no_jobs else None)
+
+    def cmd_worker(self):
+        if not self.settings.uses_postgres:
+            raise errors.InvalidInput(
+                "cvbot worker needs PostgreSQL (DATABASE_URL=postgresql+psycopg://...): workers take jobs from a queue "
+                "in the database that every process shares. With SQLite (one machine, one file), cvbot serve runs "
+                "every job itself, so no worker is needed")
+        from .bootstrap import bootstrap
+        from .worker import run_worker
+
+        self._container = bootstrap(self.settings, recover=False, jobs="queue")
+        run_worker(self._container)
 
     def _iteration(self, p):
         if self.args.iteration:
@@ -746,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("serve", Cli.cmd_serve, "run the service (HTTP API, Slack, health check)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--no-jobs", action="store_true",
+                   help="PostgreSQL: only queue jobs, for `cvbot worker` processes to run (also CVBOT_JOBS=off)")
+    cmd("worker", Cli.cmd_worker, "run queued jobs (training, export, embedding); needs PostgreSQL")
 
     proj = sub.add_parser("project", help="create, list, update, delete projects").add_subparsers(
         dest="sub", required=True)
@@ -874,7 +889,8 @@ def main(argv: list[str] | None = None) -> int:
     from .config import Settings
 
     settings = Settings.from_env()
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO) if args.command == "serve"
+    long_running = args.command in ("serve", "worker")
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO) if long_running
                         else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cli = Cli(args, settings)
     try:

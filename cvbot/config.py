@@ -57,6 +57,12 @@ class Settings:
     aws_session_token: str | None = None
     s3_addressing_style: str | None = None
     export_python: str | None = None
+    jobs: bool = True  # CVBOT_JOBS=off: on PostgreSQL, `cvbot serve` only enqueues (workers run the jobs)
+    embed_chunk: int = 32  # with a queue: each upload's new images become embedding jobs of this many images
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -111,6 +117,8 @@ class Settings:
                                         ("path", "virtual")),
             export_python=env.get("CVBOT_EXPORT_PYTHON") or (
                 str(DEFAULT_EXPORT_PYTHON) if DEFAULT_EXPORT_PYTHON.exists() else None),
+            jobs=_switch(env.get("CVBOT_JOBS"), "CVBOT_JOBS"),
+            embed_chunk=_count(env.get("CVBOT_EMBED_CHUNK"), "CVBOT_EMBED_CHUNK", 32),
         )
 
     def schedule_settings(self):
@@ -164,6 +172,30 @@ def _public_url(value: str | None) -> str | None:
     if not sep or scheme.lower() not in ("http", "https") or not rest or any(c in rest for c in " ?#@\\"):
         raise ValueError(f"CVBOT_PUBLIC_URL must look like https://cv.example.org, not {value!r}")
     return url
+
+
+def _switch(value: str | None, name: str, default: bool = True) -> bool:
+    if value is None or not value.strip():
+        return default
+    v = value.strip().lower()
+    if v in ("on", "1", "true", "yes"):
+        return True
+    if v in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def _count(value: str | None, name: str, default: int) -> int:
+    """A whole number >= 0 (0 turns the feature off)."""
+    if value is None or not value.strip():
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value!r}")
+    return n
 
 
 def _networks(value: str | None) -> list[str]:

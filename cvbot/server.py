@@ -9,6 +9,8 @@ import time
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from core import errors
+
 from .bootstrap import Container, bootstrap
 from .config import Settings
 
@@ -75,12 +77,36 @@ def warm_up(container: Container) -> None:
         log.warning("could not preload the %s backbone: %s", container.settings.default_domain.value, e)
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    container = bootstrap(settings)
+def serve(settings: Settings, host: str | None = None, port: int | None = None, jobs: bool | None = None) -> None:
+    """The web process. SQLite: jobs run in this process's thread pool, as always. PostgreSQL: jobs go to the
+    queue, and unless `jobs` is False (`--no-jobs`, `CVBOT_JOBS=off`) a worker thread here runs them too, so one
+    process still trains; with workers elsewhere, run the web processes with --no-jobs."""
+    run_jobs = settings.jobs if jobs is None else jobs
+    if not settings.uses_postgres and not run_jobs:
+        raise errors.InvalidInput("--no-jobs / CVBOT_JOBS=off needs PostgreSQL and `cvbot worker` processes; with "
+                                  "SQLite, cvbot serve runs every job itself (remove the option)")
+    container = bootstrap(settings, jobs="queue" if settings.uses_postgres else "local")
+    worker = None
+    if settings.uses_postgres:
+        from .worker import quiet_procrastinate
+
+        quiet_procrastinate(settings.log_level)
+    if settings.uses_postgres and run_jobs:
+        from .worker import WorkerThread
+
+        worker = WorkerThread(container).start()
     warm_up(container)
     app = build_app(container)
     if settings.scheduled_jobs:
         add_scheduler(app, container)
+    if worker is not None:
+        async def stop_worker(_app):
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+        app.on_shutdown.append(stop_worker)
+    mode = ("jobs in this process" if not settings.uses_postgres else
+            "jobs queued in PostgreSQL" + (" and run here too" if worker else " for cvbot worker processes"))
+    log.info("cvbot: %s", mode)
     host = host or settings.host
     port = port if port is not None else settings.port
     log.info("cvbot serving on http://%s:%s (data in %s)", host, port, settings.data_dir)

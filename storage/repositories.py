@@ -322,6 +322,13 @@ class SqlIterations(ports.IterationRepository):
         row.pop("id")
         self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration.id).values(**row))
 
+    def update_if(self, iteration: Iteration, statuses: list[IterationStatus]) -> bool:
+        row = self._row(iteration)
+        row.pop("id")
+        done = self.s.execute(update(t.iterations).where(
+            t.iterations.c.id == iteration.id, t.iterations.c.status.in_([s.value for s in statuses])).values(**row))
+        return bool(done.rowcount)
+
     def set_notify(self, iteration_id: str, notify: dict | None) -> None:
         self.s.execute(update(t.iterations).where(t.iterations.c.id == iteration_id).values(notify=notify or None))
 

@@ -234,6 +234,16 @@ class FakeIterations(_Repo, ports.IterationRepository):
             it.snapshot = []
         return it
 
+    def update_if(self, iteration: Iteration, statuses: list[IterationStatus]) -> bool:
+        """As SQL's UPDATE ... WHERE status IN: the check reads the committed row, not this unit of work's copy."""
+        with self.uow.db.lock:
+            committed = self.uow.db.tables[self.table].get(iteration.id)
+        mine = self.rows.get(iteration.id)
+        if committed is None or mine is None or committed.status not in statuses:
+            return False
+        self.update(iteration)
+        return True
+
     def list(self, project_id: str) -> list[Iteration]:
         return [self.get(i.id) for i in sorted(self.rows.values(), key=lambda i: i.number)  # type: ignore[misc]
                 if i.project_id == project_id]
@@ -602,10 +612,10 @@ class ManualRunner(ports.JobRunner):
     """Keeps submitted jobs until `run_all`, so a test decides when (and whether) a training runs."""
 
     def __init__(self) -> None:
-        self.jobs: list[tuple[str, Any]] = []
+        self.jobs: list[tuple[ports.Job, Any]] = []
 
-    def submit(self, job_id: str, fn: Any) -> None:
-        self.jobs.append((job_id, fn))
+    def submit(self, job: ports.Job, run: Any) -> None:
+        self.jobs.append((job, run))
 
     def run_all(self) -> None:
         jobs, self.jobs = self.jobs, []

@@ -1,25 +1,27 @@
 """What every use case is given (`Deps`), and the scope-checked look-ups they share (`UseCase`)."""
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import errors
 from ..artifacts import ArtifactCache
 from ..backbones import BackboneProvider
 from ..export.base import ExportSettings
 from ..model import Iteration, IterationStatus, Project, Tag
-from ..ports import BlobStore, JobRunner, UnitOfWork, UnitOfWorkFactory
+from ..ports import BlobStore, Job, JobRunner, UnitOfWork, UnitOfWorkFactory
 from ..training import ProgressBoard
 from .scope import Scope
 
 
 class InlineRunner(JobRunner):
-    """Runs jobs on a plain thread each (the composition root may plug a scheduler instead)."""
+    """Runs jobs on a plain thread each (the composition root may plug a scheduler or a queue instead)."""
 
-    def submit(self, job_id: str, fn: Callable[[], None]) -> None:
-        threading.Thread(target=fn, name=f"job-{job_id[:8]}", daemon=True).start()
+    def submit(self, job: Job, run: Callable[[], None]) -> None:
+        threading.Thread(target=run, name=f"job-{job.id[:14]}", daemon=True).start()
 
 
 @dataclass
@@ -48,10 +50,23 @@ class Deps:
     artifacts: ArtifactCache = None  # type: ignore[assignment]
     train_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     export_settings: ExportSettings = field(default_factory=ExportSettings)  # where export converters live
+    #: 0: uploads are embedded when a training needs them. N > 0: each upload's new images are also handed to
+    #: the runner as embedding jobs of N images (set where workers take jobs from a queue, so that several workers
+    #: embed one large import in parallel and the training finds the vectors cached).
+    embed_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.artifacts is None:
             self.artifacts = ArtifactCache(self.blobs)
+
+    def submit(self, kind: str, **args: Any) -> Job:
+        """Hand the job `kind(**args)` (see `jobs.KINDS`) to the runner: in-process runners run it here, a queue
+        stores it for a worker."""
+        from .jobs import run_job
+
+        job = Job(kind, dict(args))
+        self.runner.submit(job, functools.partial(run_job, self, job))
+        return job
 
 
 def collect_blobs(deps: Deps, keys: Iterable[str]) -> None:

@@ -57,7 +57,15 @@ class Exports(UseCase):
             export = Export(iteration_id=it.id, platform=exporter.platform, flavor=flavor)
             uow.exports.add(export)
             uow.commit()
-        self.deps.runner.submit(f"export-{export.id}", ExportJob(self.deps, it.id, export.id).run)
+        try:
+            self.deps.submit("export", iteration_id=it.id, export_id=export.id)
+        except Exception as e:  # the queue is unreachable: no export may stay Exporting with no job behind it
+            export.status = ExportStatus.Failed
+            export.failure_reason = f"the export could not be queued: {type(e).__name__}: {e}"
+            with self.deps.uow() as uow:
+                uow.exports.update(export)
+                uow.commit()
+            raise
         return export
 
     def _current(self, export: Export, it: Iteration) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -12,6 +13,8 @@ from ..images import TRAINING_MAX_BYTES, validate_image
 from ..model import Image
 from ..rules import MAX_METADATA_PAIRS, clean_metadata, image_tag_problem
 from .base import UseCase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,10 +103,27 @@ class Images(UseCase):
                           metadata=dict(up.metadata))
             fresh[info.sha256] = (i, image)
         stored = self._store(project_id, uploads, fresh, results)
+        added = [r.image.sha256 for r in results if r is not None and r.status == "OK" and r.image is not None]
+        self._embed_ahead(project_id, added)
         for r in results:
             if r is not None and r.status == "OKDuplicate" and r.image is not None and r.image.sha256 in stored:
                 r.image = stored[r.image.sha256]
         return [r for r in results if r is not None]
+
+    def _embed_ahead(self, project_id: str, sha256s: Ids) -> None:
+        """With `deps.embed_chunk` set (workers on a queue), the new images become embedding jobs of that many
+        images each, so workers embed a large import in parallel before anyone trains."""
+        size = self.deps.embed_chunk
+        if size <= 0 or not sha256s:
+            return
+        with self.deps.uow() as uow:
+            domain = self.project(uow, project_id).domain
+        try:
+            for start in range(0, len(sha256s), size):
+                self.deps.submit("embed", domain=domain.value, sha256s=sha256s[start:start + size])
+        except Exception:  # noqa: BLE001 - only a head start: the training embeds what is missing
+            log.warning("could not queue the embedding of %d new images; the training will embed them",
+                        len(sha256s), exc_info=True)
 
     def _store(self, project_id: str, uploads: list[ImageUpload], fresh: dict[str, tuple[int, Image]],
                results: list[ImageResult | None]) -> dict[str, Image]:

@@ -11,13 +11,15 @@ log = logging.getLogger(__name__)
 
 
 def recover(deps: Deps, clean_blobs: bool = True) -> dict[str, int]:
-    """What is safe to repair unattended at start-up: fail trainings and exports a stopped server left running,
+    """What is safe to repair unattended at start-up: fail trainings and exports a stopped server left running
+    (unless jobs live in a durable queue, where workers finish them),
     drop defaults that point nowhere, and (with `clean_blobs`, when no other process uses the store) delete blobs
     that no row references and partial blob files untouched for STALE_PARTIAL_SECONDS. On a `shared` store (other
     machines write to it, unseen by the caller's lock) orphan blobs too are deleted only once that old. Files that
     rows name but that are missing are only counted and logged: whether to fail their iterations is `cvbot doctor
     --repair`'s call, since a missing mount would look the same."""
-    failed, _ = fail_interrupted(deps)
+    # with a durable queue, work left Queued or Training is still in the queue: a worker runs it (again)
+    failed = 0 if getattr(deps.runner, "durable", False) else fail_interrupted(deps)[0]
     with deps.uow() as uow:
         release_dangling_defaults(uow)
         uow.commit()

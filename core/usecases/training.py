@@ -7,7 +7,6 @@ from .. import errors
 from ..model import Iteration, IterationStatus
 from ..training import plan_training
 from .base import UseCase
-from .training_job import TrainingJob
 
 
 class Training(UseCase):
@@ -39,7 +38,18 @@ class Training(UseCase):
             uow.iterations.add(it)
             uow.commit()
         self.deps.progress.start(it.id)
-        self.deps.runner.submit(it.id, TrainingJob(self.deps, it.id).run)
+        try:
+            self.deps.submit("train", iteration_id=it.id)
+        except Exception as e:  # the queue is unreachable: a Queued iteration no job will run must not stay
+            with self.deps.uow() as uow:
+                stored = uow.iterations.get(it.id)
+                if stored is not None:
+                    stored.status = IterationStatus.Failed
+                    stored.failure_reason = f"the training could not be queued: {type(e).__name__}: {e}"
+                    if uow.iterations.update_if(stored, [IterationStatus.Queued]):
+                        uow.commit()
+            self.deps.progress.finish(it.id, "failed")
+            raise
         return it
 
     def wait(self, project_id: str, iteration_id: str, timeout: float | None = None) -> Iteration:

@@ -1,5 +1,7 @@
-"""The training job: embed a queued iteration's snapshot, cross-validate, fit, store. Runs in a worker thread
-(or, later, a worker process): it needs only `Deps` and the iteration id, no state of the process that queued it."""
+"""The training job: embed a queued iteration's snapshot, cross-validate, fit, store. Runs in a worker thread or a
+worker process: it needs only `Deps` and the iteration id, no state of the process that queued it. Running it
+again is safe: a run that finds the iteration Training (its first run was cut off) trains it again, and every
+status change is a compare-and-set, so an iteration is completed once even if two runs overlap."""
 from __future__ import annotations
 
 import functools
@@ -17,9 +19,10 @@ from ..model import ClassificationType, IterationStatus, utcnow
 from ..probe import LinearProbeCV
 from ..training import label_matrix
 from ..unknown import UnknownScorer, with_scorer
-from .base import Deps
+from .base import Deps, collect_blobs
 
 log = logging.getLogger(__name__)
+RUNNING = [IterationStatus.Queued, IterationStatus.Training]
 
 
 class TrainingJob:
@@ -44,21 +47,24 @@ class TrainingJob:
                         it.status = IterationStatus.Failed
                         it.failure_reason = reason
                         it.training_seconds = round(time.monotonic() - started, 3)
-                        uow.iterations.update(it)
-                        uow.commit()
+                        if uow.iterations.update_if(it, RUNNING):  # never over another run's Completed
+                            uow.commit()
             finally:
                 self.deps.progress.finish(self.iteration_id, "failed")
 
     def _train(self, started: float) -> None:
         with self.deps.uow() as uow:
             it = uow.iterations.get(self.iteration_id, with_snapshot=True)
-            if it is None or it.status != IterationStatus.Queued:
-                return
+            if it is None or it.status not in RUNNING:
+                return  # deleted, or finished by an earlier run of this job
             project = uow.projects.get(it.project_id)
             if project is None:
                 return
+            if it.status == IterationStatus.Training:  # the run that set it was cut off (a worker died): start over
+                log.warning("training %s was interrupted; training it again", self.iteration_id)
             it.status = IterationStatus.Training
-            uow.iterations.update(it)
+            if not uow.iterations.update_if(it, RUNNING):
+                return
             uow.commit()
         self._progress("loading model")
         backbone = self.deps.backbones.for_domain(it.domain)
@@ -80,20 +86,25 @@ class TrainingJob:
         perf["warnings"] = (it.performance or {}).get("warnings", [])
         with self.deps.uow() as uow:
             current = uow.iterations.get(self.iteration_id)
-            if current is None:  # deleted while training
-                return
-            current.status = IterationStatus.Completed
-            current.backbone_id = backbone.id
-            current.probe_key, current.evaluation_key = probe_key, eval_key
-            current.performance = perf
-            current.trained_at = utcnow()
-            current.training_seconds = round(time.monotonic() - started, 3)
-            uow.iterations.update(current)
-            owner = uow.projects.get(current.project_id)
-            if owner and not owner.default_iteration_id:
-                owner.default_iteration_id = current.id
-                uow.projects.update(owner)
-            uow.commit()
+            won = False
+            if current is not None:  # else deleted while training
+                current.status = IterationStatus.Completed
+                current.backbone_id = backbone.id
+                current.probe_key, current.evaluation_key = probe_key, eval_key
+                current.performance = perf
+                current.trained_at = utcnow()
+                current.training_seconds = round(time.monotonic() - started, 3)
+                # only from Training: a second run of this job that finishes later changes nothing
+                won = uow.iterations.update_if(current, [IterationStatus.Training])
+            if won:
+                owner = uow.projects.get(it.project_id)
+                if owner and not owner.default_iteration_id:
+                    owner.default_iteration_id = self.iteration_id
+                    uow.projects.update(owner)
+                uow.commit()
+        if not won:  # the files stay where the winning run's rows name the same content
+            collect_blobs(self.deps, [probe_key, eval_key])
+            return
         self.deps.progress.finish(self.iteration_id, "done")
 
 

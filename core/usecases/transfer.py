@@ -39,7 +39,7 @@ from ..rules import (
     parse_domain,
     parse_threshold,
 )
-from .base import UseCase
+from .base import Deps, UseCase
 
 TOKEN_PREFIX = "cvx1"
 TOKEN_TTL_SECONDS = 7 * 24 * 3600
@@ -136,8 +136,13 @@ class Transfer(UseCase):
     def copy(self, project_id: str, name: str | None = None, created_by: str | None = None) -> Project:
         """A full copy of a project in its workspace: settings, tags, images with their tags and metadata (the same
         blobs).
-        Without `name`: '<name> (copy)', or '(copy 2)'... when taken. Iterations and predictions are not copied."""
+        Without `name`: '<name> (copy)', or '(copy 2)'... when taken. Iterations and predictions are not copied.
+
+        With in-process jobs everything is written in one unit of work before this returns. With a durable queue
+        (workers), the project and its tags are written here and the images by a "copy" job (`copy_images`, in
+        one unit of work of its own), so a request never waits on a large project's rows."""
         self.scope.require_write("copy projects")
+        queued = getattr(self.deps.runner, "durable", False)
         with self.deps.uow() as uow:
             src = self.project(uow, project_id)
             new = Project(name=self._free_name(uow, src, name), domain=src.domain,
@@ -146,16 +151,21 @@ class Transfer(UseCase):
                           unknown_threshold=src.unknown_threshold)
             if uow.projects.add_if_absent(new).id != new.id:
                 raise errors.Conflict(f"a project named '{new.name}' already exists")
-            ids: dict[str, str] = {}
             for t in uow.tags.list(src.id):
-                copy = Tag(project_id=new.id, name=t.name, type=t.type, description=t.description,
-                           created_at=t.created_at)
-                uow.tags.add(copy)
-                ids[t.id] = copy.id
-            for img in uow.images.list(src.id, oldest=True):
-                uow.images.add(_image_copy(img, new.id, [ids[t] for t in img.tag_ids if t in ids]))
+                uow.tags.add(Tag(project_id=new.id, name=t.name, type=t.type, description=t.description,
+                                 created_at=t.created_at))
+            if not queued:
+                _copy_images(uow, src.id, new.id)
             uow.commit()
-            return new
+        if queued:
+            try:
+                self.deps.submit("copy", source_id=src.id, target_id=new.id)
+            except Exception:  # the queue is unreachable: no copy without its images
+                with self.deps.uow() as uow:
+                    uow.projects.delete(new.id)
+                    uow.commit()
+                raise
+        return new
 
     @staticmethod
     def _free_name(uow: UnitOfWork, src: Project, name: str | None) -> str:
@@ -283,6 +293,37 @@ class Transfer(UseCase):
             self.collect(written)
             raise
         return ArchiveSummary(project, len(images), total)
+
+
+def _copy_images(uow: UnitOfWork, source_id: str, target_id: str) -> int:
+    """The source's images into the target (tags matched by name), unless the target has images already."""
+    if uow.images.count(target_id):
+        return 0
+    ids = {t.name: t.id for t in uow.tags.list(target_id)}
+    names = {t.id: t.name for t in uow.tags.list(source_id)}
+    images = uow.images.list(source_id, oldest=True)
+    for img in images:
+        uow.images.add(_image_copy(img, target_id, [ids[names[t]] for t in img.tag_ids
+                                                    if t in names and names[t] in ids]))
+    return len(images)
+
+
+def copy_images(deps: Deps, source_id: str, target_id: str) -> None:
+    """The "copy" job: a queued project copy's images, in one unit of work. Safe to run again: a target that has
+    images (an earlier run committed) is left as it is; a source or target deleted meanwhile copies nothing."""
+    with deps.uow() as uow:
+        if uow.projects.get(source_id) is None or uow.projects.get(target_id) is None:
+            return
+        if _copy_images(uow, source_id, target_id):
+            uow.commit()
+
+
+class CopyJob:
+    def __init__(self, deps: Deps, source_id: str, target_id: str):
+        self.deps, self.source_id, self.target_id = deps, source_id, target_id
+
+    def run(self) -> None:
+        copy_images(self.deps, self.source_id, self.target_id)
 
 
 def _image_copy(img: Image, project_id: str, tag_ids: list[str]) -> Image:

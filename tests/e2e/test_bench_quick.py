@@ -2,6 +2,7 @@
 Nothing about timings is asserted (shared, noisy machines)."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+    if not os.environ.get("CVBOT_TEST_POSTGRES_URL") and not os.environ.get("CVBOT_BENCH_POSTGRES_URL"):
+        assert "CVBOT_TEST_POSTGRES_URL" in benchmarks.pop("queue")["skipped"]  # needs PostgreSQL
     for key, b in benchmarks.items():
         assert "error" not in b, (key, b.get("error"))
         values = list(_numbers(b["results"]))
@@ -75,6 +78,11 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     assert exports["dockerfile"]["http_image"]["p50_ms"] > 0 and exports["dockerfile"]["zip_bytes"] > 0
     assert exports["server_in_process"]["p50_ms"] > 0
     assert "skipped" in exports["openvino"] or exports["openvino"]["f32"]["p50_ms"] > 0
+    if "queue" in benchmarks:
+        queue = benchmarks["queue"]["results"]
+        assert queue["overhead"]["jobs"] > 0 and queue["overhead"]["p50_ms"] > 0
+        assert set(queue["workers"]) == {"1 worker", "2 workers"}
+        assert all(w["images_per_s"] > 0 and len(w["cpu_s"]) == int(name[0]) for name, w in queue["workers"].items())
     unknown = benchmarks["unknown"]["results"]
     for kind in ("near", "far"):
         u = unknown[kind]
@@ -85,6 +93,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",
                   "Memory and start-up", "Accuracy on real data", "Scaling in images", "CLI start-up",
                   "Hostile images", "Images on S3 versus local disk", "Labelling help",
-                  "Exported models: OpenVINO and DockerFile", "Unknown images",
+                  "Exported models: OpenVINO and DockerFile",
+                  "Job queue and workers", "Unknown images",
                   "## Targets"):
         assert title in md

@@ -62,7 +62,7 @@ class GatedRunner(JobRunner):
     def __init__(self):
         self.jobs = []
 
-    def submit(self, job_id, fn):
+    def submit(self, job, fn):
         self.jobs.append(fn)
 
     def release(self):

@@ -36,7 +36,7 @@ class Backbones(FakeBackbones):
 class SyncRunner:
     """Runs a training job where it is submitted (the fake backbone makes it instant)."""
 
-    def submit(self, job_id, fn) -> None:
+    def submit(self, job, fn) -> None:
         fn()
 
 

@@ -12,7 +12,7 @@ from tests.integration.test_migration_tag_types import _alembic, database_url  #
 
 def test_existing_projects_keep_the_default_and_a_setting_round_trips(database_url):  # noqa: F811
     engine = make_engine(database_url)
-    _alembic(engine, command.upgrade, "0010")
+    _alembic(engine, command.upgrade, "0011")
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with engine.begin() as c:  # as the previous release wrote it
         c.execute(insert(t.projects).values(
@@ -30,7 +30,7 @@ def test_existing_projects_keep_the_default_and_a_setting_round_trips(database_u
     with unit_of_work_factory(engine)() as uow:
         assert uow.projects.get("p1").unknown_threshold == 0.8
 
-    _alembic(engine, command.downgrade, "0010")
+    _alembic(engine, command.downgrade, "0011")
     assert "unknown_threshold" not in {c["name"] for c in inspect(engine).get_columns("projects")}
     with engine.connect() as c:
         assert c.exec_driver_sql("SELECT name FROM projects").scalar_one() == "p1"

@@ -144,7 +144,7 @@ def test_training_rules_nothing_changed_and_concurrency(cv):
     gate = threading.Event()
 
     class HeldRunner:
-        def submit(self, job_id, fn):
+        def submit(self, job, fn):
             threading.Thread(target=lambda: (gate.wait(30), fn()), daemon=True).start()
 
     cv.deps.runner = HeldRunner()
@@ -223,7 +223,7 @@ def test_deleted_images_stay_while_an_iteration_uses_them(cv):
 
 def test_restart_fails_interrupted_training_and_deletes_orphans(tmp_path, provider):
     class NeverRuns:
-        def submit(self, job_id, fn):
+        def submit(self, job, fn):
             pass
 
     cv = make_cv(tmp_path, provider, runner=NeverRuns())
