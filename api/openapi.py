@@ -86,7 +86,11 @@ SCHEMAS: dict[str, dict] = {
     "ImagePerformance": _obj({"id": UUID, "created": TIME, "width": INT, "height": INT, "tags": _arr(IMAGE_TAG),
                               "predictions": _arr(PREDICTION_ITEM), "imageUri": _nullable(S), **IMAGE_URIS}),
     "ImagePrediction": _obj({"id": UUID, "project": UUID, "iteration": UUID, "created": TIME,
-                             "predictions": _arr(PREDICTION_ITEM)}),
+                             "predictions": _arr(PREDICTION_ITEM),
+                             # cvbot's own (docs/unknown.md); absent for iterations trained before the score
+                             "unknownScore": {"type": "number", "minimum": 0, "maximum": 1},
+                             "unknownThreshold": {"type": "number", "minimum": 0, "maximum": 1},
+                             "unknown": {"type": "boolean"}}),
     "ImageUrl": _obj({"url": S}, ("url",)),
     "PredictionQueryToken": _obj({
         "session": _nullable(S), "continuation": _nullable(S),

@@ -31,6 +31,7 @@ BENCHMARKS = {
     12: ("export_platforms", "Exported models: OpenVINO and DockerFile"),
     13: ("queue", "Job queue and workers (PostgreSQL)"),
     14: ("export_tf", "Exported models: TensorFlow"),
+    15: ("unknown", "Unknown images"),
 }
 
 
@@ -38,7 +39,7 @@ RUNNERS = {1: ("embedding", "run"), 2: ("training", "run_training"), 3: ("increm
            4: ("prediction", "run"), 5: ("server", "run"), 6: ("accuracy", "run"), 7: ("training", "run_scaling"),
            8: ("startup", "run"), 9: ("attack", "run"), 10: ("blobstore", "run"), 11: ("labelling", "run"),
            12: ("export_platforms", "run"), 13: ("queue", "run"),
-           14: ("export_tf", "run")}
+           14: ("export_tf", "run"), 15: ("unknown", "run")}
 
 
 def _run_one(number: int, cfg: Config, tmp: Path):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from core.backbones import zero_shot as answers_zero_shot
 from core.model import (
+    DEFAULT_UNKNOWN_THRESHOLD,
     ChannelBinding,
     ClassificationType,
     Domain,
@@ -195,6 +196,16 @@ def settings_message(p: Project, changed: list[str] | None = None, binding: Chan
 def threshold_message(p: Project, user: str | None) -> dict:
     by = f" (set by <@{user}>)" if user else ""
     return message(f":dart: *{esc(p.name)}* now uses threshold *{p.threshold:g}* for performance and predictions{by}.")
+
+
+def unknown_threshold_message(p: Project, user: str | None, changed: bool) -> dict:
+    value = DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None else p.unknown_threshold
+    if not changed:
+        return message(f":grey_question: *{esc(p.name)}* says \"I don't recognise this\" from unknown score "
+                       f"*{value:g}*; `/cv threshold unknown 0.9` changes it (lower flags more images).")
+    by = f" (set by <@{user}>)" if user else ""
+    return message(f":grey_question: *{esc(p.name)}* now says \"I don't recognise this\" from unknown score "
+                   f"*{value:g}*{by}.")
 
 
 def keys_message(workspace: str, training_key: str, prediction_key: str) -> dict:
@@ -403,6 +414,8 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     above = prediction.above_threshold
     best = prediction.predictions[0] if prediction.predictions else None
     name = f" `{esc(file_name)}`" if file_name else ""
+    if prediction.unknown:
+        return unknown_message(p, prediction, iteration_number, tags, file_name)
     if above:
         verdict = ", ".join(f"*{esc(t.tag_name)}* ({pct(t.probability)})" for t in above)
         text = f":mag: {verdict}{name}"
@@ -419,7 +432,7 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     if probs:
         blocks.append(section(probs))
     blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}* · "
-                          f"threshold {prediction.threshold:g}"))
+                          f"threshold {prediction.threshold:g}" + _unknown_note(prediction)))
     elements = []
     if confirm_tags:
         label = ", ".join(t.tag_name for t in confirm_tags)
@@ -433,6 +446,36 @@ def classification_message(p: Project, prediction: Prediction, iteration_number:
     if elements and prediction.stored:
         blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}",
                        "elements": elements})
+    return message(text, blocks)
+
+
+CLOSEST_TAGS = 3
+
+
+def _unknown_note(prediction: Prediction) -> str:
+    if prediction.unknown_score is None:
+        return ""
+    return f" · unknown score {prediction.unknown_score:.2f} (flagged from {prediction.unknown_threshold:g})"
+
+
+def unknown_message(p: Project, prediction: Prediction, iteration_number: int, tags: list[Tag],
+                    file_name: str = "") -> dict:
+    """The honest answer for an image unlike anything the project was trained on: no verdict, the closest tags
+    for orientation, and a menu to tag it (which adds it to the training set)."""
+    name = f" `{esc(file_name)}`" if file_name else ""
+    closest = prediction.predictions[:CLOSEST_TAGS]
+    text = f":grey_question: I don't recognise this{name}: it looks like nothing *{esc(p.name)}* was trained on."
+    blocks = [section(text)]
+    if closest:
+        blocks.append(section("Closest tags: " + ", ".join(
+            f"*{esc(t.tag_name)}* ({pct(t.probability)})" for t in closest)))
+    blocks.append(context(f"Answered by iteration {iteration_number} of *{esc(p.name)}*" + _unknown_note(prediction)))
+    options = [{"text": _plain(t.name), "value": t.id}
+               for t in sorted(tags, key=lambda t: t.name.lower())][:MAX_OPTIONS]
+    if options and prediction.stored:
+        blocks.append({"type": "actions", "block_id": f"{PREDICTION_BLOCK}|{p.id}|{prediction.id}",
+                       "elements": [{"type": "static_select", "action_id": PREDICTION_RETAG,
+                                     "placeholder": _plain("Tag it…"), "options": options}]})
     return message(text, blocks)
 
 

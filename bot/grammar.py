@@ -24,6 +24,7 @@ in the project's untagged pool
 • `/cv settings retrain=nightly|off retention=DAYS|keep|default` retrain each night when new images arrived; \
 how many days stored predictions are kept
 • `/cv threshold 0.7` set the probability threshold for performance and predictions
+• `/cv threshold unknown 0.9` set the unknown score from which I answer "I don't recognise this" (default 0.95)
 
 *Images and tags*
 • Post images with the text `tag: cat` or `tags: cat, cute` to add them with those tags \

@@ -9,6 +9,7 @@ from typing import TypeVar
 from .evaluation import Evaluation
 from .ports import BlobStore
 from .probe import LinearProbe
+from .unknown import UnknownScorer
 
 T = TypeVar("T")
 
@@ -28,18 +29,23 @@ class ArtifactCache:
     def evaluation(self, key: str) -> Evaluation:
         return self._get(key, Evaluation.from_bytes)
 
+    def unknown(self, probe_key: str) -> UnknownScorer | None:
+        """The unknown-score model stored in the probe's blob; None for iterations trained before it existed."""
+        return self._get(probe_key, UnknownScorer.from_bytes, "unknown:")
+
     def forget(self, key: str) -> None:
         with self._lock:
-            self._items.pop(key, None)
+            for prefix in ("", "unknown:"):
+                self._items.pop(prefix + key, None)
 
-    def _get(self, key: str, load: Callable[[bytes], T]) -> T:
+    def _get(self, key: str, load: Callable[[bytes], T], kind: str = "") -> T:
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]  # type: ignore[return-value]
+            if kind + key in self._items:
+                self._items.move_to_end(kind + key)
+                return self._items[kind + key]  # type: ignore[return-value]
         value = load(self.blobs.get(key))
         with self._lock:
-            self._items[key] = value
+            self._items[kind + key] = value
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return value

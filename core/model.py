@@ -67,6 +67,7 @@ class ExportStatus(str, Enum):
 
 
 DEFAULT_WORKSPACE = "default"
+DEFAULT_UNKNOWN_THRESHOLD = 0.95  # flags about 5 % of images like the training set (core.unknown)
 
 
 @dataclass
@@ -86,6 +87,8 @@ class Project:
     # many days stored predictions are kept (None: the install's default, 0: for ever)
     retrain: str | None = None
     prediction_retention_days: int | None = None
+    # the unknown score from which predictions are flagged (core.unknown); None: the iteration's default (0.95)
+    unknown_threshold: float | None = None
 
 
 @dataclass
@@ -171,10 +174,20 @@ class Prediction:
     zero_shot: bool = False  # answered by core.zero_shot, never stored
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+    # how unlike the iteration's training images the image is, in [0, 1] (core.unknown); None when the iteration
+    # predates the score, or for a stored prediction read back (the score is not kept with it)
+    unknown_score: float | None = None
+    unknown_threshold: float | None = None  # the score from which the image counts as unknown
 
     @property
     def above_threshold(self) -> list[TagPrediction]:
         return [p for p in self.predictions if p.probability >= self.threshold]
+
+    @property
+    def unknown(self) -> bool:
+        """True when the image looks like nothing the iteration was trained on."""
+        return (self.unknown_score is not None and self.unknown_threshold is not None
+                and self.unknown_score >= self.unknown_threshold)
 
 
 @dataclass

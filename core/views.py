@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .model import Image, Iteration, Prediction, Project, Tag, TagPrediction
+from .model import DEFAULT_UNKNOWN_THRESHOLD, Image, Iteration, Prediction, Project, Tag, TagPrediction
 
 if TYPE_CHECKING:
     from .usecases.images import ImageResult
@@ -29,7 +29,9 @@ def cvbot_settings_json(p: Project) -> dict[str, Any]:
     """cvbot's own project settings (no Custom Vision counterpart), under `settings.cvbot`: scheduled retraining
     ("nightly" or "off") and the stored predictions' retention in days (null: the install's default, 0: for
     ever)."""
-    return {"retrain": p.retrain or "off", "predictionRetentionDays": p.prediction_retention_days}
+    return {"retrain": p.retrain or "off", "predictionRetentionDays": p.prediction_retention_days,
+            # the unknown score from which predictions are flagged (docs/unknown.md)
+            "unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD if p.unknown_threshold is None else p.unknown_threshold}
 
 
 def tag_json(t: Tag) -> dict[str, Any]:
@@ -70,9 +72,19 @@ def tag_prediction_json(p: TagPrediction) -> dict[str, Any]:
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:
-    return {
+    out = {
         "id": p.id, "project": p.project_id, "iteration": p.iteration_id, "created": iso(p.created_at),
         "threshold": p.threshold, "predictions": [tag_prediction_json(x) for x in p.predictions],
         "aboveThreshold": [x.tag_name for x in p.above_threshold], "stored": p.stored,
         "zeroShot": p.zero_shot,  # cvbot's own: answered from the tag names (no iteration trained yet)
     }
+    out.update(unknown_json(p))
+    return out
+
+
+def unknown_json(p: Prediction) -> dict[str, Any]:
+    """cvbot's own fields beside Custom Vision's (clients that do not know them ignore them); none for an
+    iteration trained before the unknown score."""
+    if p.unknown_score is None:
+        return {}
+    return {"unknownScore": p.unknown_score, "unknownThreshold": p.unknown_threshold, "unknown": p.unknown}

@@ -101,9 +101,11 @@ class Cli:
         a = self.args
         p = self.cv.projects.find(a.name)
         p = self.cv.projects.update(p.id, name=a.rename, description=a.description, domain=a.domain,
-                                    classification_type=a.type, threshold=a.threshold)
+                                    classification_type=a.type, threshold=a.threshold,
+                                    unknown_threshold=a.unknown_threshold)
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
-                                  f"threshold {p.threshold}")
+                                  f"threshold {p.threshold}, unknown threshold "
+                                  f"{project_json(p)['settings']['unknownThreshold']}")
 
     def cmd_project_settings(self):
         """cvbot's own settings of a project (scheduled jobs): shown, or changed with --retrain / --retention."""
@@ -401,6 +403,10 @@ class Cli:
             out.append({"file": f} | prediction_json(pred))
             top = pred.above_threshold
             shown = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in (top or pred.predictions[:1]))
+            if pred.unknown:
+                closest = ", ".join(f"{x.tag_name} {x.probability:.3f}" for x in pred.predictions[:3])
+                lines.append(f"{f}: not recognised (unknown score {pred.unknown_score:.2f}); closest: {closest}")
+                continue
             lines.append(f"{f}: {shown}" + ("" if top else f" (no tag above threshold {pred.threshold}; best guess)"))
             if pred.zero_shot:
                 lines[-1] += " (zero-shot: from the tag names, no iteration trained yet)"
@@ -786,6 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain")
     p.add_argument("--type")
     p.add_argument("--threshold", type=float)
+    p.add_argument("--unknown-threshold", type=float,
+                   help="unknown score from which predictions are flagged (default 0.95; docs/unknown.md)")
     p = cmd("settings", Cli.cmd_project_settings, "show or change a project's scheduled retraining and prediction "
             "retention", proj)
     p.add_argument("name")

@@ -83,7 +83,7 @@ class SqlProjects(ports.ProjectRepository):
                     domain=p.domain.value, classification_type=p.classification_type.value, threshold=p.threshold,
                     created_by=p.created_by, default_iteration_id=p.default_iteration_id, created_at=p.created_at,
                     modified_at=p.modified_at, retrain=p.retrain,
-                    prediction_retention_days=p.prediction_retention_days)
+                    prediction_retention_days=p.prediction_retention_days, unknown_threshold=p.unknown_threshold)
 
     @staticmethod
     def _obj(r) -> Project:
@@ -91,7 +91,7 @@ class SqlProjects(ports.ProjectRepository):
                        domain=Domain(r.domain), classification_type=ClassificationType(r.classification_type),
                        threshold=r.threshold, created_by=r.created_by, default_iteration_id=r.default_iteration_id,
                        created_at=_utc(r.created_at), modified_at=_utc(r.modified_at), retrain=r.retrain,
-                       prediction_retention_days=r.prediction_retention_days)
+                       prediction_retention_days=r.prediction_retention_days, unknown_threshold=r.unknown_threshold)
 
     def add(self, project: Project) -> None:
         self.s.execute(insert(t.projects).values(**self._row(project)))

@@ -46,6 +46,8 @@ projects = Table(
     Column("last_iteration_number", Integer, nullable=False, server_default="0"),
     Column("retrain", String(16)),  # cvbot's scheduled retraining: "nightly", NULL = off
     Column("prediction_retention_days", Integer),  # NULL: the install's default, 0: keep stored predictions
+    # the unknown score from which predictions are flagged; NULL: the iteration's calibrated default (0.95)
+    Column("unknown_threshold", Float),
     UniqueConstraint("workspace", "name_lower", name="uq_projects_workspace_name"),
 )
 

@@ -163,6 +163,9 @@ CHANNEL_SETTERS: dict[str, Callable[[UseCases], Callable]] = {
 async def cmd_threshold(req: Request) -> None:
     cv = req.cv
     p = await req.project()
+    if req.cmd.args and req.cmd.args[0].lower() == "unknown":  # `/cv threshold unknown 0.9`
+        await _unknown_threshold(req, p, req.cmd.args[1] if len(req.cmd.args) > 1 else None)
+        return
     value = req.cmd.options.get("threshold") or (req.cmd.args[0] if req.cmd.args else None)
     if value is None:
         await req.say(blocks.info_message(f"*{blocks.esc(p.name)}* uses threshold *{p.threshold:g}*; "
@@ -170,6 +173,14 @@ async def cmd_threshold(req: Request) -> None:
         return
     p = await cv.call(req.uc.projects.update, p.id, threshold=grammar.parse_threshold(value))
     await req.say(blocks.threshold_message(p, req.user), public=True)
+
+
+async def _unknown_threshold(req: Request, p, value: str | None) -> None:
+    if value is None:
+        await req.say(blocks.unknown_threshold_message(p, None, changed=False))
+        return
+    p = await req.cv.call(req.uc.projects.update, p.id, unknown_threshold=grammar.parse_threshold(value))
+    await req.say(blocks.unknown_threshold_message(p, req.user, changed=True), public=True)
 
 
 async def cmd_keys(req: Request) -> None:

@@ -3,7 +3,9 @@ normalisation, backbone features, L2 normalisation, the linear probe and softmax
 (Multilabel). Every platform's exporter starts from this graph.
 
 The input is float32 NCHW, already resized to the input size; its channel order and range are the `Convention`'s.
-The output has one column per tag, in labels.txt order.
+The output has one column per tag, in labels.txt order. Given the iteration's `UnknownScorer`, a second output
+`unknown_score` (one value per image, in [0, 1]) computes core.unknown's score from the same embedding and
+probabilities.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ import numpy.typing as npt
 
 from ..backbones.base import Backbone
 from ..probe import LinearProbe
+from ..unknown import UnknownScorer
 from .base import Convention, ExportUnsupported
 
-# Azure's names: its ONNX exports take "data" and answer "model_output" (the ML.NET sample binds both by name)
-INPUT, OUTPUT = "data", "model_output"
+# Azure's names: its ONNX exports take "data" and answer "model_output" (the ML.NET sample binds both by name);
+# cvbot's unknown score (core.unknown) is a second output, after Azure's, in the ONNX platforms' exports
+INPUT, OUTPUT, UNKNOWN_OUTPUT = "data", "model_output", "unknown_score"
 EXPORT_FORMAT = 2  # cvexport.manifest's "cvbotExportFormat": 2 = the platform's own input convention (issue #11)
 OPSET = 17
 RGB_0_255 = Convention()
@@ -42,8 +46,10 @@ def feature_model_path(backbone: Backbone) -> Path:
 
 
 def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], tag_ids: list[str],
-                metadata: dict[str, str] | None = None, convention: Convention = RGB_0_255) -> bytes:
-    """One ONNX graph: pixels -> normalise -> backbone features -> L2 normalise -> linear -> softmax/sigmoid."""
+                metadata: dict[str, str] | None = None, convention: Convention = RGB_0_255,
+                unknown: UnknownScorer | None = None) -> bytes:
+    """One ONNX graph: pixels -> normalise -> backbone features -> L2 normalise -> linear -> softmax/sigmoid
+    (and, with `unknown`, the unknown score as a second output)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -85,6 +91,8 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
         helper.make_node("Sigmoid", ["cv_logits"], [OUTPUT]) if probe.multilabel
         else helper.make_node("Softmax", ["cv_logits"], [OUTPUT], axis=1),
     ]
+    if unknown is not None:
+        post += _unknown_nodes(unknown, const)
     nodes = pre + list(graph.node) + post
     del graph.node[:]
     graph.node.extend(nodes)
@@ -92,6 +100,8 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
     graph.input.append(helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, size, size]))
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", len(tag_ids)]))
+    if unknown is not None:
+        graph.output.append(helper.make_tensor_value_info(UNKNOWN_OUTPUT, TensorProto.FLOAT, ["batch"]))
     graph.name = "cvbot_classifier"
     props = {"labels": json.dumps(tag_names), "tagIds": json.dumps(tag_ids),
              "classificationType": "Multilabel" if probe.multilabel else "Multiclass", "backbone": backbone.id,
@@ -103,6 +113,42 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
     onnx.checker.check_model(model)
     serialized: bytes = model.SerializeToString()  # Any to mypy: onnx types protobuf messages loosely
     return serialized
+
+
+def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], None]) -> list[Any]:
+    """core.unknown's score on `cv_embedding` and the probabilities: the two signals, their standardised mean,
+    then the kernel-smoothed fraction of the out-of-fold calibration scores below it: mean Φ((raw − c) / h),
+    with Φ(z) = (1 + erf(z / √2)) / 2."""
+    from onnx import helper
+
+    const("cv_u_refs", np.ascontiguousarray(u.references_.T))  # (d, n)
+    const("cv_u_one", np.asarray([1.0], np.float32))
+    # 0.5 * ((conf - cm) / cs + (dist - dm) / ds) == conf * a + dist * b + c
+    a, b = 0.5 / u.confidence_std_, 0.5 / u.distance_std_
+    c = -0.5 * (u.confidence_mean_ / u.confidence_std_ + u.distance_mean_ / u.distance_std_)
+    const("cv_u_a", np.asarray([a], np.float32))
+    const("cv_u_b", np.asarray([b], np.float32))
+    const("cv_u_c", np.asarray([c], np.float32))
+    const("cv_u_calibration", u.calibration_.astype(np.float32).reshape(1, -1))  # (1, n)
+    const("cv_u_inv_width", np.asarray([1.0 / (u.bandwidth_ * np.sqrt(2.0))], np.float32))
+    const("cv_u_half", np.asarray([0.5], np.float32))
+    return [
+        helper.make_node("ReduceMax", [OUTPUT], ["cv_u_pmax"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["cv_u_one", "cv_u_pmax"], ["cv_u_conf"]),
+        helper.make_node("MatMul", ["cv_embedding", "cv_u_refs"], ["cv_u_sims"]),
+        helper.make_node("ReduceMax", ["cv_u_sims"], ["cv_u_nearest"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["cv_u_one", "cv_u_nearest"], ["cv_u_dist"]),
+        helper.make_node("Mul", ["cv_u_conf", "cv_u_a"], ["cv_u_conf_s"]),
+        helper.make_node("Mul", ["cv_u_dist", "cv_u_b"], ["cv_u_dist_s"]),
+        helper.make_node("Add", ["cv_u_conf_s", "cv_u_dist_s"], ["cv_u_sum"]),
+        helper.make_node("Add", ["cv_u_sum", "cv_u_c"], ["cv_u_raw"]),  # (batch, 1)
+        helper.make_node("Sub", ["cv_u_raw", "cv_u_calibration"], ["cv_u_gap"]),  # (batch, n)
+        helper.make_node("Mul", ["cv_u_gap", "cv_u_inv_width"], ["cv_u_z"]),
+        helper.make_node("Erf", ["cv_u_z"], ["cv_u_erf"]),
+        helper.make_node("ReduceMean", ["cv_u_erf"], ["cv_u_erf_mean"], axes=[1], keepdims=0),  # (batch,)
+        helper.make_node("Mul", ["cv_u_erf_mean", "cv_u_half"], ["cv_u_half_erf"]),
+        helper.make_node("Add", ["cv_u_half_erf", "cv_u_half"], [UNKNOWN_OUTPUT]),
+    ]
 
 
 def package(model: bytes, tag_names: list[str], manifest: dict[str, Any]) -> bytes:

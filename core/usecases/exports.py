@@ -140,12 +140,21 @@ class ExportJob:
                     "flavor": flavor or ""}
         if threshold is not None:
             metadata["threshold"] = repr(float(threshold))
+        # the unknown score travels as a second output in float32 ONNX exports; the float16 flavor and converters to
+        # other formats get the one-output graph they were built for
+        unknown = (self.deps.artifacts.unknown(it.probe_key or "")
+                   if exporter.platform == "ONNX" and flavor is None else None)
         model = graph.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names, it.tag_ids,
-                                  metadata, convention=exporter.convention)
+                                  metadata, convention=exporter.convention, unknown=unknown)
         manifest = graph.manifest(backbone, multilabel, it.id, it.project_id, exporter.convention,
                                   exporter.platform, flavor,
                                   {**metadata, "tagIds": json.dumps(it.tag_ids), "backbone": backbone.id,
                                    "classificationType": "Multilabel" if multilabel else "Multiclass"})
+        if unknown is not None:
+            manifest["UnknownOutput"] = {
+                "name": graph.UNKNOWN_OUTPUT, "threshold": unknown.threshold_,
+                "meaning": "per image, in [0, 1]: how unlike the training images it is (cvbot's unknown score); "
+                           "at or above the threshold the image looks like nothing the model was trained on"}
         with tempfile.TemporaryDirectory(prefix="cvbot-export-") as work:
             files = exporter.files(ExportRequest(onnx=model, tag_names=list(it.tag_names), manifest=manifest,
                                                  flavor=flavor, workdir=Path(work), metadata=metadata))

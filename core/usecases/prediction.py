@@ -58,12 +58,18 @@ class Predictions(UseCase):
                                  "BadRequestIterationBackboneChanged")
         probe = self.deps.artifacts.probe(it.probe_key or "")
         x = Embedder(backbone, batch_size=1, workers=1).embed_bytes([data])
-        probs = probe.predict_proba(x)[0]
+        P = probe.predict_proba(x)
+        probs = P[0]
+        scorer = self.deps.artifacts.unknown(it.probe_key or "")
         preds = sorted((TagPrediction(tid, name, float(p), tt)
                         for tid, name, p, tt in zip(it.tag_ids, it.tag_names, probs, it.tag_types, strict=True)),
                        key=lambda p: -p.probability)
         prediction = Prediction(project_id=project_id, iteration_id=it.id, predictions=preds,
                                 threshold=project.threshold, sha256=info.sha256)
+        if scorer is not None:  # iterations trained before the unknown score answer without one
+            prediction.unknown_score = float(scorer.score(x, P)[0])
+            prediction.unknown_threshold = (scorer.threshold_ if project.unknown_threshold is None
+                                            else project.unknown_threshold)
         if store:
             self.deps.blobs.put(data)
             try:

@@ -78,9 +78,9 @@ class Projects(UseCase):
     def update(self, project_id: str, *, name: str | None = None, description: str | None = None,
                domain: Domain | str | None = None, classification_type: ClassificationType | str | None = None,
                threshold: float | None = None, retrain: str | None = None,
-               prediction_retention: str | int | None = None) -> Project:
+               prediction_retention: str | int | None = None, unknown_threshold: float | None = None) -> Project:
         """Change what is given. `retrain`: "nightly" or "off"; `prediction_retention`: days, "keep" (0) or
-        "default" (schedule.parse_retention)."""
+        "default" (schedule.parse_retention); `unknown_threshold`: in [0, 1] (docs/unknown.md)."""
         self.scope.require_write("change projects")
         schedule = parse_retrain(retrain) if retrain is not None else None
         keep = parse_retention(prediction_retention) if prediction_retention is not None else None
@@ -104,6 +104,8 @@ class Projects(UseCase):
                 p.retrain = schedule
             if prediction_retention is not None:
                 p.prediction_retention_days = keep
+            if unknown_threshold is not None:
+                p.unknown_threshold = parse_threshold(unknown_threshold)
             p.modified_at = utcnow()
             uow.projects.update(p)
             uow.commit()

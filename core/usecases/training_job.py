@@ -18,6 +18,7 @@ from ..evaluation import Evaluation, performance
 from ..model import ClassificationType, IterationStatus, utcnow
 from ..probe import LinearProbeCV
 from ..training import label_matrix
+from ..unknown import UnknownScorer, with_scorer
 from .base import Deps, collect_blobs
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ class TrainingJob:
         self._progress("saving")
         ev = Evaluation([e.image_id for e in it.snapshot], Y, cv.oof_, cv.folds_, it.tag_ids, it.tag_names,
                         [t.value for t in it.tag_types], multilabel, cv.C_)
-        probe_key = self.deps.blobs.put(probe.to_bytes())
+        # the unknown score, calibrated on the out-of-fold predictions just computed, travels in the probe's blob
+        scorer = UnknownScorer().fit(X, cv.oof_, cv.folds_)
+        probe_key = self.deps.blobs.put(with_scorer(probe.to_bytes(), scorer))
         eval_key = self.deps.blobs.put(ev.to_bytes())
         perf = performance(ev, project.threshold)
         perf["warnings"] = (it.performance or {}).get("warnings", [])

@@ -147,7 +147,8 @@ class Transfer(UseCase):
             src = self.project(uow, project_id)
             new = Project(name=self._free_name(uow, src, name), domain=src.domain,
                           classification_type=src.classification_type, description=src.description,
-                          threshold=src.threshold, workspace=src.workspace, created_by=created_by or src.created_by)
+                          threshold=src.threshold, workspace=src.workspace, created_by=created_by or src.created_by,
+                          unknown_threshold=src.unknown_threshold)
             if uow.projects.add_if_absent(new).id != new.id:
                 raise errors.Conflict(f"a project named '{new.name}' already exists")
             for t in uow.tags.list(src.id):

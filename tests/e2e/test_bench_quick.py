@@ -40,7 +40,7 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     results = json.loads(out_json.read_text())
     assert results["quick"] is True and results["machine"]["cores"]
     benchmarks = results["benchmarks"]
-    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+    assert {b["number"] for b in benchmarks.values()} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
     if not os.environ.get("CVBOT_TEST_POSTGRES_URL") and not os.environ.get("CVBOT_BENCH_POSTGRES_URL"):
         assert "CVBOT_TEST_POSTGRES_URL" in benchmarks.pop("queue")["skipped"]  # needs PostgreSQL
     for key, b in benchmarks.items():
@@ -87,6 +87,11 @@ def test_quick_benchmarks_write_every_benchmarks_numbers(tmp_path):
     assert tf["server_in_process"]["median_ms"] > 0 and tf["onnxruntime_model"]["median_ms"] > 0
     assert all(f["bytes"] > 0 and f["median_ms"] > 0 and f["max_abs_diff_to_server"] < 1e-4
                for f in tf["flavors"].values()) and tf["flavors"]
+    unknown = benchmarks["unknown"]["results"]
+    for kind in ("near", "far"):
+        u = unknown[kind]
+        assert set(u["auroc"]) == set(unknown["candidates"]) and all(0 <= a <= 1 for a in u["auroc"].values())
+        assert u["known"] > 0 and u["unknown"] > 0 and 0 <= u["flagged_known"] <= 1
     assert results["targets"] and all(t["status"] in ("met", "missed") for t in results["targets"])
     md = out_md.read_text()
     for title in ("Embedding throughput", "Training time", "Incremental retraining", "Prediction latency",

@@ -65,6 +65,12 @@ def test_import_train_predict_flow(tmp_path, folder, model_dir):
     preds = jrun(tmp_path, "predict", "--project", "Colours", str(probe), model_dir=md)
     assert preds[0]["predictions"][0]["tagName"] == "blue"
     assert set(preds[0]["predictions"][0]) >= {"tagName", "probability", "tagId"}
+    assert 0 <= preds[0]["unknownScore"] <= 1 and preds[0]["unknownThreshold"] == 0.95
+    assert preds[0]["unknown"] is (preds[0]["unknownScore"] >= 0.95)
+    noise = tmp_path / "noise.png"  # like none of the colours: said so, with the closest tags
+    noise.write_bytes(png_bytes(seed=5, size=(64, 64)))
+    said = run(tmp_path, "predict", "--project", "Colours", str(noise), "--no-store", model_dir=md).stdout
+    assert f"{noise}: not recognised (unknown score 1.00); closest: " in said, said
 
     strict = jrun(tmp_path, "performance", "--project", "Colours", "--threshold", "0.99", model_dir=md)
     loose = jrun(tmp_path, "performance", "--project", "Colours", "--threshold", "0.01", model_dir=md)

@@ -722,14 +722,16 @@ def test_onnx_export_gives_the_servers_probabilities(server):
 
     assert manifest["Input"]["colors"] == "BGR" and manifest["Platform"] == "ONNX"
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
-    assert (inp.name, out.name) == ("data", "model_output")
+    (inp,), (out, unknown) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name, unknown.name) == ("data", "model_output", "unknown_score")  # cvbot's extra output
     samples = colour_images(2, (200, 40, 200), 64) + colour_images(1, GREEN, 65)
     if TUXPAINT.is_dir():
         samples += stamps("food")[:2] + stamps("vehicles")[:2]  # RGBA, larger than 224: resized and composited
     worst = 0.0
     for blob in samples:
-        local = session.run([out.name], {inp.name: _pixels(blob)[:, ::-1]})[0][0]  # BGR, as Azure's files take
+        local, local_unknown = (x[0] for x in session.run([out.name, unknown.name],
+                                                          {inp.name: _pixels(blob)[:, ::-1]}))  # BGR, as Azure's
+        assert 0.0 <= float(local_unknown) <= 1.0
         served = predictor.classify_image_with_no_store(project.id, "default", blob)
         by_tag = {p.tag_name: p.probability for p in served.predictions}
         assert abs(local.sum() - 1) < 1e-4

@@ -13,7 +13,7 @@ from core.images import decode_rgb
 from core.model import ClassificationType
 from core.probe import LinearProbe
 from core.usecases import ImageUpload, export_file
-from tests.helpers import colour_images
+from tests.helpers import colour_images, png_bytes
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 40), (30, 40, 220)
 
@@ -51,18 +51,27 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
     package = zipfile.ZipFile(io.BytesIO(export_file(cv.deps, it.id, export.id)))
     manifest = json.loads(package.read("cvexport.manifest"))
     assert manifest["ClassificationType"] == "Multilabel"
+    assert manifest["UnknownOutput"]["name"] == "unknown_score" and manifest["UnknownOutput"]["threshold"] == 0.95
     session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
     backbone = cv.deps.backbones.for_domain(it.domain)
     labels = package.read("labels.txt").decode().split()
-    for blob in colour_images(2, (125, 30, 125), 9) + colour_images(1, GREEN, 10):
+    assert [o.name for o in session.get_outputs()] == ["model_output", "unknown_score"]
+    unknown_scores = []
+    for blob in colour_images(2, (125, 30, 125), 9) + colour_images(1, GREEN, 10) + [png_bytes(seed=5)]:
         # The server's own preprocessing, minus the normalisation the model now does itself.
         norm = backbone.preprocess(decode_rgb(blob))
         pixels = (norm * np.array(backbone.preprocessing.std)[:, None, None]
                   + np.array(backbone.preprocessing.mean)[:, None, None]) * 255.0
         bgr = pixels[::-1]  # the file takes BGR, as Azure's ONNX exports do
-        local = session.run(None, {"data": bgr[None].astype(np.float32)})[0][0]
-        served = {x.tag_name: x.probability for x in cv.predictions.predict(p.id, blob, store=False).predictions}
+        outputs = session.run(None, {"data": bgr[None].astype(np.float32)})
+        local = outputs[0][0]
+        prediction = cv.predictions.predict(p.id, blob, store=False)
+        served = {x.tag_name: x.probability for x in prediction.predictions}
         np.testing.assert_allclose(local, [served[n] for n in labels], atol=1e-4)
+        # the unknown score, as the server computes it (float32 in the graph)
+        assert abs(float(outputs[1][0]) - prediction.unknown_score) <= 1e-3
+        unknown_scores.append(float(outputs[1][0]))
+    assert unknown_scores[-1] > 0.99 and min(unknown_scores[:-1]) < 0.95  # noise: like nothing trained
     assert abs(float(local.sum()) - 1) > 1e-3  # independent sigmoids, not a softmax
 
     # The export's blob goes with its iteration.

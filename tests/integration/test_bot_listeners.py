@@ -160,6 +160,19 @@ def test_settings_are_for_the_creator_and_admins(cv):
     assert [c["user"] for c in client.of("users.info")] == [OTHER, ADMIN]
 
 
+def test_the_unknown_threshold_is_shown_and_set(cv):
+    client = RecordingClient()
+    slash(cv, "new pets", client)
+    _, respond = slash(cv, "threshold unknown", client)
+    assert "from unknown score *0.95*" in said(respond)["text"] and said(respond)["response_type"] == "ephemeral"
+    _, respond = slash(cv, "threshold unknown 80%", client, user=OTHER)
+    assert "now says \"I don't recognise this\" from unknown score *0.8* (set by <@UOTHER>)" in said(respond)["text"]
+    p = team(cv).projects.find("pets")
+    assert (p.unknown_threshold, p.threshold) == (0.8, 0.5)  # the probability threshold is another setting
+    _, respond = slash(cv, "threshold unknown lots", client)
+    assert "is not a threshold" in said(respond)["text"] and team(cv).projects.find("pets").unknown_threshold == 0.8
+
+
 def test_keys_only_for_admins(cv):
     _, respond = slash(cv, "keys", RecordingClient())
     assert "only workspace admins" in said(respond)["text"]
@@ -398,3 +411,24 @@ def test_start_up_reports_a_training_cut_off_by_a_restart_once(cv, runner):
 
     again = RecordingClient()
     assert asyncio.run(report_unreported(SlackBot(cv.deps, "xoxb-test"), again)) == 0 and again.calls == []
+
+
+def test_an_image_like_nothing_trained_gets_i_dont_recognise_this(cv, runner):
+    client = RecordingClient()
+    p, _ = _trained(cv, runner, client)
+    green = colour_images(1, (30, 200, 40), 5)
+    on_message(cv, client, _event(cv, "classify", _files(cv, green, "g"), ts="300.1"))
+    answer = client.of("chat.postMessage")[-1]
+    assert answer["thread_ts"] == "300.1"
+    assert answer["text"].startswith(":grey_question: I don't recognise this") and "*colours*" in answer["text"]
+    shown = str(answer["blocks"])
+    assert "Closest tags: *blue*" in shown or "Closest tags: *red*" in shown
+    assert "unknown score 1.00 (flagged from 0.95)" in shown
+    # no verdict to confirm, only a menu to tag it (which adds it to the training set)
+    (actions_block,) = [b for b in answer["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions_block["elements"]] == ["cv_prediction_retag"]
+    # an image like the training set is answered as before, with its score in the footnote
+    on_message(cv, client, _event(cv, "classify", _files(cv, colour_images(1, BLUE, 9), "b"), ts="301.1"))
+    known = client.of("chat.postMessage")[-1]
+    assert "*blue*" in known["text"] and "recognise" not in known["text"]
+    assert "unknown score 0." in str(known["blocks"])

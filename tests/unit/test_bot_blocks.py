@@ -139,6 +139,27 @@ def test_no_tag_above_threshold_gives_the_best_guess_and_multilabel_confirms_all
     assert all(b["type"] != "actions" for b in unstored["blocks"])  # nothing to add to training
 
 
+def test_an_unknown_image_is_answered_honestly_with_the_closest_tags():
+    p = _project()
+    tags = [Tag(p.id, "dog", id="t-dog"), Tag(p.id, "cat", id="t-cat"), Tag(p.id, "cow", id="t-cow"),
+            Tag(p.id, "emu", id="t-emu")]
+    pred = _prediction(p, {"cat": 0.91, "dog": 0.05, "cow": 0.03, "emu": 0.01})
+    pred.unknown_score, pred.unknown_threshold = 0.97, 0.95
+    msg = blocks.classification_message(p, pred, 3, tags, "x.png")
+    assert msg["text"].startswith(":grey_question: I don't recognise this `x.png`")
+    text = _all_text(msg)
+    assert "Closest tags: *cat* (91.0%), *dog* (5.0%), *cow* (3.0%)\"" in text  # the 3 closest, not emu
+    assert "unknown score 0.97 (flagged from 0.95)" in text
+    (actions,) = [b for b in msg["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == [blocks.PREDICTION_RETAG]  # no "Correct" verdict
+    # below the threshold: the usual answer, the score in the footnote; an older iteration: no score at all
+    pred.unknown_score = 0.5
+    usual = blocks.classification_message(p, pred, 3, tags)
+    assert usual["text"].startswith(":mag: *cat*") and "unknown score 0.50" in _all_text(usual)
+    pred.unknown_score = pred.unknown_threshold = None
+    assert "unknown score" not in _all_text(blocks.classification_message(p, pred, 3, tags))
+
+
 def test_feedback_replaces_the_buttons_with_who_confirmed_what():
     p = _project()
     msg = blocks.classification_message(p, _prediction(p, {"cat": 0.9}), 1, [Tag(p.id, "cat", id="t-cat")])
