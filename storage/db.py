@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ports import UnitOfWork
@@ -100,6 +101,7 @@ def schema_revisions(engine: Engine) -> set[str]:
 # The key of the PostgreSQL advisory lock migrations take (any constant shared by every cvbot process; "cvbot" in
 # ASCII), so that N processes starting at once on a new or older database migrate it once.
 MIGRATION_LOCK = 0x6376626F74
+SQLITE_LOCKED_RETRY_S = 60.0
 
 
 def migrate(engine: Engine, force: bool = False) -> bool:
@@ -110,8 +112,17 @@ def migrate(engine: Engine, force: bool = False) -> bool:
     processes that start together wait for the first, then find the schema current and change nothing."""
     if not force and schema_revisions(engine) == {HEAD_REVISION}:
         return False
-    upgrade(engine, "heads")
-    return True
+    deadline = time.monotonic() + SQLITE_LOCKED_RETRY_S
+    while True:
+        try:
+            upgrade(engine, "heads")
+            return True
+        except OperationalError as e:
+            # SQLite answers "locked" without waiting where waiting could deadlock (e.g. several connections
+            # switching a new file to WAL at once); the lock is short-lived, so try again rather than fail a start
+            if engine.dialect.name != "sqlite" or "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def upgrade(engine: Engine, revision: str) -> None:

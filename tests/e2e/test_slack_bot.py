@@ -375,7 +375,7 @@ def test_new_without_arguments_opens_the_modal(bot):
     view = opened["view"]
     assert opened["trigger_id"] == "T-trigger" and view["callback_id"] == "cv_new_project"
     assert view["private_metadata"] == ch
-    assert [b["block_id"] for b in view["blocks"]] == ["name", "description", "type", "domain"]
+    assert [b["block_id"] for b in view["blocks"]] == ["name", "description", "type", "domain", "tags"]
 
     def submit(name: str):
         state = {"values": {"name": {"value": {"type": "plain_text_input", "value": name}},
