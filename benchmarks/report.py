@@ -190,12 +190,12 @@ def _unknown_rows(r: dict) -> list[dict]:
     why = "Compact (EfficientNet-Lite0) embeddings; every candidate's AUROC is in benchmark 15's table"
     for kind, target in (("far", 0.97), ("near", 0.90)):
         a = r[kind]["auroc"]
-        rows.append(_row(f"14-{kind}", 14, f"{kind} unknowns: AUROC ≥ {target:g} (max-softmax in the same run)",
+        rows.append(_row(f"15-{kind}", 15, f"{kind} unknowns: AUROC ≥ {target:g} (max-softmax in the same run)",
                          f"{a[chosen]:.3f} (max-softmax {a['max-softmax']:.3f})", a[chosen] >= target,
                          f"{target - a[chosen]:.3f}", why))
     for kind in ("far", "near"):
         x = r[kind]
-        rows.append(_row(f"14-flagged-{kind}", 14, f"\"I don't recognise this\" for ≥ 80 % of {kind} unknowns "
+        rows.append(_row(f"15-flagged-{kind}", 15, f"\"I don't recognise this\" for ≥ 80 % of {kind} unknowns "
                          "and ≤ 5 % of known images (default threshold)",
                          f"{100 * x['flagged_unknown']:.0f} % of unknowns, {100 * x['flagged_known']:.1f} % of known",
                          x["flagged_unknown"] >= 0.8 and x["flagged_known"] <= 0.05,
