@@ -105,7 +105,7 @@ class Cli:
                                     unknown_threshold=a.unknown_threshold)
         self.out(project_json(p), f"updated project '{p.name}': {p.domain.value}, {p.classification_type.value}, "
                                   f"threshold {p.threshold}, unknown threshold "
-                                  f"{project_json(p)['settings']['unknownThreshold']}")
+                                  f"{project_json(p)['settings']['cvbot']['unknownThreshold']}")
 
     def cmd_project_settings(self):
         """cvbot's own settings of a project (scheduled jobs): shown, or changed with --retrain / --retention."""
