@@ -210,17 +210,22 @@ def _networks(value: str | None) -> list[str]:
     return out
 
 
-def _rate(value: str | None, name: str) -> float | None:
-    """A requests-per-second limit; empty or 0 means none."""
+def _number(value: str | None, name: str, what: str, zero: bool) -> float | None:
+    """A finite number read from the environment, None when unset or empty; `zero` admits 0, else it must be > 0."""
     if value is None or not value.strip():
         return None
     try:
-        rate = float(value)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"{name} must be a number of requests per second, not {value!r}") from None
-    if not math.isfinite(rate) or rate < 0:
-        raise ValueError(f"{name} must be a number of requests per second, not {value!r}")
-    return rate or None
+        raise ValueError(f"{name} must be a number of {what}, not {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise ValueError(f"{name} must be a {'' if zero else 'positive '}number of {what}, not {value!r}")
+    return number
+
+
+def _rate(value: str | None, name: str) -> float | None:
+    """A requests-per-second limit; empty or 0 means none."""
+    return _number(value, name, "requests per second", zero=True) or None
 
 
 def _rates(value: str | None) -> dict[str, float]:
@@ -276,15 +281,7 @@ def _time_of_day(value: str | None, name: str, default: str) -> str:
 
 
 def _positive(value: str | None, name: str) -> float | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return seconds
+    return _number(value, name, "seconds", zero=False)
 
 
 def _retention(value: str | None) -> int | None:

@@ -10,6 +10,7 @@ from typing import Any
 from .. import errors
 from ..artifacts import ArtifactCache
 from ..backbones import BackboneProvider
+from ..backbones.base import Backbone
 from ..export.base import ExportSettings
 from ..model import Iteration, IterationStatus, Project, Tag
 from ..ports import BlobStore, Job, JobRunner, UnitOfWork, UnitOfWorkFactory
@@ -89,6 +90,16 @@ def completed(it: Iteration, action: str) -> Iteration:
         raise errors.IterationNotCompleted(
             f"iteration {it.number} is {it.status.value}; only a Completed one can {action}")
     return it
+
+
+def trained_backbone(deps: Deps, it: Iteration) -> Backbone:
+    """The backbone `it` was trained with, or Azure-style refusal when its domain now loads another one."""
+    backbone = deps.backbones.for_domain(it.domain)
+    if backbone.id != it.backbone_id:
+        raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the {it.domain.value} "
+                             f"domain now loads {backbone.id}; retrain the project",
+                             "BadRequestIterationBackboneChanged")
+    return backbone
 
 
 class UseCase:

@@ -23,7 +23,7 @@ from ..model import (
     TagType,
 )
 from ..ports import UnitOfWork
-from .base import UseCase, completed
+from .base import UseCase, completed, trained_backbone
 from .images import Images
 from .training_job import embed_blobs
 
@@ -88,11 +88,7 @@ class Labelling(UseCase):
             decisions = uow.decisions.for_project(project_id, DecisionKind.Suggest)
         if not images:
             return []
-        backbone = self.deps.backbones.for_domain(it.domain)
-        if backbone.id != it.backbone_id:
-            raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the {it.domain.value} "
-                                 f"domain now loads {backbone.id}; retrain the project",
-                                 "BadRequestIterationBackboneChanged")
+        backbone = trained_backbone(self.deps, it)
         probe = self.deps.artifacts.probe(it.probe_key or "")
         X = embed_blobs(self.deps, backbone, [i.sha256 for i in images])
         P = probe.predict_proba(X)

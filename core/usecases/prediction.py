@@ -11,7 +11,7 @@ from ..images import PREDICTION_MAX_BYTES, TRAINING_MAX_BYTES, validate_image
 from ..model import Domain, Iteration, Prediction, Project, TagPrediction
 from ..ports import UnitOfWork
 from ..rules import clean_metadata
-from .base import UseCase, completed
+from .base import UseCase, completed, trained_backbone
 from .images import ImageResult, Images, ImageUpload
 from .zero_shot import ZeroShot
 
@@ -51,11 +51,7 @@ class Predictions(UseCase):
                   else self._iteration_for(uow, project, iteration_id, publish_name))
         if it is None:  # no iteration trained yet: a CLIP domain answers from the tag names, never stored
             return zero_shot.predict(project, data)
-        backbone = self.deps.backbones.for_domain(it.domain)
-        if backbone.id != it.backbone_id:
-            raise errors.CvError(f"iteration {it.number} was trained with {it.backbone_id}, but the {it.domain.value} "
-                                 f"domain now loads {backbone.id}; retrain the project",
-                                 "BadRequestIterationBackboneChanged")
+        backbone = trained_backbone(self.deps, it)
         probe = self.deps.artifacts.probe(it.probe_key or "")
         x = Embedder(backbone, batch_size=1, workers=1).embed_bytes([data])
         P = probe.predict_proba(x)
