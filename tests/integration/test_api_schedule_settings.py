@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.model import DEFAULT_UNKNOWN_THRESHOLD
 from core.usecases import Scope
 from tests.helpers import env_with
 
 KEY = "k" * 32
 T = "/customvision/v3.3/training"
+UNKNOWN = {"unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD}  # cvbot's other setting, untouched here
 
 
 def test_update_project_reads_and_writes_the_cvbot_settings(tmp_path):
@@ -38,11 +40,12 @@ def test_update_project_reads_and_writes_the_cvbot_settings(tmp_path):
 
     (s0, got), (s1, set1), (s2, bad), (s3, bad2), (s4, reset) = asyncio.run(go())
     container.close()
-    assert s0 == 200 and got["settings"]["cvbot"] == {"retrain": "off", "predictionRetentionDays": None}
-    assert s1 == 200 and set1["settings"]["cvbot"] == {"retrain": "nightly", "predictionRetentionDays": 30}
+    assert s0 == 200 and got["settings"]["cvbot"] == {"retrain": "off", "predictionRetentionDays": None, **UNKNOWN}
+    assert s1 == 200 and set1["settings"]["cvbot"] == {"retrain": "nightly", "predictionRetentionDays": 30, **UNKNOWN}
     assert (s2, bad["code"]) == (400, "BadRequestInvalid") and "nightly or off" in bad["message"]
     assert s3 == 400 and "predictionRetentionDays" in bad2["message"]
-    assert s4 == 200 and reset["settings"]["cvbot"] == {"retrain": "nightly", "predictionRetentionDays": None}
+    assert s4 == 200
+    assert reset["settings"]["cvbot"] == {"retrain": "nightly", "predictionRetentionDays": None, **UNKNOWN}
     assert reset["name"] == "birds"  # the refused PATCH renamed nothing
 
 
