@@ -1,4 +1,4 @@
-"""In-memory implementations of `core/ports.py` for unit tests of the rules: no SQLite, no files.
+"""In-memory implementations of `core/ports/` for unit tests of the rules: no SQLite, no files.
 
 `FakeDatabase` holds committed rows; each `FakeUnitOfWork` works on its own copy taken when it begins, so its
 changes are seen by other units of work only after `commit()` (and never after `rollback()`). Repositories copy

@@ -1,19 +1,15 @@
-"""Ports the core needs; `storage/` implements them, tests may fake them."""
+"""The repository ports and the unit of work that groups them."""
 from __future__ import annotations
 
 import builtins
-import hashlib
-import io
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from .model import (
+from ..model import (
     ChannelBinding,
     Export,
     ExportStatus,
@@ -29,75 +25,6 @@ from .model import (
     Tag,
     WorkspaceKeys,
 )
-
-
-@dataclass(frozen=True)
-class PartialFile:
-    """A blob write that never finished (the process died between creating its temporary file and renaming it
-    into place): `name` identifies it to `BlobStore.delete_partial`."""
-
-    name: str
-    size: int
-    age_seconds: float
-
-
-class BlobStore(ABC):
-    """Content-addressed bytes: the key of a blob is the sha256 of its content. A write that finds no room raises
-    `errors.StorageFull` and stores nothing.
-
-    A `shared` store (an S3 bucket) may be written by processes on other machines, which this machine's store lock
-    does not see: blobs are then collected as orphans only once `age_seconds` says nobody wrote them for a while,
-    and `put` of content already stored makes it young again, so a writer's blob is never taken for an orphan
-    between its `put` and the commit of the row that names it."""
-
-    shared: bool = False
-
-    @abstractmethod
-    def put(self, data: bytes) -> str: ...
-
-    @abstractmethod
-    def get(self, key: str) -> bytes: ...
-
-    @abstractmethod
-    def exists(self, key: str) -> bool: ...
-
-    @abstractmethod
-    def delete(self, key: str) -> None: ...
-
-    @abstractmethod
-    def keys(self) -> Iterable[str]: ...
-
-    def open(self, key: str) -> BinaryIO:
-        """The blob's bytes as a stream (KeyError when it is missing): a store that can streams them, so a large
-        blob is never held whole in memory; this default reads it whole."""
-        return io.BytesIO(self.get(key))
-
-    def put_stream(self, stream: BinaryIO, key: str) -> int:
-        """Store the bytes read from `stream` under `key`, which must be their sha256: a mismatch raises
-        ValueError and stores nothing. Returns the number of bytes. A store that can writes in bounded memory;
-        this default reads the stream whole."""
-        data = stream.read()
-        if hashlib.sha256(data).hexdigest() != key:
-            raise ValueError(f"the content does not match its key {key}: nothing was stored")
-        self.put(data)
-        return len(data)
-
-    def size(self, key: str) -> int:
-        """The blob's length in bytes (KeyError when it is missing); this default reads it."""
-        return len(self.get(key))
-
-    def age_seconds(self, key: str) -> float | None:
-        """Seconds since the blob was written, or None when it is missing or the store cannot tell."""
-        return None
-
-    def partial_files(self, older_than: float = 0.0) -> list[PartialFile]:
-        """Unfinished writes untouched for at least `older_than` seconds (a younger one may be a concurrent
-        writer's, still being written); none for a store whose writes cannot be left half done."""
-        return []
-
-    def delete_partial(self, name: str) -> None:
-        """Remove one of `partial_files`."""
-        raise NotImplementedError(f"{type(self).__name__} has no partial files")
 
 
 class ProjectRepository(ABC):
@@ -464,31 +391,3 @@ class UnitOfWork(ABC):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
-
-
-@dataclass(frozen=True)
-class Job:
-    """Slow work as data: a kind from `core.usecases.jobs.KINDS` and its JSON-serialisable arguments (ids), so
-    a queue can store it and any process holding `Deps` can run it."""
-
-    kind: str
-    args: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        """The kind and a digest of the arguments: equal jobs have equal ids (a queue keeps one of them waiting)."""
-        digest = hashlib.sha256(json.dumps(self.args, sort_keys=True).encode()).hexdigest()[:16]
-        return f"{self.kind}-{digest}"
-
-
-class JobRunner(ABC):
-    """Runs slow work (training, export, embedding) off the request path."""
-
-    #: True when submitted jobs outlive this process (a queue in the database that workers take them from);
-    #: then start-up recovery must not fail work that is still queued or running elsewhere.
-    durable: bool = False
-
-    @abstractmethod
-    def submit(self, job: Job, run: Callable[[], None]) -> None:
-        """Run `job`. `run` executes it in this process (what in-process runners call); a queue stores `job`
-        instead and a worker executes it with `core.usecases.jobs.run_job`."""
