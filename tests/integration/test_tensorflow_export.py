@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,17 @@ def test_a_conversion_that_fails_reports_the_converters_error(tmp_path, monkeypa
     with pytest.raises(ExportUnsupported) as e:
         tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path)
     assert "failed" in e.value.message and "(no output)" not in e.value.message
-    # the child is bounded: in time, and in memory (here too little to even load the converters)
+    # the child is bounded: in time (a stand-in interpreter that never finishes: the real child may fail on a
+    # broken file faster than any timeout short enough for a test), and in memory (too little to load the converters)
+    stuck = tmp_path / "stuck-python"
+    stuck.write_text("#!/bin/sh\necho converting >&2\nexec sleep 60\n")
+    stuck.chmod(0o755)
+    started = time.monotonic()
     with pytest.raises(ExportUnsupported) as e:
-        tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path,
-                                timeout=0.2)
-    assert "longer than" in e.value.message
+        tf_export.run_converter(str(stuck), tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path,
+                                timeout=1)
+    assert "longer than 1 s" in e.value.message and "converting" in e.value.message
+    assert time.monotonic() - started < 30
     monkeypatch.setattr(tf_export, "MEMORY_LIMIT", 64 * 1024 ** 2)
     with pytest.raises(ExportUnsupported) as e:
         tf_export.run_converter(python, tmp_path / "broken.onnx", tmp_path / "out", "TensorFlowLite", tmp_path)
