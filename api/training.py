@@ -207,8 +207,14 @@ async def update_project(ctx: Ctx):
         raise ApiError("settings.cvbot.predictionRetentionDays must be a number of days", "BadRequestInvalid")
     if "predictionRetentionDays" in own and retention is None:
         retention = "default"  # null: back to the install's default
+    unknown = own.get("unknownThreshold")
+    if unknown is not None and (isinstance(unknown, bool) or not isinstance(unknown, int | float)):
+        raise ApiError("settings.cvbot.unknownThreshold must be a number in [0, 1]", "BadRequestInvalid")
+    if "unknownThreshold" in own and unknown is None:
+        unknown = "default"  # null: back to the default (docs/unknown.md)
     p = await ctx.run(ctx.cv.projects.update, pid, name=name, description=description, domain=domain,
-                      classification_type=ctype, retrain=retrain, prediction_retention=retention)
+                      classification_type=ctype, retrain=retrain, prediction_retention=retention,
+                      unknown_threshold=unknown)
     return json_response(render.project(p))
 
 

@@ -78,12 +78,16 @@ class Projects(UseCase):
     def update(self, project_id: str, *, name: str | None = None, description: str | None = None,
                domain: Domain | str | None = None, classification_type: ClassificationType | str | None = None,
                threshold: float | None = None, retrain: str | None = None,
-               prediction_retention: str | int | None = None, unknown_threshold: float | None = None) -> Project:
+               prediction_retention: str | int | None = None,
+               unknown_threshold: float | str | None = None) -> Project:
         """Change what is given. `retrain`: "nightly" or "off"; `prediction_retention`: days, "keep" (0) or
-        "default" (schedule.parse_retention); `unknown_threshold`: in [0, 1] (docs/unknown.md)."""
+        "default" (schedule.parse_retention); `unknown_threshold`: in [0, 1], or "default" for the iteration's
+        calibrated default (docs/unknown.md)."""
         self.scope.require_write("change projects")
         schedule = parse_retrain(retrain) if retrain is not None else None
         keep = parse_retention(prediction_retention) if prediction_retention is not None else None
+        unknown = (None if unknown_threshold is None or unknown_threshold == "default"
+                   else parse_threshold(unknown_threshold))
         with self.deps.uow() as uow:
             p = self.project(uow, project_id)
             if name is not None and name.strip() != p.name:
@@ -105,7 +109,7 @@ class Projects(UseCase):
             if prediction_retention is not None:
                 p.prediction_retention_days = keep
             if unknown_threshold is not None:
-                p.unknown_threshold = parse_threshold(unknown_threshold)
+                p.unknown_threshold = unknown
             p.modified_at = utcnow()
             uow.projects.update(p)
             uow.commit()

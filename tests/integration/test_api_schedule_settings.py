@@ -122,3 +122,35 @@ def test_the_server_tells_its_adapters_of_the_runs_it_made(tmp_path):
     finally:
         scheduler.shutdown()
         container.close()
+
+
+def test_the_unknown_threshold_is_set_and_reset_through_the_api(tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from cvbot.bootstrap import bootstrap
+    from cvbot.config import Settings
+    from cvbot.server import build_app
+
+    container = bootstrap(Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path / "data"), "CVBOT_TRAINING_KEY": KEY}))
+    p = container.usecases(Scope.of("default")).projects.create("birds")
+    h = {"Training-Key": KEY}
+
+    async def go():
+        async with TestClient(TestServer(build_app(container))) as client:
+            out = []
+            for body in ({"settings": {"cvbot": {"unknownThreshold": 0.8}}},
+                         {"settings": {"cvbot": {"unknownThreshold": 1.5}}},
+                         {"settings": {"cvbot": {"unknownThreshold": "high"}}, "name": "renamed"},
+                         {"settings": {"cvbot": {"unknownThreshold": None}}}):
+                r = await client.patch(f"{T}/projects/{p.id}", json=body, headers=h)
+                out.append((r.status, await r.json()))
+            return out
+
+    (s1, set1), (s2, out_of_range), (s3, not_number), (s4, reset) = asyncio.run(go())
+    stored = container.usecases(Scope.of("default")).projects.get(p.id)
+    container.close()
+    assert s1 == 200 and set1["settings"]["cvbot"]["unknownThreshold"] == 0.8
+    assert (s2, out_of_range["code"]) == (400, "BadRequestInvalid") and "outside [0, 1]" in out_of_range["message"]
+    assert s3 == 400 and "unknownThreshold" in not_number["message"]
+    assert s4 == 200 and reset["settings"]["cvbot"] == {"retrain": "off", "predictionRetentionDays": None, **UNKNOWN}
+    assert stored.unknown_threshold is None and stored.name == "birds"
