@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions, so that start-up can tell an up-to-date database with one query
 # instead of loading Alembic (tests/unit/test_schema_head.py checks it against Alembic's own head).
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 SQLITE_FULL = 13

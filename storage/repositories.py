@@ -405,7 +405,8 @@ class SqlPredictions(ports.PredictionRepository):
         preds = [TagPrediction(p["tagId"], p["tagName"], float(p["probability"]), TagType(p.get("tagType", "Regular")))
                  for p in r.results]
         return Prediction(id=r.id, project_id=r.project_id, iteration_id=r.iteration_id, sha256=r.sha256,
-                          threshold=r.threshold, predictions=preds, stored=True, created_at=_utc(r.created_at))
+                          threshold=r.threshold, predictions=preds, stored=True, created_at=_utc(r.created_at),
+                          unknown_score=r.unknown_score, unknown_threshold=r.unknown_threshold)
 
     def add(self, prediction: Prediction) -> None:
         results = [{"tagId": p.tag_id, "tagName": p.tag_name, "probability": p.probability, "tagType": p.tag_type.value}
@@ -413,7 +414,8 @@ class SqlPredictions(ports.PredictionRepository):
         self.s.execute(insert(t.predictions).values(
             id=prediction.id, project_id=prediction.project_id, iteration_id=prediction.iteration_id,
             sha256=prediction.sha256, threshold=prediction.threshold, results=results,
-            created_at=prediction.created_at))
+            created_at=prediction.created_at, unknown_score=prediction.unknown_score,
+            unknown_threshold=prediction.unknown_threshold))
 
     def get(self, prediction_id: str) -> Prediction | None:
         r = self.s.execute(select(t.predictions).where(t.predictions.c.id == prediction_id)).first()

@@ -140,6 +140,9 @@ predictions = Table(
     Column("threshold", Float, nullable=False),
     Column("results", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # core.unknown's score and the threshold it was compared with; NULL before the score (migration 0013)
+    Column("unknown_score", Float),
+    Column("unknown_threshold", Float),
 )
 
 Index("ix_iterations_project", iterations.c.project_id, iterations.c.number)

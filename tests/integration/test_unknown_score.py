@@ -114,3 +114,22 @@ def test_an_iteration_trained_before_the_score_answers_without_one(trained):
             old.probe_key = new_key
             uow.iterations.update(old)
             uow.commit()
+
+
+def test_a_stored_prediction_reads_back_with_the_score_it_was_answered_with(trained):
+    """The score and the threshold of the moment are stored (migration 0013): a later threshold change does not
+    rewrite what was answered, and the API's stored-prediction JSON carries them."""
+    cv, p, it, known, fashion = trained
+    answered = cv.predictions.predict(p.id, fashion[0])
+    assert answered.stored and answered.unknown_score is not None
+    try:
+        cv.projects.update(p.id, unknown_threshold=0.01)
+        back = cv.predictions.get(p.id, answered.id)
+        assert (back.unknown_score, back.unknown_threshold, back.unknown) == (
+            answered.unknown_score, 0.95, answered.unknown)
+        assert prediction_json(back)["unknownScore"] == answered.unknown_score
+        listed = {x.id: x for x in cv.predictions.list(p.id)}
+        assert listed[answered.id].unknown_score == answered.unknown_score
+    finally:
+        cv.projects.update(p.id, unknown_threshold=0.95)
+        cv.predictions.delete(p.id, [answered.id])
