@@ -1,26 +1,33 @@
 """The unknown score: how unlike everything the project was trained on an image is, in [0, 1].
 
-Two signals, both computed on the L2-normalised embedding and the trained probe's probabilities:
+Two signals, both computed from the embedding and the trained probe's probabilities:
 
 - *confidence*: 1 - the largest tag probability (the max-softmax baseline; the largest sigmoid for Multilabel);
-- *distance*: 1 - the cosine similarity to the nearest training image (a 1-nearest-neighbour distance).
+- *distance*: 1 - the cosine similarity to the nearest training image, in the *standardised* embedding space:
+  the L2-normalised embedding minus the training images' mean, each dimension divided by its spread over the
+  training images (floored at a tenth of the mean spread), so that a dimension along which the training images
+  barely vary counts as much as one along which they vary a lot.
 
-Each is standardised by the mean and standard deviation of its *out-of-fold* value over the training images
-(an image scored by the fold models that did not see it, and against the training images of the other folds),
-and the two standardised values are averaged. That raw score is then calibrated on the same out-of-fold values:
-the unknown score is the fraction of the training images whose out-of-fold raw score is below the image's,
-each counted through a normal kernel (a smoothed empirical distribution function). A known-looking image
-therefore lands about uniformly in [0, 1], and a threshold of 0.95 flags about 5 % of images like the training
-set (a little fewer in practice: a new image is compared with every training image, not with 80 % of them);
-an image far beyond every training image scores 1.
+Each is standardised by the mean and standard deviation of its *held-out* value over the training images (the
+confidence an image gets from the fold models that did not see it; the distance to the nearest *other* training
+image), and the two standardised values are averaged with weights 1/3 (confidence) and 2/3 (distance). That raw
+score is then calibrated on the same held-out values: the unknown score is the fraction of the training images
+whose held-out raw score is below the image's, each counted through a normal kernel (a smoothed empirical
+distribution function). A known-looking image therefore lands about uniformly in [0, 1], and a threshold of 0.95
+flags about 5 % of images like the training set (a little fewer in practice: the fold models saw 80 % of the
+images, the final probe sees them all); an image far beyond every training image scores 1.
 
 Small, easy projects (a dozen images that the probe separates perfectly) have out-of-fold signals that barely
 vary: standardised by that spread alone, a 94 %-confident answer would look extreme. So the spreads have floors
 (MIN_CONFIDENCE_STD, MIN_DISTANCE_STD: five points of probability, 0.02 of cosine distance) and the kernel a
 minimum width (MIN_BANDWIDTH); on real data sets the measured spreads are far above them (docs/unknown.md).
 
+Iterations trained before the standardised distance (no centre, spreads or weights stored) score as they did:
+centre 0, spreads 1 and equal weights give back the plain cosine distance and the plain mean.
+
 `benchmarks/unknown.py` measures the candidates this was chosen from (energy, class-conditional and relative
-Mahalanobis, k-th neighbour distances, combinations) next to max-softmax; docs/unknown.md has the figures.
+Mahalanobis, k-th neighbour distances, combinations, intermediate-layer features) next to max-softmax;
+docs/unknown.md has the figures.
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ F64: TypeAlias = npt.NDArray[np.float64]
 MIN_CONFIDENCE_STD = 0.05  # floors of the spreads the signals are standardised by (see the module docstring)
 MIN_DISTANCE_STD = 0.02
 MIN_BANDWIDTH = 0.25  # in standardised units: the narrowest kernel of the calibration
+SPREAD_FLOOR = 0.1  # of the mean per-dimension spread: the smallest spread a dimension is divided by
+WEIGHTS = (1 / 3, 2 / 3)  # of the standardised confidence and distance in the raw score (docs/unknown.md)
 PREFIX = "unknown_"  # the scorer's arrays inside the probe's blob (an .npz), beside the probe's own
 
 
@@ -54,11 +63,15 @@ def confidence_gap(P: npt.ArrayLike) -> F64:
     return out
 
 
-def nearest_distance(Q: F32, R: F32, chunk: int = 2048) -> F64:
-    """1 - cosine similarity to the nearest row of R, for each (L2-normalised) row of Q."""
+def nearest_distance(Q: F32, R: F32, chunk: int = 2048, exclude_self: bool = False) -> F64:
+    """1 - cosine similarity to the nearest row of R, for each (L2-normalised) row of Q; with `exclude_self`
+    (Q is R), row i of Q is not compared with row i of R."""
     out = np.empty(len(Q), np.float64)
     for i in range(0, len(Q), chunk):
         S = Q[i:i + chunk] @ R.T
+        if exclude_self:
+            rows = np.arange(len(S))
+            S[rows, i + rows] = -np.inf
         out[i:i + chunk] = 1.0 - S.max(axis=1).astype(np.float64)
     return out
 
@@ -66,12 +79,17 @@ def nearest_distance(Q: F32, R: F32, chunk: int = 2048) -> F64:
 class UnknownScorer:
     """Fitted at training time from the embeddings, the out-of-fold probabilities and the folds.
 
-    Learned: `references_` (n, d) the training embeddings (L2-normalised; stored as float16), `confidence_mean_`,
-    `confidence_std_`, `distance_mean_`, `distance_std_` (of the out-of-fold signals, spreads floored),
+    Learned: `center_` and `spread_` (d,) the per-dimension mean and (floored) spread of the L2-normalised
+    training embeddings, `references_` (n, d) the training embeddings standardised by them and L2-normalised
+    (stored as float16), `weights_` of the two signals, `confidence_mean_`, `confidence_std_`, `distance_mean_`,
+    `distance_std_` (of the out-of-fold signals, spreads floored),
     `calibration_` the sorted out-of-fold raw scores, `bandwidth_` the calibration kernel's width, and
     `threshold_` (the score from which an image is called unknown)."""
 
+    center_: F32
+    spread_: F32
     references_: F32
+    weights_: tuple[float, float]
     confidence_mean_: float
     confidence_std_: float
     distance_mean_: float
@@ -89,13 +107,14 @@ class UnknownScorer:
         fold_of = np.asarray(folds)
         if len(Xn) < 2 or len(np.unique(fold_of)) < 2:
             raise ValueError("the unknown score needs at least two folds of training images")
+        self.center_ = Xn.mean(axis=0)
+        spread = Xn.std(axis=0)
+        self.spread_ = np.maximum(spread, np.float32(SPREAD_FLOOR * float(spread.mean()) + 1e-9)).astype(np.float32)
+        self.weights_ = WEIGHTS
         # stored in half precision (half the blob); every use sees these same rounded values
-        self.references_ = Xn.astype(np.float16).astype(np.float32)
+        self.references_ = self.standardise(Xn).astype(np.float16).astype(np.float32)
         conf = confidence_gap(oof)
-        dist = np.empty(len(Xn), np.float64)
-        for f in np.unique(fold_of):
-            held = fold_of == f
-            dist[held] = nearest_distance(self.references_[held], self.references_[~held])
+        dist = nearest_distance(self.references_, self.references_, exclude_self=True)
         self.confidence_mean_, self.confidence_std_ = float(conf.mean()), max(float(conf.std()), MIN_CONFIDENCE_STD)
         self.distance_mean_, self.distance_std_ = float(dist.mean()), max(float(dist.std()), MIN_DISTANCE_STD)
         self.calibration_ = np.sort(self._raw(conf, dist))
@@ -105,14 +124,21 @@ class UnknownScorer:
         self.threshold_ = float(self.threshold)
         return self
 
+    def standardise(self, X: npt.ArrayLike) -> F32:
+        """Embeddings in the space the distance is measured in: L2-normalised, centred, divided by the
+        per-dimension spread, L2-normalised again."""
+        return _l2((_l2(X) - self.center_) / self.spread_)
+
     def _raw(self, conf: F64, dist: F64) -> F64:
-        out: F64 = 0.5 * ((conf - self.confidence_mean_) / self.confidence_std_
-                          + (dist - self.distance_mean_) / self.distance_std_)
+        wc, wd = self.weights_
+        out: F64 = (wc * (conf - self.confidence_mean_) / self.confidence_std_
+                    + wd * (dist - self.distance_mean_) / self.distance_std_)
         return out
 
     def raw_score(self, X: npt.ArrayLike, P: npt.ArrayLike) -> F64:
-        """The uncalibrated score (the mean of the two standardised signals) of embeddings X with probabilities P."""
-        return self._raw(confidence_gap(P), nearest_distance(_l2(X), self.references_))
+        """The uncalibrated score (the weighted mean of the two standardised signals) of embeddings X with
+        probabilities P."""
+        return self._raw(confidence_gap(P), nearest_distance(self.standardise(X), self.references_))
 
     def calibrate(self, raw: npt.ArrayLike, chunk: int = 1024) -> F64:
         """Fraction of the training images whose out-of-fold raw score is below `raw`, each counted by the normal
@@ -139,6 +165,9 @@ class UnknownScorer:
             PREFIX + "stats": np.asarray([self.confidence_mean_, self.confidence_std_, self.distance_mean_,
                                           self.distance_std_, self.threshold_, self.bandwidth_], np.float64),
             PREFIX + "calibration": self.calibration_,
+            PREFIX + "center": self.center_.astype(np.float32),
+            PREFIX + "spread": self.spread_.astype(np.float32),
+            PREFIX + "weights": np.asarray(self.weights_, np.float64),
         }
 
     @classmethod
@@ -149,6 +178,14 @@ class UnknownScorer:
         stats = np.asarray(z[PREFIX + "stats"], np.float64)
         scorer = cls(threshold=float(stats[4]))
         scorer.references_ = np.asarray(z[PREFIX + "references"]).astype(np.float32)
+        d = scorer.references_.shape[1]
+        # before the standardised distance: centre 0, spreads 1, equal weights (the module docstring)
+        scorer.center_ = (np.asarray(z[PREFIX + "center"], np.float32) if PREFIX + "center" in z
+                          else np.zeros(d, np.float32))
+        scorer.spread_ = (np.asarray(z[PREFIX + "spread"], np.float32) if PREFIX + "spread" in z
+                          else np.ones(d, np.float32))
+        wc, wd = (np.asarray(z[PREFIX + "weights"], np.float64) if PREFIX + "weights" in z else (0.5, 0.5))
+        scorer.weights_ = (float(wc), float(wd))
         scorer.confidence_mean_, scorer.confidence_std_ = float(stats[0]), float(stats[1])
         scorer.distance_mean_, scorer.distance_std_ = float(stats[2]), float(stats[3])
         scorer.calibration_ = np.asarray(z[PREFIX + "calibration"], np.float64)

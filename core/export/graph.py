@@ -116,16 +116,20 @@ def build_model(backbone: Backbone, probe: LinearProbe, tag_names: list[str], ta
 
 
 def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], None]) -> list[Any]:
-    """core.unknown's score on `cv_embedding` and the probabilities: the two signals, their standardised mean,
+    """core.unknown's score on `cv_embedding` and the probabilities: the two signals (the distance in the
+    standardised embedding space), their weighted standardised mean,
     then the kernel-smoothed fraction of the out-of-fold calibration scores below it: mean Φ((raw − c) / h),
     with Φ(z) = (1 + erf(z / √2)) / 2."""
     from onnx import helper
 
     const("cv_u_refs", np.ascontiguousarray(u.references_.T))  # (d, n)
+    const("cv_u_center", u.center_.astype(np.float32).reshape(1, -1))
+    const("cv_u_inv_spread", (1.0 / u.spread_.astype(np.float64)).astype(np.float32).reshape(1, -1))
     const("cv_u_one", np.asarray([1.0], np.float32))
-    # 0.5 * ((conf - cm) / cs + (dist - dm) / ds) == conf * a + dist * b + c
-    a, b = 0.5 / u.confidence_std_, 0.5 / u.distance_std_
-    c = -0.5 * (u.confidence_mean_ / u.confidence_std_ + u.distance_mean_ / u.distance_std_)
+    # wc * (conf - cm) / cs + wd * (dist - dm) / ds == conf * a + dist * b + c
+    wc, wd = u.weights_
+    a, b = wc / u.confidence_std_, wd / u.distance_std_
+    c = -(wc * u.confidence_mean_ / u.confidence_std_ + wd * u.distance_mean_ / u.distance_std_)
     const("cv_u_a", np.asarray([a], np.float32))
     const("cv_u_b", np.asarray([b], np.float32))
     const("cv_u_c", np.asarray([c], np.float32))
@@ -135,7 +139,12 @@ def _unknown_nodes(u: UnknownScorer, const: Callable[[str, npt.NDArray[Any]], No
     return [
         helper.make_node("ReduceMax", [OUTPUT], ["cv_u_pmax"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["cv_u_one", "cv_u_pmax"], ["cv_u_conf"]),
-        helper.make_node("MatMul", ["cv_embedding", "cv_u_refs"], ["cv_u_sims"]),
+        helper.make_node("Sub", ["cv_embedding", "cv_u_center"], ["cv_u_centred"]),
+        helper.make_node("Mul", ["cv_u_centred", "cv_u_inv_spread"], ["cv_u_scaled"]),
+        helper.make_node("ReduceL2", ["cv_u_scaled"], ["cv_u_norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", ["cv_u_norm", "cv_eps"], ["cv_u_norm_safe"]),
+        helper.make_node("Div", ["cv_u_scaled", "cv_u_norm_safe"], ["cv_u_standard"]),
+        helper.make_node("MatMul", ["cv_u_standard", "cv_u_refs"], ["cv_u_sims"]),
         helper.make_node("ReduceMax", ["cv_u_sims"], ["cv_u_nearest"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["cv_u_one", "cv_u_nearest"], ["cv_u_dist"]),
         helper.make_node("Mul", ["cv_u_conf", "cv_u_a"], ["cv_u_conf_s"]),

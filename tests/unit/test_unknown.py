@@ -39,17 +39,44 @@ def test_out_of_fold_statistics_and_raw_score(fitted):
     conf = confidence_gap(cv.oof_)
     assert s.confidence_mean_ == pytest.approx(conf.mean())
     assert s.confidence_std_ == pytest.approx(max(conf.std(), 0.05))
-    # the distance of a training image is measured against the other folds only (never itself: 0)
-    assert s.distance_mean_ > 0.01
-    held = cv.folds_ == 0
-    d0 = nearest_distance(X[held], X[~held])
-    assert np.all(d0 > 1e-4)
-    # raw score = mean of the two standardised signals
+    # the distance of a training image is measured against the other training images (never itself: 0)
+    R = s.references_
+    S = R @ R.T
+    np.fill_diagonal(S, -np.inf)
+    loo = 1 - S.max(1)
+    assert np.all(loo > 1e-4)
+    assert s.distance_mean_ == pytest.approx(loo.mean(), rel=1e-5)
+    assert s.distance_std_ == pytest.approx(max(loo.std(), 0.02), rel=1e-4)
+    assert np.allclose(nearest_distance(R, R, chunk=7, exclude_self=True), loo)
+    # raw score = 1/3 standardised confidence + 2/3 standardised distance (in the standardised embedding space)
     P = cv.predict_proba(X[:5])
-    want = 0.5 * ((confidence_gap(P) - s.confidence_mean_) / s.confidence_std_
-                  + (nearest_distance(X[:5], s.references_) - s.distance_mean_) / s.distance_std_)
+    assert s.weights_ == pytest.approx((1 / 3, 2 / 3))
+    want = ((confidence_gap(P) - s.confidence_mean_) / s.confidence_std_
+            + 2 * (nearest_distance(s.standardise(X[:5]), s.references_) - s.distance_mean_) / s.distance_std_) / 3
     assert np.allclose(s.raw_score(X[:5], P), want)
     assert np.all(np.diff(s.calibration_) >= 0) and len(s.calibration_) == len(X)
+
+
+def test_distance_is_measured_with_each_dimension_scaled_by_its_spread():
+    """Training images vary a lot along dimension 0 and little along dimension 1: a step along dimension 1
+    makes an image far more unusual than the same step along dimension 0."""
+    from core.unknown import SPREAD_FLOOR
+
+    rng = np.random.default_rng(5)
+    X = np.c_[np.full(60, 4.0), 1.0 * rng.normal(size=60), 0.05 * rng.normal(size=60),
+              np.zeros(60)].astype(np.float32)
+    s = UnknownScorer().fit(X, np.tile([[0.9, 0.1]], (60, 1)), np.arange(60) % 3)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    spread = Xn.std(0)
+    floor = SPREAD_FLOOR * spread.mean()
+    assert np.allclose(s.center_, Xn.mean(0), atol=1e-6)
+    assert np.allclose(s.spread_, np.maximum(spread, floor), atol=1e-6) and s.spread_[3] == pytest.approx(floor)
+    Z = (Xn - s.center_) / s.spread_
+    assert np.allclose(s.references_, Z / np.linalg.norm(Z, axis=1, keepdims=True), atol=2e-3)  # float16
+    wide = np.array([[4.0, 1.5, 0.0, 0.0]], np.float32)
+    narrow = np.array([[4.0, 0.0, 1.5, 0.0]], np.float32)
+    P = [[0.9, 0.1]]
+    assert s.raw_score(narrow, P)[0] > s.raw_score(wide, P)[0] + 1.0
 
 
 def test_calibration_is_the_kernel_smoothed_fraction_of_out_of_fold_known_scores_below():
@@ -73,8 +100,11 @@ def test_an_easy_small_project_does_not_standardise_by_a_tiny_spread():
     X = np.repeat(np.eye(4, dtype=np.float32)[:2], 6, axis=0) + 0.01 * rng.normal(size=(12, 4)).astype(np.float32)
     oof = np.tile([[0.97, 0.03]], (12, 1)) + 0.001 * rng.normal(size=(12, 2))
     s = UnknownScorer().fit(X, oof, np.arange(12) % 3)
-    assert (s.confidence_std_, s.distance_std_, s.bandwidth_) == (MIN_CONFIDENCE_STD, MIN_DISTANCE_STD,
-                                                                  MIN_BANDWIDTH)
+    assert s.confidence_std_ == MIN_CONFIDENCE_STD
+    # the standardised distance spreads the noise dimensions out, so its spread may be above its floor
+    assert s.distance_std_ >= MIN_DISTANCE_STD and s.bandwidth_ >= MIN_BANDWIDTH
+    exact = np.repeat(np.eye(4, dtype=np.float32)[:2], 6, axis=0)  # every image has copies in the other folds
+    assert UnknownScorer().fit(exact, oof, np.arange(12) % 3).distance_std_ == MIN_DISTANCE_STD
     like = X[:1] + 0.01
     assert s.score(like, [[0.94, 0.06]])[0] < 0.95
     assert s.score(np.eye(4, dtype=np.float32)[3:], [[0.6, 0.4]])[0] > 0.99
@@ -115,6 +145,29 @@ def test_stored_in_the_probe_blob_and_absent_from_an_old_one(fitted):
     assert back.references_.dtype == np.float32 and np.array_equal(back.references_, s.references_)
     P = cv.predict_proba(X)
     assert np.array_equal(back.score(X, P), s.score(X, P))
+
+
+def test_a_scorer_stored_before_the_standardised_distance_scores_as_it_did(fitted):
+    """Iterations trained before the change stored plain L2-normalised references and no centre, spreads or
+    weights: they keep the plain cosine distance and the equal-weight mean."""
+    import io
+
+    from core.unknown import PREFIX
+
+    X, y, _, cv, s = fitted
+    arrays = s.to_arrays()
+    for key in ("center", "spread", "weights"):
+        arrays.pop(PREFIX + key)
+    arrays[PREFIX + "references"] = X.astype(np.float16)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = UnknownScorer.from_bytes(buf.getvalue())
+    assert old is not None and old.weights_ == (0.5, 0.5)
+    P = cv.predict_proba(X[:7])
+    refs = X.astype(np.float16).astype(np.float32)
+    want = 0.5 * ((confidence_gap(P) - s.confidence_mean_) / s.confidence_std_
+                  + (nearest_distance(X[:7], refs) - s.distance_mean_) / s.distance_std_)
+    assert np.allclose(old.raw_score(X[:7], P), want, atol=1e-5)
 
 
 def test_needs_two_folds():
