@@ -74,6 +74,11 @@ class Exporter(ABC):
         """None when the converter can run here; otherwise what to install, said to the user."""
         return None
 
+    def carries_unknown(self, flavor: str | None) -> bool:
+        """Whether the files of `flavor` carry cvbot's unknown score (core.unknown) as an output after Azure's:
+        when True, ExportRequest.onnx has the second output graph.UNKNOWN_OUTPUT and the files must keep it."""
+        return False
+
     @abstractmethod
     def files(self, request: ExportRequest) -> dict[str, bytes]:
         """The platform's files for the zip (model files, and any extra files such as a Dockerfile)."""

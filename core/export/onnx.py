@@ -28,6 +28,9 @@ class OnnxExporter(Exporter):
              "samples/python/onnx/classification/predict.py in Azure-Samples/customvision-export-samples runs it "
              "unchanged.")
 
+    def carries_unknown(self, flavor: str | None) -> bool:
+        return flavor is None
+
     def files(self, request: ExportRequest) -> dict[str, bytes]:
         import onnx
 

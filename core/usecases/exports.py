@@ -140,10 +140,8 @@ class ExportJob:
                     "flavor": flavor or ""}
         if threshold is not None:
             metadata["threshold"] = repr(float(threshold))
-        # the unknown score travels as a second output in float32 ONNX exports; the float16 flavor and converters to
-        # other formats get the one-output graph they were built for
-        unknown = (self.deps.artifacts.unknown(it.probe_key or "")
-                   if exporter.platform == "ONNX" and flavor is None else None)
+        # the unknown score travels as a second output where the platform's files can carry it
+        unknown = self.deps.artifacts.unknown(it.probe_key or "") if exporter.carries_unknown(flavor) else None
         model = graph.build_model(backbone, self.deps.artifacts.probe(it.probe_key or ""), it.tag_names, it.tag_ids,
                                   metadata, convention=exporter.convention, unknown=unknown)
         manifest = graph.manifest(backbone, multilabel, it.id, it.project_id, exporter.convention,
