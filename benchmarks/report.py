@@ -660,6 +660,12 @@ def _render_unknown(r: dict) -> list[str]:
         out.append(f"| {kind} | {100 * x['flagged_unknown']:.1f} % | {100 * x['flagged_known']:.1f} % | "
                    f"{x['top1']:.3f} | {x['top1_answered']:.3f} |")
     out += ["", "Known top-1 is unchanged by construction (the score never alters tag probabilities: Δ 0 points)."]
+    by_pair = r.get("near_by_pair")
+    if by_pair:
+        out += ["", "Near AUROC by the pair of categories left out (cvbot / max-softmax), hardest first:", "",
+                "| left out | cvbot | max-softmax |", "|---|---|---|"]
+        for pair, a in sorted(by_pair.items(), key=lambda kv: kv[1]["cvbot"]):
+            out.append(f"| {pair.replace('+', ' + ')} | {a['cvbot']:.3f} | {a['max-softmax']:.3f} |")
     return out
 
 

@@ -26,11 +26,22 @@ CANDIDATES = {
     "relative mahalanobis": "that distance minus the distance to one Gaussian fitted on all training images",
     "knn-1": "1 − cosine similarity to the nearest training image",
     "knn-5": "1 − cosine similarity to the 5th nearest training image",
+    "knn-1 standardised": "knn-1 with each embedding dimension centred and divided by its spread over the "
+                          "training images",
     "max-softmax + mahalanobis": "mean of the two, standardised on the out-of-fold training images",
-    "cvbot (max-softmax + knn-1)": "core.unknown.UnknownScorer: mean of the standardised max-probability gap and "
-                                   "1-NN distance, calibrated on the out-of-fold predictions (the chosen score)",
+    "max-softmax + knn-1": "mean of the two, standardised on the out-of-fold training images (cvbot's score "
+                           "before this run's choice)",
+    "max-softmax + knn-1 standardised, blocks 14-16": "max-softmax, knn-1 standardised, and knn-1 standardised "
+                                                      "on the pooled outputs of EfficientNet-Lite0's last three "
+                                                      "blocks, equally weighted (needs features the embedding "
+                                                      "does not keep)",
+    "cvbot (max-softmax + knn-1 standardised)": "core.unknown.UnknownScorer: 1/3 max-probability gap + 2/3 "
+                                                "knn-1 standardised, each standardised and calibrated on the "
+                                                "out-of-fold predictions (the chosen score)",
 }
-CHOSEN = "cvbot (max-softmax + knn-1)"
+CHOSEN = "cvbot (max-softmax + knn-1 standardised)"
+LAYERS = "max-softmax + knn-1 standardised, blocks 14-16"
+BLOCKS = (14, 15, 16)  # outputs of EfficientNet-Lite0's blocks 13, 14, 15 (block 0 = the stem's output)
 SHRINK = 0.5
 
 
@@ -68,12 +79,40 @@ def _maha(Q: np.ndarray, g) -> tuple[np.ndarray, np.ndarray]:
     return M.min(1), (M - M0[:, None]).min(1)
 
 
-def candidate_scores(Xt: np.ndarray, yt: np.ndarray, Xq: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Every candidate's score (higher = more unknown) for the query rows, from a probe trained as cvbot trains."""
+def _standardised_knn(Xt: np.ndarray, Xq: np.ndarray) -> np.ndarray:
+    """knn-1 in the space centred and scaled per dimension by the training rows (floored like core.unknown)."""
+    from core.unknown import SPREAD_FLOOR, _l2
+
+    A = _l2(Xt)
+    mu, sd = A.mean(0), A.std(0)
+    sd = np.maximum(sd, SPREAD_FLOOR * sd.mean() + 1e-9)
+    return 1 - (_l2((_l2(Xq) - mu) / sd) @ _l2((A - mu) / sd).T).max(1)
+
+
+def _oof(fn, folds: np.ndarray) -> np.ndarray:
+    """fn(fitted-on rows, held-out rows) -> held-out scores, over the probe's folds."""
+    out = np.empty(len(folds))
+    for f in np.unique(folds):
+        held = folds == f
+        out[held] = fn(~held, held)
+    return out
+
+
+def _z(values: np.ndarray, oof: np.ndarray) -> np.ndarray:
+    return (values - oof.mean()) / oof.std()
+
+
+Layers = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+def candidate_scores(Xt: np.ndarray, yt: np.ndarray, Xq: np.ndarray,
+                     layers: Layers | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Every candidate's score (higher = more unknown) for the query rows, from a probe trained as cvbot trains.
+    `layers`: the training and query rows' intermediate-block features, for the multi-layer candidate."""
     from scipy.special import logsumexp
 
     from core.probe import LinearProbeCV
-    from core.unknown import UnknownScorer, confidence_gap
+    from core.unknown import UnknownScorer, confidence_gap, nearest_distance
 
     k = int(yt.max()) + 1
     cv = LinearProbeCV().fit(Xt, onehot(yt, k))
@@ -84,28 +123,59 @@ def candidate_scores(Xt: np.ndarray, yt: np.ndarray, Xq: np.ndarray) -> tuple[di
     S = Xq @ Xt.T
     g = _gaussians(Xt, yt)
     maha, rel = _maha(Xq, g)
-    # the out-of-fold Mahalanobis distance of the training images, to standardise the combination
-    oof_maha = np.empty(len(Xt))
-    for f in np.unique(cv.folds_):
-        held = cv.folds_ == f
-        oof_maha[held] = _maha(Xt[held], _gaussians(Xt[~held], yt[~held]))[0]
-    conf_oof = confidence_gap(cv.oof_)
+    # the out-of-fold Mahalanobis and 1-NN distances of the training images, to standardise the combinations
+    oof_maha = _oof(lambda a, b: _maha(Xt[b], _gaussians(Xt[a], yt[a]))[0], cv.folds_)
+    oof_knn = _oof(lambda a, b: nearest_distance(Xt[b], Xt[a]), cv.folds_)
+    conf, conf_oof = confidence_gap(P), confidence_gap(cv.oof_)
     out = {
-        "max-softmax": confidence_gap(P),
+        "max-softmax": conf,
         "energy": -logsumexp(L, axis=1),
         "mahalanobis": maha,
         "relative mahalanobis": rel,
         "knn-1": 1 - S.max(1),
         "knn-5": 1 - np.sort(S, 1)[:, -5],
-        "max-softmax + mahalanobis": ((confidence_gap(P) - conf_oof.mean()) / conf_oof.std()
-                                      + (maha - oof_maha.mean()) / oof_maha.std()) / 2,
+        "knn-1 standardised": _standardised_knn(Xt, Xq),
+        "max-softmax + mahalanobis": (_z(conf, conf_oof) + _z(maha, oof_maha)) / 2,
+        "max-softmax + knn-1": (_z(conf, conf_oof) + _z(1 - S.max(1), oof_knn)) / 2,
         CHOSEN: scorer.score(Xq, P),
     }
+    if layers is not None:
+        parts = [_z(conf, conf_oof)]
+        for Lt, Lq in zip([Xt, *layers[0]], [Xq, *layers[1]], strict=True):
+            oof = _oof(lambda a, b: _standardised_knn(Lt[a], Lt[b]), cv.folds_)  # noqa: B023 - used at once
+            parts.append(_z(_standardised_knn(Lt, Lq), oof))
+        out[LAYERS] = np.mean(parts, axis=0)
     return out, {"probs": P, "threshold": scorer.threshold_}
 
 
-def _scenario(Xt, yt, Xk, yk, Xu) -> dict:
-    scores, extra = candidate_scores(Xt, yt, np.r_[Xk, Xu])
+def block_features(items: list[bytes], batch: int = 32) -> list[np.ndarray]:
+    """The spatially averaged outputs of EfficientNet-Lite0's blocks in BLOCKS (PyTorch, the Compact weights),
+    preprocessed exactly as the embedding is."""
+    import torch
+
+    from core.backbones.efficientnet import LITE_PREPROCESSING as pre
+    from core.backbones.efficientnet import _FeatureNet
+    from core.embedding import normalise_batch
+    from core.images import decode_rgb
+
+    net = _FeatureNet.build().net
+    out: list[list[np.ndarray]] = [[] for _ in BLOCKS]
+    for start in range(0, len(items), batch):
+        pixels = np.stack([pre.crop(decode_rgb(b, min_side=pre.size)) for b in items[start:start + batch]])
+        with torch.inference_mode():
+            h = net._swish(net._bn0(net._conv_stem(torch.from_numpy(normalise_batch(pixels, pre)))))
+            for i, block in enumerate(net._blocks[:max(BLOCKS)]):
+                h = block(h, drop_connect_rate=0.0)
+                if i + 1 in BLOCKS:
+                    out[BLOCKS.index(i + 1)].append(h.mean((2, 3)).numpy())
+    return [np.concatenate(parts) for parts in out]
+
+
+def _scenario(Xt, yt, Xk, yk, Xu, layers=None) -> dict:
+    """layers: (training, known, unknown) lists of block features, for the multi-layer candidate."""
+    extra_layers = (None if layers is None
+                    else (layers[0], [np.r_[k, u] for k, u in zip(layers[1], layers[2], strict=True)]))
+    scores, extra = candidate_scores(Xt, yt, np.r_[Xk, Xu], extra_layers)
     n = len(Xk)
     row = {"auroc": {name: auroc(s[:n], s[n:]) for name, s in scores.items()}}
     chosen, thr = scores[CHOSEN], extra["threshold"]
@@ -147,6 +217,7 @@ def run(cfg: Config, tmp: Path) -> dict:
     fashion, _, _ = fashion_mnist_test(per_class=cfg.pick(100, 10))
     F = _embed(fashion)
     embed_s = time.perf_counter() - t
+    BX, BF = block_features(stamps), block_features(fashion)
     rng = np.random.default_rng(cfg.seed)
     t = time.perf_counter()
     pairs = list(itertools.combinations(range(len(names)), 2))
@@ -159,17 +230,22 @@ def run(cfg: Config, tmp: Path) -> dict:
         tr, te = _split(np.flatnonzero(inside), rng)
         remap = np.full(len(names), -1)
         remap[known] = np.arange(len(known))
-        near.append(_scenario(X[tr], remap[y[tr]], X[te], remap[y[te]], X[~inside]))
+        near.append(_scenario(X[tr], remap[y[tr]], X[te], remap[y[te]], X[~inside],
+                              ([b[tr] for b in BX], [b[te] for b in BX], [b[~inside] for b in BX])))
     far = []
     for _ in range(cfg.pick(5, 1)):
         tr, te = _split(np.arange(len(y)), rng)
-        far.append(_scenario(X[tr], y[tr], X[te], y[te], F))
+        far.append(_scenario(X[tr], y[tr], X[te], y[te], F, ([b[tr] for b in BX], [b[te] for b in BX], BF)))
     out = {"candidates": CANDIDATES, "chosen": CHOSEN, "categories": names, "images": len(y),
            "fashion_images": len(F), "embed_s": round(embed_s, 2), "score_s": round(time.perf_counter() - t, 2),
            "near": _mean(near), "far": _mean(far),
-           "near_pairs": [[names[a], names[b]] for a, b in pairs]}
+           "near_pairs": [[names[a], names[b]] for a, b in pairs],
+           "near_by_pair": {f"{names[a]}+{names[b]}": {"cvbot": round(r["auroc"][CHOSEN], 3),
+                                                        "max-softmax": round(r["auroc"]["max-softmax"], 3)}
+                            for (a, b), r in zip(pairs, near, strict=True)}}
     for kind in ("near", "far"):
         a = out[kind]["auroc"]
+        print(f"  unknown {kind}: " + ", ".join(f"{name} {v:.3f}" for name, v in a.items()), flush=True)
         print(f"  unknown {kind}: AUROC cvbot {a[CHOSEN]:.3f}, max-softmax {a['max-softmax']:.3f}; flagged "
               f"unknown {out[kind]['flagged_unknown']:.2f}, known {out[kind]['flagged_known']:.2f}", flush=True)
     return out
