@@ -10,7 +10,11 @@ and numpy) and runs next to `model.onnx` and `labels.txt`:
 
 Both also answer under Azure's longer paths (`/{project}/classify/iterations/{name}/image`, `.../url`, with or
 without `/nostore`). The answer is Azure's prediction JSON: {"created", "id", "iteration", "predictions":
-[{"boundingBox": null, "probability", "tagId", "tagName"}], "project"}, every tag, highest probability first.
+[{"boundingBox": null, "probability", "tagId", "tagName"}], "project"}, every tag, highest probability first,
+and, as cvbot's own API answers, cvbot's fields beside them (clients that do not know them ignore them):
+"unknownScore" (the model's second output `unknown_score`: how unlike the training images the image is, 0..1),
+"unknownThreshold" (the model's metadata `unknownThreshold`, or $UNKNOWN_THRESHOLD when set) and "unknown" (true
+when the score is at or above the threshold). A model without that output answers Azure's fields only.
 Bad input gets 400 (413 for a body over the limit) and {"code", "message"} naming what is wrong.
 
 The image is prepared exactly as cvbot's server prepares it, so both give the same probabilities on any image:
@@ -53,6 +57,8 @@ MAX_EDGE, MAX_ASPECT = 10_240, 25.0
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "WEBP", "MPO"}
 REDUCING_GAP, BAND_ROWS, ORIENTATION = 3, 256, 0x0112
 TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}   # EXIF orientation -> Image.Transpose
+UNKNOWN_OUTPUT = "unknown_score"           # cvbot's unknown score, the model's second output where it has one
+DEFAULT_UNKNOWN_THRESHOLD = 0.95           # cvbot's default, for a model whose metadata names none
 CONCURRENT_DECODES = 2                     # bounds memory: one 10,240 x 10,240 image holds ~0.4 GB while decoded
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -171,6 +177,10 @@ class Classifier:
         self.project, self.iteration = meta.get("projectId", ""), meta.get("iterationId", "")
         self.bgr = meta.get("Image.BitmapPixelFormat", "Rgb8") == "Bgr8"
         self.scale = 1.0 / 255.0 if meta.get("Image.NominalPixelRange") == "Normalized_0_1" else 1.0
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.outputs = outputs[:1] + [UNKNOWN_OUTPUT] if UNKNOWN_OUTPUT in outputs[1:] else outputs[:1]
+        threshold = os.environ.get("UNKNOWN_THRESHOLD") or meta.get("unknownThreshold") or DEFAULT_UNKNOWN_THRESHOLD
+        self.unknown_threshold = float(threshold)
         self.decodes = threading.BoundedSemaphore(CONCURRENT_DECODES)
 
     def pixels(self, data: bytes) -> npt.NDArray[np.uint8]:
@@ -183,13 +193,19 @@ class Classifier:
         if self.bgr:
             arr = arr[:, :, ::-1]
         x = np.ascontiguousarray(arr.transpose(2, 0, 1)[None] * np.float32(self.scale))
-        scores = self.session.run(None, {self.input: x})[0][0]
+        answers = self.session.run(self.outputs, {self.input: x})
+        scores = answers[0][0]
         ranked = sorted(zip(scores.tolist(), self.tag_ids, self.labels, strict=True), key=lambda t: -t[0])
         predictions = [{"boundingBox": None, "probability": round(p, 8), "tagId": tid, "tagName": name}
                        for p, tid, name in ranked]
         now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-        return {"created": now.isoformat(timespec="milliseconds") + "Z", "id": str(uuid.uuid4()),
-                "iteration": self.iteration, "predictions": predictions, "project": self.project}
+        out: dict[str, Any] = {"created": now.isoformat(timespec="milliseconds") + "Z", "id": str(uuid.uuid4()),
+                               "iteration": self.iteration, "predictions": predictions, "project": self.project}
+        if len(answers) > 1:
+            unknown = float(answers[1].reshape(-1)[0])
+            out.update({"unknownScore": unknown, "unknownThreshold": self.unknown_threshold,
+                        "unknown": unknown >= self.unknown_threshold})
+        return out
 
 
 class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):

@@ -3,6 +3,8 @@
 The folder `app/` holds `Dockerfile`, `app.py` (container_app.py: onnxruntime + Pillow + numpy, no cvbot), the
 classifier as `model.onnx` (RGB, 0..255, with Windows ML's pixel metadata), `labels.txt`, `requirements.txt`
 (the versions this export was made with, so the container resizes images with the same Pillow) and `README.md`.
+The model's second output `unknown_score` is cvbot's unknown score; app.py answers it as `unknownScore`, with
+`unknown` from the threshold of the manifest (stored in the model's metadata as `unknownThreshold`).
 Flavors: `Linux` (x86-64) and `ARM` (64-bit ARM, e.g. a Raspberry Pi 4/5 with a 64-bit OS, Jetson, Graviton).
 """
 from __future__ import annotations
@@ -58,7 +60,11 @@ Ask it as you asked Azure Custom Vision's exported container:
     curl -X POST http://127.0.0.1:8080/url -H "Content-Type: application/json" -d '{{"url": "https://..."}}'
 
 The answer is Custom Vision's prediction JSON (`created`, `id`, `iteration`, `predictions` with `tagName`,
-`tagId`, `probability`, `boundingBox`: null, `project`), every tag, highest probability first. Images are
+`tagId`, `probability`, `boundingBox`: null, `project`), every tag, highest probability first, with cvbot's
+own fields beside them, as cvbot's API answers: `unknownScore` (0 to 1: how unlike the images the model was
+trained on this one is), `unknownThreshold` (from the export; `-e UNKNOWN_THRESHOLD=0.9` changes it) and
+`unknown` (true when the score is at or above the threshold: the image looks like nothing the model knows;
+its tags are then best not trusted). Clients written for Azure ignore these fields. Images are
 prepared as cvbot's server prepares them (transparent pixels on white, shorter side to {size} px bicubic,
 centre crop), so the probabilities are the server's. Images take at most 4 MB; `/url` downloads http(s)
 addresses only, at most 4 MB within 10 s. Expose the port only to clients you trust: `/url` fetches any
@@ -70,6 +76,14 @@ class DockerFileExporter(Exporter):
     platform = "DockerFile"
     flavors = ("Linux", "ARM")
     convention = Convention("RGB", 255.0, "NCHW")
+    usage = ("Unzip, then `docker build -t cvbot-model app && docker run -p 8080:80 cvbot-model` (or without "
+             "Docker: `cd app && pip install -r requirements.txt && PORT=8080 python app.py`). POST an image to "
+             "/image (bytes or multipart imageData) or {\"url\": ...} to /url: the answer is Custom Vision's "
+             "prediction JSON, plus cvbot's unknownScore, unknownThreshold and unknown (true when the image looks "
+             "like nothing the model was trained on). app/README.md has the details.")
+
+    def carries_unknown(self, flavor: str | None) -> bool:
+        return True
 
     def files(self, request: ExportRequest) -> dict[str, bytes]:
         import onnx
@@ -80,6 +94,10 @@ class DockerFileExporter(Exporter):
         # app.py reads the pixel convention from the model, in the names Azure's ONNX files use
         props.update({"Image.BitmapPixelFormat": "Rgb8", "Image.NominalPixelRange": "NominalRange_0_255",
                       **request.metadata})
+        # app.py answers "unknown" from this threshold (the manifest's, which the app folder does not hold)
+        unknown = request.manifest.get("UnknownOutput")
+        if unknown is not None:
+            props["unknownThreshold"] = repr(float(unknown["threshold"]))
         del model.metadata_props[:]
         for k, v in props.items():
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))

@@ -22,7 +22,7 @@ from core.export.dockerfile import DockerFileExporter
 from core.images import decode_rgb
 from tests.conftest import make_cv
 from tests.export_support import labels, train_compact
-from tests.helpers import tuxpaint_categories
+from tests.helpers import png_bytes, tuxpaint_categories
 
 
 def _free_port() -> int:
@@ -109,6 +109,12 @@ def app(trained, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def threshold(app) -> float:
+    """The threshold app.py flags unknown images from: the manifest's."""
+    return json.loads(app[1].read("cvexport.manifest"))["UnknownOutput"]["threshold"]
+
+
+@pytest.fixture(scope="module")
 def image_host():
     """A loopback web server the /url route downloads from: GET /NAME serves `images[NAME]`."""
     images: dict[str, bytes] = {}
@@ -152,8 +158,23 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def _check(answer: dict, served: dict[str, float], trained, names: list[str]) -> None:
-    assert set(answer) == {"created", "id", "iteration", "predictions", "project"}
+def _served(trained, data: bytes) -> tuple[dict[str, float], float]:
+    """The server's probabilities (tag name -> probability) and unknown score for one image."""
+    result = trained.cv.predictions.predict(trained.project_id, data, iteration_id=trained.iteration_id, store=False)
+    return {p.tag_name: p.probability for p in result.predictions}, result.unknown_score
+
+
+def _check(answer: dict, served: tuple[dict[str, float], float], trained, names: list[str], threshold: float) -> float:
+    """Azure's fields as Azure's container answers them, the server's probabilities within 1e-4, and cvbot's unknown
+    fields beside them: the server's score within 1e-3 (the graph computes it in float32; the kernel CDF moves by
+    ~1e-5 under float32 rounding of the cosine), flagged from the manifest's threshold. Returns the score's
+    difference from the server's."""
+    served, served_unknown = served
+    assert set(answer) == {"created", "id", "iteration", "predictions", "project", "unknownScore",
+                           "unknownThreshold", "unknown"}
+    assert answer["unknownThreshold"] == threshold
+    assert abs(answer["unknownScore"] - served_unknown) <= 1e-3, (answer["unknownScore"], served_unknown)
+    assert answer["unknown"] is (answer["unknownScore"] >= threshold)
     assert (answer["project"], answer["iteration"]) == (trained.project_id, trained.iteration_id)
     preds = answer["predictions"]
     assert all(set(p) == {"boundingBox", "probability", "tagId", "tagName"} and p["boundingBox"] is None
@@ -163,33 +184,71 @@ def _check(answer: dict, served: dict[str, float], trained, names: list[str]) ->
     assert preds[0]["tagName"] == max(served, key=served.get)
     got = {p["tagName"]: p["probability"] for p in preds}
     np.testing.assert_allclose([got[n] for n in names], [served[n] for n in names], atol=1e-4)
+    return abs(answer["unknownScore"] - served_unknown)
 
 
-def test_image_and_url_answer_like_the_server(trained, app, image_host):
+def test_image_and_url_answer_like_the_server(trained, app, image_host, threshold):
     base, package = app
     names = labels(package)
     host, images = image_host
     tricky = _tricky_images()
     cases = [(f"test-{i}.png", d) for i, d in enumerate(trained.test_images)] + list(tricky.items())
-    tag_ids = {}
+    tag_ids, worst = {}, 0.0
     for i, (name, data) in enumerate(cases):
-        served = trained.server(data)
+        served = _served(trained, data)
         status, answer = _post(base + "/image", data)
         assert status == 200, answer
-        _check(answer, served, trained, names)
+        worst = max(worst, _check(answer, served, trained, names, threshold))
         tag_ids.update({p["tagName"]: p["tagId"] for p in answer["predictions"]})
         images[name] = data
         status, by_url = _post(base + "/url", json.dumps({"url": f"{host}/{name}"}).encode(), "application/json")
         assert status == 200, by_url
-        _check(by_url, served, trained, names)
+        _check(by_url, served, trained, names, threshold)
         if i % 5 == 0:  # multipart imageData, and Azure's long path
             body, ctype = _multipart(data)
             status, form = _post(f"{base}/{trained.project_id}/classify/iterations/x/image/nostore", body, ctype)
             assert status == 200, form
-            _check(form, served, trained, names)
+            _check(form, served, trained, names, threshold)
+    print(f"DockerFile app.py: max |unknownScore - server's| = {worst:.2e} over {len(cases)} images")
     with trained.cv.deps.uow() as uow:
         it = uow.iterations.get(trained.iteration_id)
     assert tag_ids == dict(zip(it.tag_names, it.tag_ids, strict=True))
+
+
+def test_images_like_nothing_trained_are_flagged(trained, app, threshold):
+    """Uniform noise and a flat grey image: `unknown` true, with the server's score; a held-out stamp of a trained
+    category is not flagged by this small project."""
+    base, package = app
+    names = labels(package)
+    for data in (png_bytes(size=(300, 200), seed=3), png_bytes((128, 128, 128), size=(224, 224))):
+        status, answer = _post(base + "/image", data)
+        assert status == 200, answer
+        _check(answer, _served(trained, data), trained, names, threshold)
+        assert answer["unknown"] is True and answer["unknownScore"] >= answer["unknownThreshold"], answer
+    known = [_post(base + "/image", data)[1]["unknown"] for data in trained.test_images]
+    assert known.count(False) > len(known) // 2, known
+
+
+def test_threshold_can_be_set_and_older_models_answer_azures_fields_only(app, tmp_path, monkeypatch, threshold):
+    """UNKNOWN_THRESHOLD overrides the export's threshold; a model.onnx without the second output (an export made
+    before it) answers exactly Azure's fields."""
+    import onnx
+
+    _, package = app
+    package.extractall(tmp_path)
+    folder = tmp_path / "app"
+    image = png_bytes((128, 128, 128), size=(224, 224))
+    monkeypatch.setenv("UNKNOWN_THRESHOLD", "1.0")
+    answer = container_app.Classifier(folder, threads=1).predict(image)
+    assert answer["unknownThreshold"] == 1.0 != threshold and answer["unknown"] is (answer["unknownScore"] >= 1.0)
+    monkeypatch.delenv("UNKNOWN_THRESHOLD")
+    model = onnx.load(str(folder / "model.onnx"))
+    assert [o.name for o in model.graph.output] == ["model_output", "unknown_score"]
+    del model.graph.output[1]
+    onnx.save(model, str(folder / "model.onnx"))
+    older = container_app.Classifier(folder, threads=1).predict(image)
+    assert set(older) == {"created", "id", "iteration", "predictions", "project"}
+    assert [p["probability"] for p in older["predictions"]] == [p["probability"] for p in answer["predictions"]]
 
 
 def test_bad_input_gets_a_clear_error(app, image_host):

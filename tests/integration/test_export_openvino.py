@@ -8,6 +8,7 @@ import pytest
 from core.export.openvino import OpenVinoExporter
 from tests.conftest import make_cv
 from tests.export_support import labels, sample_pixels, train_compact
+from tests.helpers import png_bytes
 
 ov = pytest.importorskip("openvino", reason="pip install 'cvbot[export]' to test the OpenVINO export")
 
@@ -39,6 +40,34 @@ def test_ir_matches_the_server_with_the_samples_conventions(trained, package, tm
         scores = compiled(sample_pixels(image, 224, "RGB", 1.0, "NCHW"))[compiled.outputs[0]][0]
         assert names[int(np.argmax(scores))] == max(served, key=served.get)
         np.testing.assert_allclose(scores, [served[n] for n in names], atol=1e-4)
+
+
+def test_ir_carries_the_servers_unknown_score(trained, package, tmp_path):
+    """The second output is cvbot's unknown score: the server's within 1e-3 (float32 graph; the score is a kernel
+    CDF of width >= 0.25 standardised units, so float32 rounding of the cosine moves it by ~1e-5), and an image
+    like nothing trained (uniform noise, flat grey, square 224 px: no resize on either side) is flagged."""
+    package.extractall(tmp_path)
+    core = ov.Core()
+    model = core.read_model(str(tmp_path / "model.xml"), str(tmp_path / "model.bin"))
+    assert [sorted(o.get_names()) for o in model.outputs][1] == ["unknown_score"]
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert list(compiled.outputs[1].get_shape()) == [1]
+    threshold = json.loads(package.read("cvexport.manifest"))["UnknownOutput"]["threshold"]
+    names, worst = labels(package), 0.0
+    unlike = [png_bytes(size=(224, 224), seed=3), png_bytes((128, 128, 128), size=(224, 224))]
+    for image in trained.test_images + unlike:
+        served = trained.cv.predictions.predict(trained.project_id, image, iteration_id=trained.iteration_id,
+                                                store=False)
+        out = compiled(sample_pixels(image, 224, "RGB", 1.0, "NCHW"))
+        scores, unknown = out[compiled.outputs[0]][0], float(out[compiled.outputs[1]][0])
+        np.testing.assert_allclose(scores, [{p.tag_name: p.probability for p in served.predictions}[n] for n in names],
+                                   atol=1e-4)  # Azure's output as it was
+        assert 0.0 <= unknown <= 1.0
+        worst = max(worst, abs(unknown - served.unknown_score))
+        if image in unlike:
+            assert unknown >= threshold, unknown
+    assert worst <= 1e-3, worst
+    print(f"OpenVINO unknown_score: max |u_ir - u_server| = {worst:.2e}")
 
 
 def test_unavailable_says_what_to_install(monkeypatch):
