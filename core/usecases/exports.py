@@ -112,8 +112,9 @@ class ExportJob:
         if it is None or export is None:
             return
         try:
-            export.blob_key = self.deps.blobs.put(self._package(it, export, project.name if project else "",
-                                                                project.threshold if project else None))
+            export.blob_key = self.deps.blobs.put(self._package(
+                it, export, project.name if project else "", project.threshold if project else None,
+                project.unknown_threshold if project else None))
             export.status = ExportStatus.Done
         except Exception as e:  # noqa: BLE001 - a failed export is reported on the export, not raised into the runner
             log.exception("export %s of iteration %s failed", self.export_id, self.iteration_id)
@@ -127,7 +128,8 @@ class ExportJob:
         if gone and export.blob_key:  # the iteration was deleted meanwhile
             collect_blobs(self.deps, [export.blob_key])
 
-    def _package(self, it: Iteration, export: Export, project_name: str, threshold: float | None) -> bytes:
+    def _package(self, it: Iteration, export: Export, project_name: str, threshold: float | None,
+                 unknown_threshold: float | None = None) -> bytes:
         """The classifier graph in the platform's convention, the platform's files, labels and manifest, zipped."""
         exporter, flavor = usable_exporter(export.platform, export.flavor, self.deps.export_settings)
         backbone = self.deps.backbones.for_domain(it.domain)
@@ -150,7 +152,9 @@ class ExportJob:
                                    "classificationType": "Multilabel" if multilabel else "Multiclass"})
         if unknown is not None:
             manifest["UnknownOutput"] = {
-                "name": graph.UNKNOWN_OUTPUT, "threshold": unknown.threshold_,
+                # the project's threshold when it set one, else the iteration's calibrated default
+                "name": graph.UNKNOWN_OUTPUT,
+                "threshold": unknown.threshold_ if unknown_threshold is None else unknown_threshold,
                 "meaning": "per image, in [0, 1]: how unlike the training images it is (cvbot's unknown score); "
                            "at or above the threshold the image looks like nothing the model was trained on"}
         with tempfile.TemporaryDirectory(prefix="cvbot-export-") as work:

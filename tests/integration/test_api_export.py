@@ -18,10 +18,11 @@ from tests.helpers import colour_images, png_bytes
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 40), (30, 40, 220)
 
 
-def _wait_export(cv, project_id, iteration_id, timeout=120):
+def _wait_export(cv, project_id, iteration_id, export_id=None, timeout=120):
     deadline = time.monotonic() + timeout
     while True:
-        (export,) = cv.exports.list(project_id, iteration_id)
+        exports = cv.exports.list(project_id, iteration_id)
+        (export,) = [e for e in exports if e.id == export_id] if export_id else exports
         if export.status != "Exporting" or time.monotonic() > deadline:
             return export
         time.sleep(0.2)
@@ -73,6 +74,15 @@ def test_multilabel_export_uses_sigmoids_and_matches_predict(cv):
         unknown_scores.append(float(outputs[1][0]))
     assert unknown_scores[-1] > 0.99 and min(unknown_scores[:-1]) < 0.95  # noise: like nothing trained
     assert abs(float(local.sum()) - 1) > 1e-3  # independent sigmoids, not a softmax
+
+    # A project's own unknown threshold is the one the manifest tells the export's users.
+    cv.projects.update(p.id, unknown_threshold=0.8)
+    half = cv.exports.start(p.id, it.id, "ONNX", "ONNXFloat16")
+    half = _wait_export(cv, p.id, it.id, half.id)
+    assert half.status == "Done", half.failure_reason
+    half_manifest = json.loads(zipfile.ZipFile(io.BytesIO(export_file(cv.deps, it.id, half.id)))
+                               .read("cvexport.manifest"))
+    assert half_manifest["UnknownOutput"]["threshold"] == 0.8
 
     # The export's blob goes with its iteration.
     key = next(e.blob_key for e in cv.exports.list(p.id, it.id))
