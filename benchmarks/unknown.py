@@ -1,7 +1,7 @@
 """Benchmark 15: unknown images (issue #14). How well candidate unknown scores, computed from the L2-normalised
 Compact embeddings and the training set, rank unknown images above known ones (AUROC), next to max-softmax
-measured on the same splits; and what cvbot's chosen score (core.unknown: max-probability gap + 1-NN distance,
-calibrated on the out-of-fold predictions) flags at its default threshold.
+measured on the same splits; and what cvbot's chosen score (core.unknown: max-probability gap + 1-NN distance in
+the standardised embedding space, calibrated on held-out training values) flags at its default threshold.
 
 - near unknowns: train on 6 of the 8 Tux Paint stamp categories (80 % of their images), known = the other 20 %
   of those 6, unknown = every image of the 2 left out; every pair of left-out categories (28) in turn;
@@ -36,8 +36,9 @@ CANDIDATES = {
                                                       "blocks, equally weighted (needs features the embedding "
                                                       "does not keep)",
     "cvbot (max-softmax + knn-1 standardised)": "core.unknown.UnknownScorer: 1/3 max-probability gap + 2/3 "
-                                                "knn-1 standardised, each standardised and calibrated on the "
-                                                "out-of-fold predictions (the chosen score)",
+                                                "knn-1 standardised, each standardised and calibrated on held-out "
+                                                "training values (out-of-fold probabilities, leave-one-out "
+                                                "distances): the chosen score",
 }
 CHOSEN = "cvbot (max-softmax + knn-1 standardised)"
 LAYERS = "max-softmax + knn-1 standardised, blocks 14-16"
