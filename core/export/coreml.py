@@ -1,12 +1,14 @@
 """CoreML (flavors: none, `CoreMLFloat16`): `model.mlmodel` in the shape Azure's CoreML exports and its `coreml`
 sample use: one image input `data` (RGB, the model's size; the sample resizes the whole image to it and hands
-Core ML the picture), outputs `classLabel` and `loss` (tag -> probability).
+Core ML the picture), outputs `classLabel` and `loss` (tag -> probability), and after them cvbot's unknown score
+`unknown_score` (core.unknown; a MultiArray of one value in [0, 1]), which the sample ignores.
 
 Best effort: coremltools converts from PyTorch, not ONNX, so the classifier graph goes ONNX -> PyTorch
 (onnx2torch, checked against ONNX Runtime) -> Core ML, in a child process (torch and coremltools are not loaded
 into the server). coremltools is tested with older PyTorch releases than cvbot pins; where it cannot convert,
-the export fails with its reason. Core ML cannot run on Linux, so the file's predictions are not checked here:
-check them on a Mac (`coremltools.models.MLModel("model.mlmodel").predict({"data": image})`).
+the export fails with its reason. Core ML cannot run on Linux, so an export's predictions are not checked when it
+is made: cvbot's tests execute the file's layers with their own interpreter instead, and a Mac runs it with
+`coremltools.models.MLModel("model.mlmodel").predict({"data": image})`.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .base import Convention, Exporter, ExporterUnavailable, ExportRequest, ExportUnsupported
+from .graph import UNKNOWN_OUTPUT
 
 INSTALL = "pip install 'cvbot[export]' (or: pip install coremltools onnx2torch)"
 MODEL = "model.mlmodel"
@@ -28,6 +31,15 @@ class CoreMLExporter(Exporter):
     flavors = (None, "CoreMLFloat16")
     aliases = {"CoreML": None, "Float16": "CoreMLFloat16"}
     convention = Convention("RGB", 255.0, "NCHW")  # Core ML hands an image input over as 0..255 pixels
+    usage = ("Unzip, then use `model.mlmodel` with Core ML (iOS 13+ / macOS 10.15+): one image input `data` "
+             "(RGB, 224x224: resize the whole image to it), outputs `classLabel` (the most probable tag) and `loss` "
+             "(tag -> probability), as Azure's CoreML exports; Microsoft's `coreml` sample in "
+             "Azure-Samples/customvision-export-samples runs it unchanged (it prints every output). A third output "
+             "`unknown_score` (one value in [0, 1]) says how unlike the training images the picture is: at or above "
+             "the manifest's UnknownOutput threshold it looks like nothing the model was trained on.")
+
+    def carries_unknown(self, flavor: str | None) -> bool:
+        return True  # both flavors: the converter keeps the graph's second output (coreml_convert.azure_first)
 
     def unavailable(self) -> str | None:
         missing = [m for m in ("coremltools", "onnx2torch", "torch") if importlib.util.find_spec(m) is None]
@@ -58,7 +70,9 @@ class CoreMLExporter(Exporter):
             "ExportFormat": "CoreML", "Flavor": flavor or "CoreML", "ModelFileName": MODEL,
             "Input": {**request.manifest.get("Input", {}), "name": "data", "type": "image", "colors": "RGB",
                       "range": [0, 255]},
-            "Output": {"classLabel": "the most probable tag", "loss": "probability per tag"},
+            "Output": {"classLabel": "the most probable tag", "loss": "probability per tag",
+                       **({UNKNOWN_OUTPUT: "cvbot's unknown score: one value in [0, 1], see UnknownOutput"}
+                          if "UnknownOutput" in request.manifest else {})},
             "Note": "converted with coremltools; Core ML does not run on Linux, so these predictions were not "
                     "checked against cvbot's",
         })

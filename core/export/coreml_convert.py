@@ -3,11 +3,13 @@ the server's process; imports nothing from cvbot).
 
     python coreml_convert.py IN.onnx OUT.mlmodel LABELS.json [--float16]
 
-The ONNX graph (RGB pixels 0..255, NCHW) becomes a PyTorch module (onnx2torch), whose answers are checked
-against ONNX Runtime on random pixels before it is traced and converted (coremltools' neural network format,
-iOS 11+, as Azure's CoreML exports): an image input `data` (RGB, the model's size), the outputs `classLabel`
-(the top tag) and `loss` (tag -> probability), as Azure's CoreML models name them. Core ML itself cannot run on
-Linux, so the converted file's predictions are not checked here.
+The ONNX graph (RGB pixels 0..255, NCHW) becomes a PyTorch module (onnx2torch), whose answers are checked against
+ONNX Runtime on random pixels (every output) before it is traced and converted (coremltools' neural network format,
+as Azure's CoreML exports; specification version 4, iOS 13+): an image input `data` (RGB, the model's size), the
+outputs `classLabel` (the top tag) and `loss` (tag -> probability), as Azure's CoreML models name them. When the
+graph has a second output (cvbot's unknown score, `unknown_score`), it stays a third output of the classifier, after
+those two: a MultiArray of one value. Core ML itself cannot run on Linux, so the converted file's predictions are
+not checked here.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import warnings
 from typing import Any
 
 TOLERANCE = 1e-4
+PROBABILITIES, UNKNOWN = "loss", "unknown_score"
 
 
 def convertible(model: Any) -> Any:
@@ -33,6 +36,27 @@ def convertible(model: Any) -> Any:
             model.graph.node[i].CopyFrom(helper.make_node("Clip", [node.input[0], node.input[1]], list(node.output),
                                                           name=node.name or f"clip_{i}"))
     return model
+
+
+def azure_first(spec: Any) -> None:
+    """Outputs in the order loss, classLabel (as Azure's classifiers have them), then the unknown score; the
+    unknown score described as the one value per image it is."""
+    description = spec.description
+    names = [o.name for o in description.output]
+    if sorted(names) != sorted([PROBABILITIES, description.predictedFeatureName, UNKNOWN]):
+        raise SystemExit(f"the converted classifier has the outputs {names}, not loss, classLabel and {UNKNOWN}")
+    order = [PROBABILITIES, description.predictedFeatureName, UNKNOWN]
+    copies = []
+    for o in sorted(description.output, key=lambda o: order.index(o.name)):
+        copies.append(type(o)())
+        copies[-1].CopyFrom(o)
+    del description.output[:]
+    description.output.extend(copies)
+    (score,) = (o for o in description.output if o.name == UNKNOWN)
+    score.shortDescription = "how unlike the training images the image is, in [0, 1] (cvbot's unknown score)"
+    array = score.type.multiArrayType
+    del array.shape[:]
+    array.shape.append(1)
 
 
 def convert(onnx_path: str, out_path: str, labels: list[str], float16: bool) -> None:
@@ -50,25 +74,35 @@ def convert(onnx_path: str, out_path: str, labels: list[str], float16: bool) -> 
     size = int(dims[2].dim_value)
     module = to_torch(convertible(onnx.load(onnx_path))).eval()
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32)
-    expected = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"data": pixels})[0]
+    expected = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"data": pixels})
     with torch.no_grad():
-        got = module(torch.from_numpy(pixels)).numpy()
-    worst = float(np.abs(got - expected).max())
+        answer = module(torch.from_numpy(pixels))
+    got = [t.numpy() for t in (answer if isinstance(answer, (tuple, list)) else (answer,))]
+    if len(got) != len(expected):
+        raise SystemExit(f"the PyTorch translation of the graph has {len(got)} outputs, ONNX {len(expected)}")
+    worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if worst > TOLERANCE:
         raise SystemExit(f"the PyTorch translation of the graph differs from ONNX Runtime by {worst:.2g}")
+    unknown = len(expected) == 2
     traced = torch.jit.trace(module, torch.from_numpy(pixels[:1]))  # type: ignore[no-untyped-call]
 
     with contextlib.redirect_stdout(io.StringIO()):  # coremltools reports progress on stdout
         import coremltools as ct
 
+        # the classifier's dictionary is made of the first output; the unknown score, if any, stays a plain output
+        outputs = [ct.TensorType(name="probabilities"), ct.TensorType(name=UNKNOWN)] if unknown else None
         mlmodel = ct.convert(traced, convert_to="neuralnetwork",
                              inputs=[ct.ImageType(name="data", shape=(1, 3, size, size),
                                                   color_layout=ct.colorlayout.RGB)],
-                             classifier_config=ct.ClassifierConfig(labels))
+                             outputs=outputs,
+                             classifier_config=ct.ClassifierConfig(
+                                 labels, predicted_probabilities_output="probabilities" if unknown else None))
         spec = mlmodel.get_spec()
         probabilities = spec.description.predictedProbabilitiesName
-        if probabilities != "loss":
-            ct.utils.rename_feature(spec, probabilities, "loss")
+        if probabilities != PROBABILITIES:
+            ct.utils.rename_feature(spec, probabilities, PROBABILITIES)
+        if unknown:
+            azure_first(spec)
         mlmodel = ct.models.MLModel(spec)
         if float16:
             from coremltools.models.neural_network import quantization_utils
