@@ -76,7 +76,9 @@ def plan_training(tags: list[Tag], entries: list[SnapshotEntry], domain: Domain,
         for t in used if counts[t.id] < RECOMMENDED_IMAGES_PER_TAG
     ]
     used_ids = {t.id for t in used}
-    kept = [SnapshotEntry(e.image_id, e.sha256, [tid for tid in e.tag_ids if tid in used_ids]) for e in entries]
+    # in content order, so that the same images and tags always give the same folds, and so the same iteration
+    kept = [SnapshotEntry(e.image_id, e.sha256, [tid for tid in e.tag_ids if tid in used_ids])
+            for e in sorted(entries, key=lambda e: (e.sha256, e.image_id))]
     return TrainingPlan(tags=used, entries=kept, warnings=warnings, fingerprint=fingerprint(domain, ctype, kept))
 
 
