@@ -1,6 +1,7 @@
 """TensorFlow export: a frozen graph (`TensorFlowNormal`, the default), a SavedModel, TensorFlow Lite and TensorFlow
 Lite with float16 weights, in the convention of Microsoft's export samples: one float32 input N x H x W x 3, BGR,
-pixels 0..255, and one output whose row 0 holds the scores in labels.txt order.
+pixels 0..255, and one output whose row 0 holds the scores in labels.txt order. cvbot's unknown score rides
+along where the samples do not look: see tf_convert.py.
 
 The converter is onnx2tf (PyPI), run on the classifier's ONNX graph in a child process with the interpreter of
 its own virtualenv (`make export-env` builds `.venv-export` from requirements-export.txt). Why onnx2tf:
@@ -16,7 +17,10 @@ its own virtualenv (`make export-env` builds `.venv-export` from requirements-ex
 
 Before conversion the graph's pixel preprocessing (BGR -> RGB gather, scale, shift) is folded into one 1x1
 convolution: the same arithmetic, but onnx2tf mis-tracks the layout of a channel Gather on the input, while a
-convolution is the case its NCHW -> NHWC rewriting handles best.
+convolution is the case its NCHW -> NHWC rewriting handles best. Likewise the unknown score's column-minus-row
+broadcast (one raw score per image against the calibration scores, [N, 1] - [1, n]) becomes a MatMul by ones and
+a row-wise Sub: onnx2tf 1.29 converts the broadcast to an [N, 1] result (measured: every unknown score off by up
+to 0.17), the MatMul form exactly.
 """
 from __future__ import annotations
 
@@ -60,7 +64,14 @@ class TensorFlowExporter(Exporter):
              "whole image resized, channels in BGR order, values 0-255; row 0 of the one output holds one "
              "probability per tag, in labels.txt order. Microsoft's samples "
              "samples/python/tensorflow*/classification/predict.py in Azure-Samples/customvision-export-samples "
-             "run it unchanged.")
+             "run it unchanged. cvbot's unknown score (one value per image, 0-1; at or above UnknownOutput's "
+             "threshold in cvexport.manifest the image looks like nothing the model was trained on) is read by name: "
+             "tensor `unknown_score:0` of model.pb, or output `unknown_score` of the signature `with_unknown` "
+             "(SavedModel; TFLite: interpreter.get_signature_runner('with_unknown')).")
+
+    def carries_unknown(self, flavor: str | None) -> bool:
+        # every flavor: an extra signature (SavedModel, Lite) or a named tensor (frozen graph), see tf_convert.py
+        return True
 
     def unavailable(self) -> str | None:
         python = self.settings.converter_python
@@ -82,7 +93,7 @@ class TensorFlowExporter(Exporter):
             raise ExporterUnavailable(missing)
         work = request.workdir
         source, out = work / "classifier.onnx", work / "tensorflow"
-        source.write_bytes(preprocessing_as_conv(request.onnx))
+        source.write_bytes(outer_broadcasts_as_matmul(preprocessing_as_conv(request.onnx)))
         python = str(self.settings.converter_python)
         try:
             result = run_converter(python, source, out, flavor, work)
@@ -206,6 +217,37 @@ def preprocessing_as_conv(model_bytes: bytes) -> bytes:
         graph.initializer.remove(t)
     graph.initializer.extend([numpy_helper.from_array(weight, "cv_pre_weight"),
                               numpy_helper.from_array(shift.astype(np.float32), "cv_pre_bias")])
+    onnx.checker.check_model(model)
+    result: bytes = model.SerializeToString()
+    return result
+
+
+def outer_broadcasts_as_matmul(model_bytes: bytes) -> bytes:
+    """The graph with each Sub of a column by a constant row ([N, 1] - [1, n], n > 1, as in core.unknown's
+    calibration) written as MatMul([N, 1], ones[1, n]) - [1, n]: the same values, with a broadcast along the batch
+    only, which onnx2tf handles (as it does the probe's bias)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    init = {t.name: t for t in graph.initializer}
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    nodes: list[Any] = []
+    for node in graph.node:
+        column, row = (node.input[0], node.input[1]) if len(node.input) == 2 else ("", "")
+        right = np.asarray(numpy_helper.to_array(init[row])) if row in init else None
+        if (node.op_type == "Sub" and column not in init and right is not None and right.ndim == 2
+                and right.shape[0] == 1 and right.shape[1] > 1 and shapes.get(column, [])[1:] == [1]):
+            ones, wide = f"cv_tf_ones_{len(nodes)}", f"{node.output[0]}_cv_tf_wide"
+            graph.initializer.append(numpy_helper.from_array(np.ones((1, right.shape[1]), np.float32), ones))
+            nodes += [helper.make_node("MatMul", [column, ones], [wide], name=f"{node.name or wide}_matmul"),
+                      helper.make_node("Sub", [wide, row], list(node.output), name=node.name)]
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     onnx.checker.check_model(model)
     result: bytes = model.SerializeToString()
     return result

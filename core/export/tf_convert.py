@@ -13,7 +13,11 @@ nothing from cvbot. It writes the flavor's files under OUT_DIR and one line `{"f
   stay float32), TFLite builtin ops only (Erf written out as a polynomial); a graph they still do not cover
   also gets TF Select ops, which TensorFlow's own interpreter (the samples') runs.
 
-Every flavor takes one float32 input `data`, N x H x W x 3, and has one output, `probabilities`. N is left
+Every flavor takes one float32 input `data`, N x H x W x 3, and has one output, `probabilities`, where the samples
+read it. When the ONNX graph has cvbot's unknown score as a second output, each flavor also carries it as
+`unknown_score` (shape [N]) without changing what the samples see: in the frozen graph a node `unknown_score` read
+by the one sink node (`probabilities`, an IdentityN whose output 0 is the probabilities), in the SavedModel and the
+TFLite model a second signature `with_unknown` with outputs `probabilities` and `unknown_score`. N is left
 dynamic unless BATCH fixes it: onnx2tf loses track of the layout of some graphs (CLIP's vision transformers)
 when the batch is unknown, and the parent retries those with a batch of 1, which is what the samples feed.
 
@@ -37,6 +41,8 @@ _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != _HERE]
 
 OUTPUT = "probabilities"
+UNKNOWN = "unknown_score"        # cvbot's unknown score, when the ONNX graph has it as a second output
+UNKNOWN_SIGNATURE = "with_unknown"
 FLAVORS = ("TensorFlowNormal", "TensorFlowSavedModel", "TensorFlowLite", "TensorFlowLiteFloat16")
 
 
@@ -85,24 +91,39 @@ def _keras_model(onnx_path: Path, work: Path, batch: int | None, pseudo_ops: lis
 
 
 def _serving_function(keras_model: Any) -> Any:
+    """The converted model as a tf.function returning a tuple: (probabilities,) or, when the ONNX graph had the
+    unknown score as its second output, (probabilities, unknown_score) with the score of shape [N]."""
     import tensorflow as tf
 
     shape = list(keras_model.inputs[0].shape)
     if len(shape) != 4 or shape[3] != 3:
         raise RuntimeError(f"expected an N x H x W x 3 input after conversion, got {shape}")
+    outputs = len(keras_model.outputs)
+    if outputs not in (1, 2):
+        raise RuntimeError(f"expected the probabilities and at most the unknown score, got {outputs} outputs")
 
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="data")])  # type: ignore[untyped-decorator]
-    def serve(data: Any) -> dict[str, Any]:
+    def serve(data: Any) -> tuple[Any, ...]:
         out = keras_model(data, training=False)
-        if isinstance(out, (list, tuple)):
-            (out,) = out
-        return {OUTPUT: out}
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        if len(out) == 1:
+            return (out[0],)
+        # onnx2tf keeps the ONNX outputs' order; the score is one value per image, whatever rank it came back with
+        return out[0], tf.reshape(out[1], [-1])
 
     return serve
 
 
+def _carries_unknown(frozen: Any) -> bool:
+    return len(frozen.outputs) == 2
+
+
 def _frozen_graph(serve: Any, out: Path) -> list[str]:
-    graph_def = _frozen(serve).graph.as_graph_def()
+    frozen = _frozen(serve)
+    graph_def = frozen.graph.as_graph_def()
+    if _carries_unknown(frozen):
+        _one_sink_with_unknown(graph_def, [t.name.split(":")[0] for t in frozen.outputs])
     placeholders = [n.name for n in graph_def.node if n.op == "Placeholder"]
     read = {i.split(":")[0].lstrip("^") for n in graph_def.node for i in n.input}
     sinks = [n.name for n in graph_def.node if n.name not in read]
@@ -114,19 +135,58 @@ def _frozen_graph(serve: Any, out: Path) -> list[str]:
     return ["model.pb"]
 
 
-def _saved_model(serve: Any, out: Path) -> list[str]:
+def _one_sink_with_unknown(graph_def: Any, outputs: list[str]) -> None:
+    """Two outputs, one sink: the tensorflow/ sample reads every node no other node reads as an output, from a set
+    (in no fixed order), and prints the first. So the unknown score's node is renamed `unknown_score` and read,
+    together with the probabilities, by one IdentityN node `probabilities`: the graph's one sink, whose output 0
+    is the probabilities (what the sample reads, `probabilities:0`); the score is `unknown_score:0` (and
+    `probabilities:1`)."""
+    from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
+
+    probabilities, unknown = outputs
+    names = {n.name for n in graph_def.node}
+    if OUTPUT in names or UNKNOWN in names:
+        raise RuntimeError(f"the frozen graph already has a node named {OUTPUT} or {UNKNOWN}")
+    for node in graph_def.node:
+        if node.name == unknown:
+            node.name = UNKNOWN
+    sink = node_def_pb2.NodeDef(name=OUTPUT, op="IdentityN", input=[probabilities, UNKNOWN])
+    sink.attr["T"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(
+        type=[types_pb2.DT_FLOAT, types_pb2.DT_FLOAT])))
+    graph_def.node.append(sink)
+
+
+def _signatures(frozen: Any) -> dict[str, Any]:
+    """`serving_default` with the one output `probabilities` (what the samples read: the first value of the
+    signature's outputs, and a TFLite model's one output); with the unknown score, a second signature
+    `with_unknown` with both `probabilities` and `unknown_score`. The score is not a second output of
+    serving_default: a loaded SavedModel gives a signature's outputs in no fixed order (measured: unknown_score
+    first), and the tensorflow_lite sample refuses a model with more than one output."""
     import tensorflow as tf
 
-    # The frozen function, wrapped so that its one output keeps its name in the signature: saving the Keras model
-    # itself takes a minute (every converted layer is serialised) for the same graph.
-    frozen = _frozen(serve)
-    spec = serve.get_concrete_function().structured_input_signature[0][0]
+    spec = tf.TensorSpec(frozen.inputs[0].shape, tf.float32, name="data")
 
     @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
     def serving_default(data: Any) -> dict[str, Any]:
         return {OUTPUT: frozen(data)[0]}
 
-    tf.saved_model.save(tf.Module(), str(out), signatures={"serving_default": serving_default})
+    signatures = {"serving_default": serving_default}
+    if _carries_unknown(frozen):
+        @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
+        def with_unknown(data: Any) -> dict[str, Any]:
+            probabilities, unknown = frozen(data)
+            return {OUTPUT: probabilities, UNKNOWN: unknown}
+
+        signatures[UNKNOWN_SIGNATURE] = with_unknown
+    return signatures
+
+
+def _saved_model(serve: Any, out: Path) -> list[str]:
+    import tensorflow as tf
+
+    # The frozen function, wrapped so that its outputs keep their names in the signatures: saving the Keras model
+    # itself takes a minute (every converted layer is serialised) for the same graph.
+    tf.saved_model.save(tf.Module(), str(out), signatures=_signatures(_frozen(serve)))
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
 
 
@@ -142,9 +202,13 @@ def _tflite(serve: Any, out: Path, float16: bool) -> list[str]:
     # From the frozen function: the same model, but the converter need not lift the Keras model's variables,
     # which made it some twenty times slower (about 50 s against 2.5 s for EfficientNet-Lite0).
     frozen = _frozen(serve)
+    # With the unknown score: the two signatures of _signatures (the converter orders the subgraphs by signature
+    # key, so serving_default is the primary one, whose single output the samples read); their weights are
+    # stored once.
+    functions = [f.get_concrete_function() for f in _signatures(frozen).values()]
 
     def convert(ops: list[Any]) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, tf.Module())
         converter.target_spec.supported_ops = ops
         if float16:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -161,8 +225,22 @@ def _tflite(serve: Any, out: Path, float16: bool) -> list[str]:
         print(f"TFLite builtins do not cover this graph; adding TF Select ops ({str(e).splitlines()[-1][:200]})",
               file=sys.stderr)
         model = convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+    if _carries_unknown(frozen):
+        _check_lite_signatures(model)
     (out / "model.tflite").write_bytes(model)
     return ["model.tflite"]
+
+
+def _check_lite_signatures(model: bytes) -> None:
+    """The primary subgraph must be serving_default's (one output: what the tensorflow_lite sample asserts)."""
+    from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+
+    interpreter = Interpreter(model_content=model)
+    outputs = interpreter.get_output_details()
+    signatures = interpreter.get_signature_list()
+    if len(outputs) != 1 or signatures.get(UNKNOWN_SIGNATURE, {}).get("outputs") != [OUTPUT, UNKNOWN]:
+        raise RuntimeError(f"the TFLite model should have one primary output and a signature {UNKNOWN_SIGNATURE} "
+                           f"with {OUTPUT} and {UNKNOWN}; it has {len(outputs)} outputs and {signatures}")
 
 
 def convert(onnx_path: Path, out: Path, flavor: str, batch: int | None = None) -> list[str]:
