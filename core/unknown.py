@@ -10,7 +10,7 @@ Two signals, both computed from the embedding and the trained probe's probabilit
 
 Each is standardised by the mean and standard deviation of its *held-out* value over the training images (the
 confidence an image gets from the fold models that did not see it; the distance to the nearest *other* training
-image), and the two standardised values are averaged with weights 1/3 (confidence) and 2/3 (distance). That raw
+image, in a space standardised by the other folds' images only), and the two standardised values are averaged with weights 1/3 (confidence) and 2/3 (distance). That raw
 score is then calibrated on the same held-out values: the unknown score is the fraction of the training images
 whose held-out raw score is below the image's, each counted through a normal kernel (a smoothed empirical
 distribution function). A known-looking image therefore lands about uniformly in [0, 1], and a threshold of 0.95
@@ -76,6 +76,14 @@ def nearest_distance(Q: F32, R: F32, chunk: int = 2048, exclude_self: bool = Fal
     return out
 
 
+def _moments(Xn: F32) -> tuple[F32, F32]:
+    """The per-dimension mean and spread (floored at SPREAD_FLOOR of the mean spread) of L2-normalised rows."""
+    center: F32 = Xn.mean(axis=0).astype(np.float32)
+    spread = Xn.std(axis=0)
+    floored: F32 = np.maximum(spread, np.float32(SPREAD_FLOOR * float(spread.mean()) + 1e-9)).astype(np.float32)
+    return center, floored
+
+
 class UnknownScorer:
     """Fitted at training time from the embeddings, the out-of-fold probabilities and the folds.
 
@@ -107,14 +115,12 @@ class UnknownScorer:
         fold_of = np.asarray(folds)
         if len(Xn) < 2 or len(np.unique(fold_of)) < 2:
             raise ValueError("the unknown score needs at least two folds of training images")
-        self.center_ = Xn.mean(axis=0)
-        spread = Xn.std(axis=0)
-        self.spread_ = np.maximum(spread, np.float32(SPREAD_FLOOR * float(spread.mean()) + 1e-9)).astype(np.float32)
+        self.center_, self.spread_ = _moments(Xn)
         self.weights_ = WEIGHTS
         # stored in half precision (half the blob); every use sees these same rounded values
         self.references_ = self.standardise(Xn).astype(np.float16).astype(np.float32)
         conf = confidence_gap(oof)
-        dist = nearest_distance(self.references_, self.references_, exclude_self=True)
+        dist = self._held_out_distances(Xn, fold_of)
         self.confidence_mean_, self.confidence_std_ = float(conf.mean()), max(float(conf.std()), MIN_CONFIDENCE_STD)
         self.distance_mean_, self.distance_std_ = float(dist.mean()), max(float(dist.std()), MIN_DISTANCE_STD)
         self.calibration_ = np.sort(self._raw(conf, dist))
@@ -123,6 +129,22 @@ class UnknownScorer:
         self.bandwidth_ = max(1.06 * float(self.calibration_.std()) * n ** -0.2, MIN_BANDWIDTH)
         self.threshold_ = float(self.threshold)
         return self
+
+    @staticmethod
+    def _held_out_distances(Xn: F32, fold_of: npt.NDArray[Any]) -> F64:
+        """Each training image's distance to the nearest other training image, in a space standardised by the
+        images of the *other* folds only: the image's own values must not shape the spreads it is measured by
+        (with a few dozen images in 1,280 dimensions they would make every training image look typical)."""
+        dist = np.empty(len(Xn), np.float64)
+        for f in np.unique(fold_of):
+            held = fold_of == f
+            center, spread = _moments(Xn[~held])
+            Z = _l2((Xn - center) / spread).astype(np.float16).astype(np.float32)
+            idx = np.flatnonzero(held)
+            S = Z[idx] @ Z.T
+            S[np.arange(len(idx)), idx] = -np.inf  # not itself
+            dist[idx] = 1.0 - S.max(axis=1).astype(np.float64)
+        return dist
 
     def standardise(self, X: npt.ArrayLike) -> F32:
         """Embeddings in the space the distance is measured in: L2-normalised, centred, divided by the
