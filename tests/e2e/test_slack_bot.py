@@ -215,11 +215,13 @@ def test_story_create_tag_train_classify_correct_retrain(bot):
     _, answer3 = bot.post_images(ch, "classify", named("probe-red", colour_images(1, RED, 42)))
     assert "*red*" in answer3["text"] and "Answered by iteration 2" in text_of(answer3)
 
-    # a direct message to the bot classifies too, once the DM is bound to the project
+    # a direct message to the bot classifies too, once the DM is bound to the project. The image is the green one
+    # added above: a swatch the project has never seen may rightly be "unlike anything trained" (each swatch is
+    # fresh noise, and 20 images calibrate the unknown score coarsely), which is not what this step is about
     bot.command("use colours", "DSTORY")
     dm_ts = bot.ts()
     bot.send.event(message_event("DSTORY", CREATOR, "", dm_ts,
-                                 [slack.add_file("dm.png", colour_images(1, GREEN, 43)[0])], channel_type="im"))
+                                 [slack.add_file("dm.png", colour_images(1, GREEN, 41)[0])], channel_type="im"))
     dm_answer = slack.wait_for(lambda: slack.posts("DSTORY", dm_ts), what="the DM answer")[0]
     assert "*green*" in dm_answer["text"] and "Answered by iteration 2" in text_of(dm_answer)
 
