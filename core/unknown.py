@@ -10,12 +10,13 @@ Two signals, both computed from the embedding and the trained probe's probabilit
 
 Each is standardised by the mean and standard deviation of its *held-out* value over the training images (the
 confidence an image gets from the fold models that did not see it; the distance to the nearest *other* training
-image, in a space standardised by the other folds' images only), and the two standardised values are averaged with weights 1/3 (confidence) and 2/3 (distance). That raw
-score is then calibrated on the same held-out values: the unknown score is the fraction of the training images
-whose held-out raw score is below the image's, each counted through a normal kernel (a smoothed empirical
-distribution function). A known-looking image therefore lands about uniformly in [0, 1], and a threshold of 0.95
-flags about 5 % of images like the training set (a little fewer in practice: the fold models saw 80 % of the
-images, the final probe sees them all); an image far beyond every training image scores 1.
+image, in a space standardised by the other folds' images only), and the two standardised values are averaged
+with weights 1/3 (confidence) and 2/3 (distance). That raw score is then calibrated on the same held-out values:
+the unknown score is the fraction of the training images whose held-out raw score is below the image's, each
+counted through a normal kernel (a smoothed empirical distribution function). A known-looking image therefore
+lands about uniformly in [0, 1], and a threshold of 0.95 flags about 5 % of images like the training set (a
+little fewer in practice: the fold models saw 80 % of the images, the final probe sees them all); an image far
+beyond every training image scores 1.
 
 Small, easy projects (a dozen images that the probe separates perfectly) have out-of-fold signals that barely
 vary: standardised by that spread alone, a 94 %-confident answer would look extreme. So the spreads have floors
