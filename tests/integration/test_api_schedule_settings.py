@@ -14,7 +14,9 @@ T = "/customvision/v3.3/training"
 UNKNOWN = {"unknownThreshold": DEFAULT_UNKNOWN_THRESHOLD}  # cvbot's other setting, untouched here
 
 
-def test_update_project_reads_and_writes_the_cvbot_settings(tmp_path):
+def _patched(tmp_path, bodies: list[dict], read_first: bool = False):
+    """A cvbot app on a fresh data dir with one project 'birds': (optionally its GET, then) each PATCH's status and
+    JSON, in order; and the use cases' view of the project afterwards."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from cvbot.bootstrap import bootstrap
@@ -22,24 +24,33 @@ def test_update_project_reads_and_writes_the_cvbot_settings(tmp_path):
     from cvbot.server import build_app
 
     container = bootstrap(Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path / "data"), "CVBOT_TRAINING_KEY": KEY}))
-    p = container.usecases(Scope.of("default")).projects.create("birds")
+    projects = container.usecases(Scope.of("default")).projects
+    p = projects.create("birds")
     h = {"Training-Key": KEY}
 
     async def go():
         async with TestClient(TestServer(build_app(container))) as client:
             out = []
-            r = await client.get(f"{T}/projects/{p.id}", headers=h)
-            out.append((r.status, await r.json()))
-            for body in ({"settings": {"cvbot": {"retrain": "nightly", "predictionRetentionDays": 30}}},
-                         {"settings": {"cvbot": {"retrain": "weekly"}}, "name": "renamed"},
-                         {"settings": {"cvbot": {"predictionRetentionDays": True}}},
-                         {"settings": {"cvbot": {"predictionRetentionDays": None}}, "description": "d"}):
+            if read_first:
+                r = await client.get(f"{T}/projects/{p.id}", headers=h)
+                out.append((r.status, await r.json()))
+            for body in bodies:
                 r = await client.patch(f"{T}/projects/{p.id}", json=body, headers=h)
                 out.append((r.status, await r.json()))
             return out
 
-    (s0, got), (s1, set1), (s2, bad), (s3, bad2), (s4, reset) = asyncio.run(go())
-    container.close()
+    try:
+        return asyncio.run(go()), projects.get(p.id)
+    finally:
+        container.close()
+
+
+def test_update_project_reads_and_writes_the_cvbot_settings(tmp_path):
+    (s0, got), (s1, set1), (s2, bad), (s3, bad2), (s4, reset) = _patched(tmp_path, [
+        {"settings": {"cvbot": {"retrain": "nightly", "predictionRetentionDays": 30}}},
+        {"settings": {"cvbot": {"retrain": "weekly"}}, "name": "renamed"},
+        {"settings": {"cvbot": {"predictionRetentionDays": True}}},
+        {"settings": {"cvbot": {"predictionRetentionDays": None}}, "description": "d"}], read_first=True)[0]
     assert s0 == 200 and got["settings"]["cvbot"] == {"retrain": "off", "predictionRetentionDays": None, **UNKNOWN}
     assert s1 == 200 and set1["settings"]["cvbot"] == {"retrain": "nightly", "predictionRetentionDays": 30, **UNKNOWN}
     assert (s2, bad["code"]) == (400, "BadRequestInvalid") and "nightly or off" in bad["message"]
@@ -125,30 +136,11 @@ def test_the_server_tells_its_adapters_of_the_runs_it_made(tmp_path):
 
 
 def test_the_unknown_threshold_is_set_and_reset_through_the_api(tmp_path):
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from cvbot.bootstrap import bootstrap
-    from cvbot.config import Settings
-    from cvbot.server import build_app
-
-    container = bootstrap(Settings.from_env({"CVBOT_DATA_DIR": str(tmp_path / "data"), "CVBOT_TRAINING_KEY": KEY}))
-    p = container.usecases(Scope.of("default")).projects.create("birds")
-    h = {"Training-Key": KEY}
-
-    async def go():
-        async with TestClient(TestServer(build_app(container))) as client:
-            out = []
-            for body in ({"settings": {"cvbot": {"unknownThreshold": 0.8}}},
-                         {"settings": {"cvbot": {"unknownThreshold": 1.5}}},
-                         {"settings": {"cvbot": {"unknownThreshold": "high"}}, "name": "renamed"},
-                         {"settings": {"cvbot": {"unknownThreshold": None}}}):
-                r = await client.patch(f"{T}/projects/{p.id}", json=body, headers=h)
-                out.append((r.status, await r.json()))
-            return out
-
-    (s1, set1), (s2, out_of_range), (s3, not_number), (s4, reset) = asyncio.run(go())
-    stored = container.usecases(Scope.of("default")).projects.get(p.id)
-    container.close()
+    ((s1, set1), (s2, out_of_range), (s3, not_number), (s4, reset)), stored = _patched(tmp_path, [
+        {"settings": {"cvbot": {"unknownThreshold": 0.8}}},
+        {"settings": {"cvbot": {"unknownThreshold": 1.5}}},
+        {"settings": {"cvbot": {"unknownThreshold": "high"}}, "name": "renamed"},
+        {"settings": {"cvbot": {"unknownThreshold": None}}}])
     assert s1 == 200 and set1["settings"]["cvbot"]["unknownThreshold"] == 0.8
     assert (s2, out_of_range["code"]) == (400, "BadRequestInvalid") and "outside [0, 1]" in out_of_range["message"]
     assert s3 == 400 and "unknownThreshold" in not_number["message"]
