@@ -64,15 +64,14 @@ def confidence_gap(P: npt.ArrayLike) -> F64:
     return out
 
 
-def nearest_distance(Q: F32, R: F32, chunk: int = 2048, exclude_self: bool = False) -> F64:
-    """1 - cosine similarity to the nearest row of R, for each (L2-normalised) row of Q; with `exclude_self`
-    (Q is R), row i of Q is not compared with row i of R."""
+def nearest_distance(Q: F32, R: F32, chunk: int = 2048, skip: npt.NDArray[np.intp] | None = None) -> F64:
+    """1 - cosine similarity to the nearest row of R, for each (L2-normalised) row of Q, `chunk` rows of Q at a
+    time (memory: chunk x len(R)); with `skip`, row i of Q is not compared with row skip[i] of R (itself)."""
     out = np.empty(len(Q), np.float64)
     for i in range(0, len(Q), chunk):
         S = Q[i:i + chunk] @ R.T
-        if exclude_self:
-            rows = np.arange(len(S))
-            S[rows, i + rows] = -np.inf
+        if skip is not None:
+            S[np.arange(len(S)), skip[i:i + chunk]] = -np.inf
         out[i:i + chunk] = 1.0 - S.max(axis=1).astype(np.float64)
     return out
 
@@ -142,9 +141,7 @@ class UnknownScorer:
             center, spread = _moments(Xn[~held])
             Z = _l2((Xn - center) / spread).astype(np.float16).astype(np.float32)
             idx = np.flatnonzero(held)
-            S = Z[idx] @ Z.T
-            S[np.arange(len(idx)), idx] = -np.inf  # not itself
-            dist[idx] = 1.0 - S.max(axis=1).astype(np.float64)
+            dist[idx] = nearest_distance(Z[idx], Z, skip=idx)
         return dist
 
     def standardise(self, X: npt.ArrayLike) -> F32:

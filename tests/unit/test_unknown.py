@@ -59,7 +59,7 @@ def test_out_of_fold_statistics_and_raw_score(fitted):
     R = s.references_
     S = R @ R.T
     np.fill_diagonal(S, -np.inf)
-    assert np.allclose(nearest_distance(R, R, chunk=7, exclude_self=True), 1 - S.max(1))
+    assert np.allclose(nearest_distance(R, R, chunk=7, skip=np.arange(len(R))), 1 - S.max(1))
     # raw score = 1/3 standardised confidence + 2/3 standardised distance (in the standardised embedding space)
     P = cv.predict_proba(X[:5])
     assert s.weights_ == pytest.approx((1 / 3, 2 / 3))
